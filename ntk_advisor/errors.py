@@ -1,0 +1,28 @@
+"""One exception family. Every message says what was wrong and what to do about it.
+
+The CLI prints ``str(error)`` on one line and exits non-zero; tracebacks appear only with
+``--verbose``. Library code raises these instead of bare ValueError so callers (and the CLI)
+can tell a user mistake from a bug.
+"""
+
+
+class NtkAdvisorError(Exception):
+    """Base class: a problem the user can fix (bad input, missing file, wrong setting)."""
+
+    exit_code = 2
+
+
+class ModelError(NtkAdvisorError):
+    """A model name, folder or architecture that cannot be used."""
+
+
+class DataError(NtkAdvisorError):
+    """A data set or data file that cannot be read or split as asked."""
+
+
+class ProfileError(NtkAdvisorError):
+    """A profile that cannot be computed, saved or read back."""
+
+
+class RecipeError(NtkAdvisorError):
+    """A recipe that does not parse, validate or match its model."""

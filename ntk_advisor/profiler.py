@@ -1,0 +1,207 @@
+"""profile(): the empirical NTK of every Linear module of a model on a probe sample.
+
+The library never prints. Progress goes through ``on_progress(stage, done, total)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib import metadata
+
+import numpy as np
+import torch
+
+from . import data as data_lib
+from . import models
+from .artifacts import ModuleSummary, NtkProfile
+from .errors import ProfileError
+from .ntk import OutputSpec, choose_route, jacobian_kernels, kernel_report, structured_kernels
+from .ntk.spectral import eigenvalues
+
+HEADS = ("probe", "random")
+METHODS = ("structured", "jacobian")
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    model: str = "minilm-l6"
+    data: str = "vader-movie"
+    text_column: str = "text"
+    label_column: str = "label"
+    samples: int = 64  # N, the probe sample
+    max_length: int = 64  # T, tokens per example after truncation
+    seed: int = 0  # splits, probe sample, head init
+    reduction: str = "trace"
+    head: str = "probe"  # fit the new head as a linear probe before profiling, or keep it random
+    head_train_examples: int = 1000  # training examples (outside the probe) for the linear probe
+    method: str = "structured"
+    ridge: float = 1e-3  # LOO kernel ridge strength, relative to the kernel's mean diagonal
+    modules: tuple[str, ...] = ()  # restrict to these module names (default: every Linear)
+    dtype: str = "float32"  # model dtype; kernels are always contracted in float64
+
+    def validate(self) -> None:
+        if self.samples < 2:
+            raise ProfileError(f"--samples must be at least 2, got {self.samples}")
+        if self.max_length < 1:
+            raise ProfileError(f"--max-length must be at least 1 token, got {self.max_length}")
+        if self.head not in HEADS:
+            raise ProfileError(f"unknown --head '{self.head}': use one of {', '.join(HEADS)}")
+        if self.method not in METHODS:
+            raise ProfileError(f"unknown --method '{self.method}': use one of {', '.join(METHODS)}")
+        if self.reduction not in ("trace", "margin", "full"):
+            raise ProfileError(f"unknown --output '{self.reduction}': use trace, margin or full")
+        if self.dtype not in ("float32", "float64"):
+            raise ProfileError(f"unknown --dtype '{self.dtype}': use float32 or float64")
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def fit_probe_head(loaded: models.LoadedModel, train, validation, config: ProfileConfig, exclude: set[str]) -> dict:
+    """Fit the new head as a logistic-regression probe on frozen features; load it in place.
+
+    Binary tasks: sklearn gives one direction w; the 2-logit head gets (−w/2, +w/2) so that
+    f1 − f0 = w·h + b exactly as the probe. Returns the probe's validation accuracy.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(config.seed)
+    pool = [i for i in range(len(train)) if train.texts[i] not in exclude]
+    chosen = sorted(rng.permutation(pool)[: config.head_train_examples].tolist())
+    fit_set = train.subset(chosen)
+    val_set = validation.subset(list(range(min(len(validation), config.head_train_examples))))
+    features = {}
+    for split_name, split in (("fit", fit_set), ("validation", val_set)):
+        batch = models.encode(loaded.tokenizer, split.texts, config.max_length)
+        features[split_name] = models.head_inputs(loaded, batch).to(torch.float64).numpy()
+    if len(set(fit_set.labels)) < 2:
+        raise ProfileError("the head's training pool holds a single class: use --head random or more data")
+    probe = LogisticRegression(max_iter=2000, C=1.0)
+    probe.fit(features["fit"], np.asarray(fit_set.labels))
+    coef, intercept = torch.from_numpy(probe.coef_), torch.from_numpy(probe.intercept_)
+    if coef.shape[0] == 1:  # binary
+        coef = torch.cat([-coef / 2, coef / 2])
+        intercept = torch.cat([-intercept / 2, intercept / 2])
+    head = loaded.backbone.get_submodule(loaded.head_name)
+    with torch.no_grad():
+        head.weight.copy_(coef.to(head.weight.dtype))
+        if head.bias is not None:
+            head.bias.copy_(intercept.to(head.bias.dtype))
+    accuracy = float(probe.score(features["validation"], np.asarray(val_set.labels)))
+    return {"kind": "probe", "fit_examples": len(fit_set), "validation_accuracy": accuracy,
+            "validation_examples": len(val_set)}
+
+
+def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkProfile:
+    """Load model and data, fit or keep the head, and compute every module's kernel and spectra."""
+    config.validate()
+    started = time.perf_counter()
+    progress = on_progress or (lambda stage, done, total: None)
+    dataset = data_lib.load_dataset(config.data, config.text_column, config.label_column)
+    splits = data_lib.split_dataset(dataset, seed=config.seed)
+    sample = data_lib.probe_sample(splits.train, config.samples, seed=config.seed)
+    progress("load model", 0, 1)
+    loaded = models.load_classifier(config.model, num_labels=dataset.num_classes, seed=config.seed,
+                                    dtype=getattr(torch, config.dtype))
+    progress("load model", 1, 1)
+    timing = {"load_s": time.perf_counter() - started}
+    warnings: list[str] = []
+    head_report: dict = {"kind": config.head}
+    if config.head == "probe":
+        if loaded.head_name is None:
+            warnings.append("the model has no new head to fit: profiling the checkpoint's own head")
+        else:
+            progress("fit head", 0, 1)
+            head_report = fit_probe_head(loaded, splits.train, splits.validation, config, set(sample.texts))
+            progress("fit head", 1, 1)
+    timing["head_s"] = time.perf_counter() - started - timing["load_s"]
+    batch = models.encode(loaded.tokenizer, sample.texts, config.max_length)
+    labels = torch.tensor(sample.labels, dtype=torch.long)
+    result = profile_model(loaded, batch, labels, config, progress, timing, warnings)
+    result.settings.update({"model": config.model, "data": config.data, "text_column": config.text_column,
+                            "label_column": config.label_column, "label_names": list(dataset.label_names)})
+    result.head_report = head_report
+    result.head = {k: v.detach().clone() for k, v in loaded.backbone.state_dict().items()
+                   if k in set(loaded.new_parameter_names)}
+    result.timing["total_s"] = time.perf_counter() - started
+    return result
+
+
+def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor, config: ProfileConfig,
+                  progress: Progress, timing: dict | None = None, warnings: list[str] | None = None) -> NtkProfile:
+    """Kernels and summaries for an already loaded model and tokenized sample (pipelines, tests)."""
+    timing = dict(timing or {})
+    warnings = list(warnings or [])
+    targets = models.discover_targets(loaded.backbone)
+    if config.modules:
+        unknown = sorted(set(config.modules) - {t.name for t in targets})
+        if unknown:
+            raise ProfileError(f"unknown module '{unknown[0]}': list them with ntk-advisor models show MODEL")
+        targets = [t for t in targets if t.name in set(config.modules)]
+    num_outputs = loaded.backbone.config.num_labels
+    if config.reduction == "margin" and num_outputs != 2:
+        raise ProfileError(f"--output margin needs a binary task; this one has {num_outputs} classes: use trace")
+    spec = OutputSpec(config.reduction, num_outputs, labels)
+    if not spec.defined_alignment:
+        warnings.append("the probe sample holds a single class: alignment and LOO accuracy are undefined")
+    prefix = "backbone."
+    t0 = time.perf_counter()
+    with torch.enable_grad():
+        if config.method == "structured":
+            modules = {prefix + t.name: loaded.backbone.get_submodule(t.name) for t in targets}
+            raw = structured_kernels(loaded.logits_model, batch, modules, spec, on_progress=progress)
+        else:
+            weights = {prefix + t.name: (prefix + t.name + ".weight", t.transposed) for t in targets}
+            raw = jacobian_kernels(loaded.logits_model, batch, weights, spec, on_progress=progress)
+    timing["kernels_s"] = time.perf_counter() - t0
+    results = {name[len(prefix):]: value for name, value in raw.items()}
+    for name, value in results.items():
+        if not torch.isfinite(value.kernel).all():
+            raise ProfileError(f"the kernel of module '{name}' has NaN or Inf entries: the model or the inputs "
+                               "overflow; try --dtype float64 or a shorter --max-length")
+    labelled = spec.defined_alignment
+    report_args = dict(centred=spec.centred_targets() if labelled else None,
+                       targets=spec.regression_targets() if labelled else None,
+                       classes=labels if labelled else None, predict=spec.predicted_classes, ridge=config.ridge)
+    rows, tokens = spec.kernel_size, batch["input_ids"].shape[1]
+    summaries = []
+    for t in targets:
+        stats = results[t.name]
+        route = "jacobian" if config.method == "jacobian" else choose_route(rows, tokens, t.d_out, t.d_in)
+        summaries.append(ModuleSummary(t.name, t.role, t.layer, t.d_out, t.d_in, t.num_weights, route,
+                                       **kernel_report(stats.kernel, **report_args)))
+    total_kernel = sum(r.kernel for r in results.values())
+    total = kernel_report(total_kernel, **report_args)
+    total["spectrum"] = eigenvalues(total_kernel).tolist()
+    timing["summaries_s"] = time.perf_counter() - t0 - timing["kernels_s"]
+    settings = asdict(config)
+    settings.update({"samples": int(labels.shape[0]), "num_outputs": num_outputs, "dtype": str(
+        next(loaded.backbone.parameters()).dtype).removeprefix("torch."), "kernel_rows": rows,
+        "tokens": tokens, "modules": [t.name for t in targets]})
+    return NtkProfile(
+        settings=settings,
+        modules=summaries,
+        total=total,
+        kernels={**{n: r.kernel for n, r in results.items()}, "total": total_kernel},
+        scores={"rows": {n: r.row_energy for n, r in results.items()},
+                "cols": {n: r.col_energy for n, r in results.items()},
+                "rows_alignment": {n: r.row_alignment for n, r in results.items()},
+                "cols_alignment": {n: r.col_alignment for n, r in results.items()}},
+        inputs={"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels},
+        versions=library_versions(),
+        timing=timing,
+        warnings=warnings,
+    )
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for package in ("ntk-advisor", "torch", "transformers", "safetensors", "scikit-learn"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "unknown"
+    return versions
+

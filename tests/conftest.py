@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny random-init BERT, GPT-2 and Llama twins (2 layers) for mechanics tests.
+
+Real-model tests are marked ``slow`` and load minilm-l6 / vader-movie from the installed wheels.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("COLUMNS", "200")  # rich wraps at the terminal width; pin it for assertions
+
+VOCAB = 50
+
+
+class TinyTokenizer:
+    """Whitespace tokenizer over a fixed vocabulary, enough for the encode() contract."""
+
+    pad_token = "[PAD]"
+    eos_token = "[PAD]"
+    pad_token_id = 0
+
+    def __call__(self, texts, truncation=True, max_length=16, padding="longest", return_tensors="pt"):
+        ids = [[1 + (sum(map(ord, w)) % (VOCAB - 1)) for w in t.split()][:max_length] or [1] for t in texts]
+        width = max(len(i) for i in ids)
+        return {
+            "input_ids": torch.tensor([i + [0] * (width - len(i)) for i in ids]),
+            "attention_mask": torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids]),
+        }
+
+
+def tiny_classifier(arch: str, num_labels: int = 2, dtype=torch.float64, seed: int = 0):
+    import transformers as tf
+
+    from ntk_advisor.models import wrap_classifier
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=VOCAB, num_labels=num_labels, pad_token_id=0)
+    if arch == "bert":
+        config = tf.BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
+                               max_position_embeddings=64, **common)
+        model = tf.BertForSequenceClassification(config)
+    elif arch == "gpt2":
+        config = tf.GPT2Config(n_embd=16, n_layer=2, n_head=2, n_positions=64, bos_token_id=1, eos_token_id=1, **common)
+        model = tf.GPT2ForSequenceClassification(config)
+    elif arch == "llama":
+        config = tf.LlamaConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                intermediate_size=24, max_position_embeddings=64, **common)
+        model = tf.LlamaForSequenceClassification(config)
+    else:
+        raise ValueError(arch)
+    config._attn_implementation = "eager"
+    model = model.to(dtype)
+    head = "classifier" if arch == "bert" else "score"
+    return wrap_classifier(model, TinyTokenizer(), new_parameter_names=[f"{head}.weight"])
+
+
+@pytest.fixture(params=["bert", "gpt2", "llama"])
+def tiny_model(request):
+    return tiny_classifier(request.param)
+
+
+def tiny_batch(n: int = 6, t: int = 7, seed: int = 0, ragged: bool = True):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, VOCAB, (n, t), generator=g)
+    mask = torch.ones(n, t, dtype=torch.long)
+    if ragged:
+        for i in range(n):
+            length = 2 + (i * 3) % (t - 1)
+            mask[i, length:] = 0
+            ids[i, length:] = 0
+    return {"input_ids": ids, "attention_mask": mask}

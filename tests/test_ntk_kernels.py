@@ -1,0 +1,226 @@
+"""The structured kernel routes against a brute-force oracle, plus the invariants of METHOD.md §3-4.
+
+The oracle differentiates with vmap(jacrev) and contracts with its own einsums; it shares no
+code with ntk_advisor.ntk beyond OutputSpec's choice of differentiated scalars.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_batch, tiny_classifier
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.func import functional_call, jacrev, vmap
+
+from ntk_advisor.models import discover_targets
+from ntk_advisor.ntk import OutputSpec, jacobian_kernels, structured_kernels
+from ntk_advisor.ntk.kernels import choose_route, module_passes
+from ntk_advisor.ntk.rows_cols import per_col_kernels, per_row_kernels, slice_kernel
+
+PREFIX = "backbone."
+LABELS3 = torch.tensor([0, 1, 2, 0, 1, 2])
+
+
+def oracle_jacobian(model, batch, param_names, spec):
+    """(R, P_total) Jacobian of the kernel rows w.r.t. the named parameters, weights in W[d_out, d_in]."""
+    params = {n: p.detach() for n, p in model.named_parameters() if n in param_names}
+
+    def f(ps, ids, mask):
+        return spec.stack_outputs(functional_call(model, ps, kwargs={"input_ids": ids[None], "attention_mask": mask[None]}))[0]
+
+    jac = vmap(jacrev(f), in_dims=(None, 0, 0))(params, batch["input_ids"], batch["attention_mask"])
+    flat = torch.cat([j.reshape(j.shape[0], j.shape[1], -1) for j in jac.values()], dim=-1)  # (N, O, P)
+    if spec.reduction == "full":
+        return flat.reshape(-1, flat.shape[-1])  # rows n·C + c
+    return flat  # (N, O, P): the trace kernel sums over O
+
+
+def oracle_kernel(jac):
+    if jac.dim() == 2:
+        return jac @ jac.T
+    return torch.einsum("nop,mop->nm", jac, jac)
+
+
+def modules_of(loaded, names=None):
+    targets = [t for t in discover_targets(loaded.backbone) if names is None or t.name in names]
+    return targets, {PREFIX + t.name: loaded.backbone.get_submodule(t.name) for t in targets}
+
+
+def rel(a, b):
+    a, b = a.detach(), b.detach()
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+@pytest.mark.parametrize("reduction", ["trace", "margin", "full"])
+@pytest.mark.parametrize("route", ["per-example", "gram"])
+def test_structured_matches_oracle(tiny_model, reduction, route):
+    num_labels = 2 if reduction == "margin" else 3
+    loaded = tiny_classifier(tiny_model.backbone.config.model_type, num_labels=num_labels)
+    labels = LABELS3 % num_labels
+    spec = OutputSpec(reduction, num_labels, labels)
+    targets, modules = modules_of(loaded)
+    batch = tiny_batch()
+    got = structured_kernels(loaded.logits_model, batch, modules, spec, route=route)
+    for t in targets:
+        jac = oracle_jacobian(loaded.logits_model, batch, {PREFIX + t.name + ".weight"}, spec)
+        if t.transposed:  # Conv1D stores [d_in, d_out]; bring the oracle to W[d_out, d_in]
+            jac = jac.reshape(*jac.shape[:-1], t.d_in, t.d_out).transpose(-1, -2).reshape(jac.shape)
+        assert rel(got[PREFIX + t.name].kernel, oracle_kernel(jac)) < 1e-10, t.name
+        # Row / column energies: squared norms of the Jacobian's row and column slices.
+        g = jac.reshape(*jac.shape[:-1], t.d_out, t.d_in)
+        sq = g.square().reshape(-1, t.d_out, t.d_in)
+        assert rel(got[PREFIX + t.name].row_energy, sq.sum((0, 2))) < 1e-10
+        assert rel(got[PREFIX + t.name].col_energy, sq.sum((0, 1))) < 1e-10
+
+
+def test_alignment_scores_match_oracle():
+    loaded = tiny_classifier("bert", num_labels=3)
+    spec = OutputSpec("trace", 3, LABELS3)
+    targets, modules = modules_of(loaded)
+    got = structured_kernels(loaded.logits_model, tiny_batch(), modules, spec)
+    y = torch.nn.functional.one_hot(LABELS3, 3).double()
+    y = y - y.mean(0)
+    for t in targets[:4]:
+        jac = oracle_jacobian(loaded.logits_model, tiny_batch(), {PREFIX + t.name + ".weight"}, spec)
+        g = jac.reshape(jac.shape[0], jac.shape[1], t.d_out, t.d_in)  # (N, O, d_out, d_in)
+        projected = torch.einsum("nc,noij->coij", y, g)  # a_i = Σ_{c,o} ‖Σ_n ỹ_{n,c} g_{n,o}[i,:]‖²
+        assert rel(got[PREFIX + t.name].row_alignment, projected.square().sum((0, 1, 3))) < 1e-10
+        assert rel(got[PREFIX + t.name].col_alignment, projected.square().sum((0, 1, 2))) < 1e-10
+        # Σ_i a_i = ⟨K, ỸỸᵀ⟩
+        kernel = got[PREFIX + t.name].kernel
+        assert torch.allclose(got[PREFIX + t.name].row_alignment.sum(), torch.trace(y.T @ kernel @ y))
+
+
+def test_jacobian_route_matches_structured(tiny_model):
+    spec = OutputSpec("trace", 2, LABELS3 % 2)
+    targets, modules = modules_of(tiny_model)
+    batch = tiny_batch()
+    fast = structured_kernels(tiny_model.logits_model, batch, modules, spec)
+    slow = jacobian_kernels(tiny_model.logits_model, batch,
+                            {PREFIX + t.name: (PREFIX + t.name + ".weight", t.transposed) for t in targets}, spec)
+    for name in fast:
+        assert rel(fast[name].kernel, slow[name].kernel) < 1e-10
+        assert rel(fast[name].col_alignment, slow[name].col_alignment) < 1e-10
+
+
+def test_module_kernels_sum_to_kernel_of_union():
+    loaded = tiny_classifier("llama")
+    spec = OutputSpec("trace", 2, LABELS3 % 2)
+    targets, modules = modules_of(loaded)
+    got = structured_kernels(loaded.logits_model, tiny_batch(), modules, spec)
+    chosen = targets[:5]
+    jac = oracle_jacobian(loaded.logits_model, tiny_batch(), {PREFIX + t.name + ".weight" for t in chosen}, spec)
+    assert rel(sum(got[PREFIX + t.name].kernel for t in chosen), oracle_kernel(jac)) < 1e-10
+
+
+def test_kernels_symmetric_psd(tiny_model):
+    spec = OutputSpec("full", 2, LABELS3 % 2)
+    _, modules = modules_of(tiny_model)
+    for value in structured_kernels(tiny_model.logits_model, tiny_batch(), modules, spec).values():
+        k = value.kernel
+        assert torch.allclose(k, k.T, atol=1e-12 * k.abs().max())
+        assert torch.linalg.eigvalsh(k).min() >= -1e-10 * torch.linalg.eigvalsh(k).max()
+
+
+def _captured(loaded, spec, name):
+    targets, modules = modules_of(loaded, {name})
+    passes = list(module_passes(loaded.logits_model, tiny_batch(), modules, spec))
+    return passes[0][1][PREFIX + name], [d[PREFIX + name] for _, _, d in passes]
+
+
+def test_rows_and_columns_sum_to_module_kernel():
+    loaded = tiny_classifier("gpt2")
+    spec = OutputSpec("trace", 2, LABELS3 % 2)
+    name = "transformer.h.0.mlp.c_fc"  # a Conv1D: rows/columns must follow W[d_out, d_in]
+    target = next(t for t in discover_targets(loaded.backbone) if t.name == name)
+    x, deltas = _captured(loaded, spec, name)
+    module_kernel = structured_kernels(loaded.logits_model, tiny_batch(), modules_of(loaded, {name})[1], spec)[
+        PREFIX + name
+    ]
+    rows = sum(per_row_kernels(x, d, list(range(target.d_out))).sum(0) for d in deltas)
+    cols = sum(per_col_kernels(x, d, list(range(target.d_in))).sum(0) for d in deltas)
+    assert rel(rows, module_kernel.kernel) < 1e-10
+    assert rel(cols, module_kernel.kernel) < 1e-10
+    # Each row's kernel trace is that row's energy.
+    row_traces = sum(torch.diagonal(per_row_kernels(x, d, list(range(target.d_out))), dim1=1, dim2=2).sum(1)
+                     for d in deltas)
+    assert rel(row_traces, module_kernel.row_energy) < 1e-10
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 63), min_size=1, max_size=20, unique=True),
+       st.lists(st.integers(0, 15), min_size=1, max_size=8, unique=True))
+def test_slice_kernel_is_sum_of_its_rows_and_matches_oracle(rows, cols):
+    loaded = tiny_classifier("bert")
+    spec = OutputSpec("margin", 2, LABELS3 % 2)
+    name = "bert.encoder.layer.1.intermediate.dense"  # W[24, 16]
+    rows = [r % 24 for r in rows]
+    rows = sorted(set(rows))
+    x, deltas = _captured(loaded, spec, name)
+    got = slice_kernel(x, deltas[0], rows=rows, cols=cols)
+    assert rel(got, per_row_kernels(x[..., cols], deltas[0], rows).sum(0)) < 1e-10
+    jac = oracle_jacobian(loaded.logits_model, tiny_batch(), {PREFIX + name + ".weight"}, spec)
+    g = jac.reshape(jac.shape[0], 24, 16)[:, rows][:, :, cols].reshape(jac.shape[0], -1)
+    assert rel(got, g @ g.T) < 1e-10
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.permutations(list(range(6))))
+def test_permuting_examples_permutes_kernel(perm):
+    loaded = tiny_classifier("bert")
+    _, modules = modules_of(loaded, {"bert.encoder.layer.0.attention.self.value"})
+    batch = tiny_batch()
+    base = structured_kernels(loaded.logits_model, batch, modules, OutputSpec("trace", 2, LABELS3 % 2))
+    perm = torch.tensor(perm)
+    shuffled = {k: v[perm] for k, v in batch.items()}
+    moved = structured_kernels(loaded.logits_model, shuffled, modules, OutputSpec("trace", 2, (LABELS3 % 2)[perm]))
+    for name in base:
+        assert torch.allclose(moved[name].kernel, base[name].kernel[perm][:, perm], rtol=1e-12, atol=1e-14)
+        assert torch.allclose(moved[name].row_alignment, base[name].row_alignment, rtol=1e-10)
+
+
+def test_extra_padding_leaves_kernel_unchanged(tiny_model):
+    _, modules = modules_of(tiny_model)
+    spec = OutputSpec("trace", 2, LABELS3 % 2)
+    batch = tiny_batch(t=7)
+    padded = {k: torch.cat([v, torch.zeros(v.shape[0], 5, dtype=v.dtype)], 1) for k, v in batch.items()}
+    short = structured_kernels(tiny_model.logits_model, batch, modules, spec)
+    long = structured_kernels(tiny_model.logits_model, padded, modules, spec)
+    for name in short:
+        assert rel(long[name].kernel, short[name].kernel) < 1e-10, name
+    # A sub-batch (padded to its own, shorter, longest length) gives the same entries.
+    lengths = batch["attention_mask"][:2].sum(1)
+    sub = {k: v[:2, : int(lengths.max())] for k, v in batch.items()}
+    alone = structured_kernels(tiny_model.logits_model, sub, modules, OutputSpec("trace", 2, (LABELS3 % 2)[:2]))
+    for name in short:
+        assert rel(alone[name].kernel, short[name].kernel[:2, :2]) < 1e-10, name
+
+
+class SumPooledLinear(torch.nn.Module):
+    """f(x) = W Σ_t x_t: a one-layer linear model with a closed-form NTK."""
+
+    def __init__(self, d_in, c):
+        super().__init__()
+        self.linear = torch.nn.Linear(d_in, c, bias=False, dtype=torch.float64)
+
+    def forward(self, x):
+        return self.linear(x).sum(1)
+
+
+def test_closed_form_one_layer_linear_model():
+    torch.manual_seed(0)
+    model = SumPooledLinear(5, 3)
+    x = torch.randn(4, 6, 5, dtype=torch.float64)
+    spec_trace = OutputSpec("trace", 3, torch.tensor([0, 1, 2, 0]))
+    got = structured_kernels(model, {"x": x}, {"linear": model.linear}, spec_trace)["linear"].kernel
+    pooled = x.sum(1)
+    assert torch.allclose(got, 3 * pooled @ pooled.T)  # K_trace = C · (Σx_n)·(Σx_m)
+    full = structured_kernels(model, {"x": x}, {"linear": model.linear}, OutputSpec("full", 3, torch.tensor([0, 1, 2, 0])))
+    assert torch.allclose(full["linear"].kernel, torch.kron(pooled @ pooled.T, torch.eye(3, dtype=torch.float64)))
+
+
+def test_route_choice_follows_cost():
+    assert choose_route(rows=64, tokens=32, d_out=384, d_in=384) == "per-example"
+    assert choose_route(rows=4, tokens=2, d_out=4096, d_in=4096) == "gram"
+    assert choose_route(rows=64, tokens=32, d_out=8192, d_in=8192, max_gradient_bytes=2**30) == "gram"
