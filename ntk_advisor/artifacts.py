@@ -104,6 +104,7 @@ def write_folder_atomically(target: Path, write, force: bool = False) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         write(tmp)
+        _share_like_a_normal_folder(tmp)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             os.replace(target, old / "x")
@@ -114,6 +115,15 @@ def write_folder_atomically(target: Path, write, force: bool = False) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _share_like_a_normal_folder(folder: Path) -> None:
+    """mkdtemp makes 0700 folders (and some writers 0600 files); give the result umask modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def save_profile(profile: NtkProfile, out: Path, force: bool = False) -> Path:

@@ -97,6 +97,7 @@ def fit_probe_head(loaded: models.LoadedModel, train, validation, config: Profil
 def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkProfile:
     """Load model and data, fit or keep the head, and compute every module's kernel and spectra."""
     config.validate()
+    models.resolve_model_source(config.model)  # a bad model name fails before minutes of data work
     started = time.perf_counter()
     progress = on_progress or (lambda stage, done, total: None)
     dataset = data_lib.load_dataset(config.data, config.text_column, config.label_column)
@@ -157,10 +158,10 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
             raw = jacobian_kernels(loaded.logits_model, batch, weights, spec, on_progress=progress)
     timing["kernels_s"] = time.perf_counter() - t0
     results = {name[len(prefix):]: value for name, value in raw.items()}
-    for name, value in results.items():
-        if not torch.isfinite(value.kernel).all():
-            raise ProfileError(f"the kernel of module '{name}' has NaN or Inf entries: the model or the inputs "
-                               "overflow; try --dtype float64 or a shorter --max-length")
+    broken = [name for name, value in results.items() if not torch.isfinite(value.kernel).all()]
+    if broken:
+        raise ProfileError(f"the kernels of {len(broken)} module(s) have NaN or Inf entries (first: '{broken[0]}'): "
+                           "the model or the inputs overflow; check the weights, or try --dtype float64")
     labelled = spec.defined_alignment
     report_args = dict(centred=spec.centred_targets() if labelled else None,
                        targets=spec.regression_targets() if labelled else None,

@@ -83,9 +83,35 @@ def from_gradients(grads: torch.Tensor, target_weights: torch.Tensor) -> ModuleK
     return ModuleKernel(flat @ flat.T, squared.sum((0, 2)), squared.sum((0, 1)), row_a, col_a)
 
 
-def per_example_route(x: torch.Tensor, delta: torch.Tensor, target_weights: torch.Tensor) -> ModuleKernel:
-    """x (R, T, d_in), δ (R, T, d_out) -> ModuleKernel via g_r = Σ_t δ_{r,t} x_{r,t}ᵀ."""
-    return from_gradients(torch.einsum("rti,rtj->rij", delta, x), target_weights)
+def per_example_route(
+    x: torch.Tensor, delta: torch.Tensor, target_weights: torch.Tensor, chunk_bytes: int = 8 * 2**20
+) -> ModuleKernel:
+    """x (R, T, d_in), δ (R, T, d_out) -> ModuleKernel via g_r = Σ_t δ_{r,t} x_{r,t}ᵀ.
+
+    g is formed a block of output rows at a time (about ``chunk_bytes`` each): the full
+    R×P tensor would be hundreds of MB per module, and fresh allocations that size cost
+    more in page faults than the arithmetic. Blocks are contracted in the inputs' dtype and
+    accumulated in float64.
+    """
+    R, _, d_in = x.shape
+    d_out = delta.shape[-1]
+    f64 = torch.float64
+    weights = target_weights.to(x.dtype)
+    step = max(1, chunk_bytes // (R * d_in * x.element_size()))
+    result = ModuleKernel(torch.zeros(R, R, dtype=f64), torch.zeros(d_out, dtype=f64), torch.zeros(d_in, dtype=f64),
+                          torch.zeros(d_out, dtype=f64), torch.zeros(d_in, dtype=f64))
+    for start in range(0, d_out, step):
+        rows = slice(start, start + step)
+        g = torch.bmm(delta[..., rows].transpose(1, 2), x)  # (R, rows, d_in)
+        flat = g.reshape(R, -1)
+        result.kernel += (flat @ flat.T).to(f64)
+        squared = g * g
+        result.row_energy[rows] = squared.sum((0, 2)).to(f64)
+        result.col_energy += squared.sum((0, 1)).to(f64)
+        row_a, col_a = _projected_scores(torch.einsum("kr,rij->kij", weights, g))
+        result.row_alignment[rows] = row_a.to(f64)
+        result.col_alignment += col_a.to(f64)
+    return result
 
 
 def gram_route(x: torch.Tensor, delta: torch.Tensor, target_weights: torch.Tensor) -> ModuleKernel:
@@ -102,9 +128,8 @@ def gram_route(x: torch.Tensor, delta: torch.Tensor, target_weights: torch.Tenso
     d_self = torch.einsum("rti,rsi->rts", delta, delta)
     row_e = torch.einsum("rts,rti,rsi->i", x_self, delta, delta)
     col_e = torch.einsum("rts,rtj,rsj->j", d_self, x, x)
-    projected = _projection(target_weights, delta, x)
-    row_a, col_a = _projected_scores(projected)
-    return ModuleKernel(kernel, row_e, col_e, row_a, col_a)
+    row_a, col_a = _projected_scores(_projection(target_weights.to(x.dtype), delta, x))
+    return ModuleKernel(*(t.to(torch.float64) for t in (kernel, row_e, col_e, row_a, col_a)))
 
 
 def _projection(w: torch.Tensor, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -124,11 +149,16 @@ def route_costs(rows: int, tokens: int, d_out: int, d_in: int) -> dict[str, floa
 
 
 def choose_route(rows: int, tokens: int, d_out: int, d_in: int, max_gradient_bytes: float = 2**30) -> str:
-    """The cheaper route, unless per-example gradients (R·P float64) would not fit in memory."""
+    """The cheaper route by flops, unless per-example blocks would not fit in memory.
+
+    The Gram route runs as a few large square matrix products, which BLAS executes more
+    efficiently than the per-example route's batched thin ones; a 1.2× flop allowance
+    matches the crossover measured on 2 CPU cores (benchmarks/bench_profile.py, T=8..64).
+    """
     costs = route_costs(rows, tokens, d_out, d_in)
-    if rows * d_out * d_in * 8 > max_gradient_bytes:
+    if rows * d_in * 8 > max_gradient_bytes:  # one output row's block no longer fits
         return "gram"
-    return min(costs, key=costs.get)
+    return "per-example" if costs["per-example"] <= 1.2 * costs["gram"] else "gram"
 
 
 _ROUTES = {"per-example": per_example_route, "gram": gram_route}
@@ -237,9 +267,10 @@ def structured_kernels(
 
 
 def _contract(x: torch.Tensor, delta: torch.Tensor, target_weights: torch.Tensor, route: str) -> ModuleKernel:
-    x, delta = x.to(torch.float64), delta.to(torch.float64)
+    """Contract in the model's dtype (float64 models are exact), accumulate and return float64."""
+    delta = delta.to(x.dtype)
     chosen = route if route != "auto" else choose_route(x.shape[0], x.shape[1], delta.shape[-1], x.shape[-1])
-    return _ROUTES[chosen](x, delta, target_weights.to(torch.float64))
+    return _ROUTES[chosen](x, delta, target_weights)
 
 
 def jacobian_kernels(

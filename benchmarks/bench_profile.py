@@ -1,0 +1,93 @@
+"""Structured vs reference (vmap(jacrev)) profile of every Linear module of real minilm-l6.
+
+Same process, same probe sample (vader-movie, N=64, T=32, trace output, random head). Prints
+wall time and peak memory of each route, their agreement, the scaling of the structured
+route in N and in the number of modules, and ends with `speedup <ratio>x`.
+
+    .venv/bin/python benchmarks/bench_profile.py [--samples 64] [--max-length 32] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _memory import peak_rss  # noqa: E402
+
+from ntk_advisor import data, models  # noqa: E402
+from ntk_advisor.ntk import OutputSpec, jacobian_kernels, structured_kernels  # noqa: E402
+
+GIB = 2**30
+
+
+def structured(loaded, batch, spec, targets):
+    modules = {"backbone." + t.name: loaded.backbone.get_submodule(t.name) for t in targets}
+    with torch.enable_grad():
+        return structured_kernels(loaded.logits_model, batch, modules, spec)
+
+
+def reference(loaded, batch, spec, targets):
+    weights = {"backbone." + t.name: ("backbone." + t.name + ".weight", t.transposed) for t in targets}
+    return jacobian_kernels(loaded.logits_model, batch, weights, spec, chunk_size=16)
+
+
+def timed(fn, *args):
+    record: dict = {}
+    with peak_rss(record):
+        start = time.perf_counter()
+        result = fn(*args)
+        record["seconds"] = time.perf_counter() - start
+    return result, record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--max-length", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    splits = data.split_dataset(data.load_dataset("vader-movie"), seed=0)
+    sample = data.probe_sample(splits.train, args.samples, seed=0)
+    loaded = models.load_classifier("minilm-l6", num_labels=2, seed=0)
+    batch = models.encode(loaded.tokenizer, sample.texts, args.max_length)
+    batch = {k: v[:, : args.max_length] for k, v in batch.items()}
+    spec = OutputSpec("trace", 2, torch.tensor(sample.labels))
+    targets = models.discover_targets(loaded.backbone)
+    print(f"minilm-l6, {len(targets)} Linear modules, N={args.samples}, T={batch['input_ids'].shape[1]}, "
+          f"{torch.get_num_threads()} threads")
+
+    structured(loaded, batch, spec, targets)  # warm-up: first-call allocations and kernels
+    runs = [timed(structured, loaded, batch, spec, targets) for _ in range(args.repeats)]
+    fast, _ = runs[-1]
+    fast_s = statistics.median(r["seconds"] for _, r in runs)
+    fast_peak = max(r["peak_bytes"] for _, r in runs)
+    slow, slow_rec = timed(reference, loaded, batch, spec, targets)
+    worst = max(float((fast[k].kernel - slow[k].kernel).norm() / slow[k].kernel.norm()) for k in fast)
+
+    print(f"{'route':<12}{'wall s':>10}{'peak RSS GiB':>14}{'added GiB':>11}")
+    print(f"{'structured':<12}{fast_s:>10.2f}{fast_peak / GIB:>14.2f}{max(r['added_bytes'] for _, r in runs) / GIB:>11.2f}"
+          f"   (median of {args.repeats}, warm)")
+    print(f"{'reference':<12}{slow_rec['seconds']:>10.2f}{slow_rec['peak_bytes'] / GIB:>14.2f}"
+          f"{slow_rec['added_bytes'] / GIB:>11.2f}   (one run)")
+    print(f"max relative difference of module kernels (float32 model): {worst:.1e}")
+
+    print("\nscaling of the structured route (median of 3, warm)")
+    print(f"{'N':>5}{'modules':>9}{'wall s':>9}")
+    for n, k in [(16, len(targets)), (32, len(targets)), (64, len(targets)), (64, len(targets) // 2),
+                 (64, len(targets) // 4)]:
+        sub = {key: v[:n] for key, v in batch.items()}
+        sub_spec = OutputSpec("trace", 2, spec.labels[:n])
+        times = [timed(structured, loaded, sub, sub_spec, targets[:k])[1]["seconds"] for _ in range(3)]
+        print(f"{n:>5}{k:>9}{statistics.median(times):>9.2f}")
+    print(f"\nspeedup {slow_rec['seconds'] / fast_s:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

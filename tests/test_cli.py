@@ -1,0 +1,112 @@
+"""The command line: bad input gets one clear line, a non-zero exit and no traceback."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from ntk_advisor import cli
+
+
+def run_cli(args, capsys, monkeypatch):
+    """Run `ntk-advisor ARGS` in-process through main(); returns (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["ntk-advisor", *args])
+    monkeypatch.setitem(cli._state, "verbose", False)
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def write(path, text, encoding="utf-8"):
+    path.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
+    return str(path)
+
+
+@pytest.fixture
+def csv_file(tmp_path):
+    rows = ["text,label"] + [f"example number {i} is {'good' if i % 2 else 'bad'},{i % 2}" for i in range(40)]
+    return write(tmp_path / "reviews.csv", "\n".join(rows) + "\n")
+
+
+def assert_one_line_error(code, err, pattern):
+    assert code == 1, err
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_version_and_help(capsys, monkeypatch):
+    code, out, _ = run_cli(["--version"], capsys, monkeypatch)
+    assert code == 0 and out.strip() == "ntk-advisor 0.1.0"
+    code, out, _ = run_cli(["profile", "--help"], capsys, monkeypatch)
+    assert code == 0 and "--samples" in out and "--head" in out and "linear probe" in out
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["profile", "--model", "nonsense", "--data", "{csv}", "-n", "8", "--out", "{out}"], r"unknown model 'nonsense'"),
+    (["profile", "--model", "no-such-org/no-model", "--data", "{csv}", "-n", "8", "--out", "{out}"],
+     r"could not load model 'no-such-org/no-model'.*local folder"),
+    (["profile", "--model", "{tmp}", "--data", "{csv}", "-n", "8", "--out", "{out}"], r"not a Hugging Face model folder"),
+    (["profile", "--data", "{tmp}/missing.csv", "--out", "{out}"], r"missing\.csv"),
+    (["profile", "--data", "{csv}", "--samples", "1", "--out", "{out}"], r"at least 2"),
+    (["profile", "--data", "{csv}", "--samples", "500", "--out", "{out}"], r"500"),
+    (["profile", "--data", "{csv}", "--max-length", "0", "--out", "{out}"], r"max-length must be at least 1"),
+    (["profile", "--data", "{csv}", "--text-column", "review", "--out", "{out}"], r"review"),
+    (["profile", "--data", "{csv}", "--head", "magic", "--out", "{out}"], r"unknown --head 'magic'"),
+    (["data", "show", "{tmp}/empty.csv"], r"empty|no rows|no data"),
+    (["data", "show", "{tmp}/latin1.csv"], r"UTF-8"),
+    (["data", "show", "{tmp}/one_class.csv"], r"at least 2 classes|single|one class"),
+    (["profile", "--data", "{csv}", "--out", "{tmp}"], r"already exists.*--force"),
+])
+def test_bad_input_gets_one_line(args, pattern, tmp_path, csv_file, capsys, monkeypatch):
+    write(tmp_path / "empty.csv", "")
+    write(tmp_path / "latin1.csv", "text,label\ncaf\u00e9 au lait,1\nthé,0\n", encoding="latin-1")
+    write(tmp_path / "one_class.csv", "text,label\n" + "".join(f"row {i},pos\n" for i in range(10)))
+    args = [a.format(csv=csv_file, tmp=tmp_path, out=tmp_path / "out") for a in args]
+    code, _, err = run_cli(args, capsys, monkeypatch)
+    assert_one_line_error(code, err, pattern)
+    if "--out" in args and args[args.index("--out") + 1] != str(tmp_path):
+        assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_verbose_shows_the_traceback(capsys, monkeypatch, csv_file):
+    monkeypatch.setattr(sys, "argv", ["ntk-advisor", "--verbose", "profile", "--model", "nonsense", "--data", csv_file,
+                                      "--out", "x"])
+    with pytest.raises(Exception, match="unknown model"):
+        cli.main()
+
+
+def test_data_show_json(csv_file, capsys, monkeypatch):
+    code, out, _ = run_cli(["data", "show", csv_file, "--json"], capsys, monkeypatch)
+    info = json.loads(out)
+    assert code == 0 and info["examples"] == 40 and sum(info["label_counts"].values()) == 40
+    assert sum(info["splits"].values()) == 40
+
+
+def test_console_script_is_installed():
+    done = subprocess.run([sys.executable, "-m", "ntk_advisor.cli", "models", "list", "--json"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "minilm-l6" in json.loads(done.stdout)
+
+
+@pytest.mark.slow
+def test_real_profile_cli_end_to_end(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "prof"
+    code, stdout, err = run_cli(["profile", "--model", "minilm-l6", "--data", "vader-movie", "--samples", "8",
+                                 "--max-length", "16", "--head", "random", "--json", "--out", str(out)],
+                                capsys, monkeypatch)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert len(summary["modules"]) == 38 and summary["settings"]["samples"] == 8
+    assert (out / "profile.json").exists() and (out / "kernels.safetensors").exists()
+    code, stdout, _ = run_cli(["models", "show", "minilm-l6", "--json"], capsys, monkeypatch)
+    assert code == 0 and len(json.loads(stdout)["targets"]) == 38

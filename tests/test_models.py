@@ -1,0 +1,94 @@
+"""Model loading, the logits wrapper and target discovery."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+from conftest import tiny_batch, tiny_classifier
+
+from ntk_advisor.errors import ModelError
+from ntk_advisor.models import (
+    additive_mask,
+    discover_targets,
+    encode,
+    load_classifier,
+    resolve_model_source,
+    weight_matrix,
+)
+
+
+@pytest.mark.parametrize(
+    "arch,expected",
+    [
+        ("bert", {"query": 2, "key": 2, "value": 2, "attention-out": 2, "ffn-in": 2, "ffn-out": 2, "pooler": 1, "head": 1}),
+        ("gpt2", {"qkv": 2, "attention-out": 2, "ffn-in": 2, "ffn-out": 2, "head": 1}),
+        ("llama", {"query": 2, "key": 2, "value": 2, "attention-out": 2, "ffn-in": 4, "ffn-out": 2, "head": 1}),
+    ],
+)
+def test_discover_targets_roles_and_shapes(arch, expected):
+    loaded = tiny_classifier(arch)
+    targets = discover_targets(loaded.backbone)
+    assert Counter(t.role for t in targets) == Counter(expected)
+    for t in targets:
+        assert tuple(weight_matrix(loaded.backbone, t).shape) == (t.d_out, t.d_in)
+        assert (t.layer is None) == (t.role in ("pooler", "head"))
+    if arch == "gpt2":
+        c_attn = next(t for t in targets if t.role == "qkv")
+        assert c_attn.transposed and (c_attn.d_out, c_attn.d_in) == (48, 16)  # Conv1D [16, 48] stored
+    assert loaded.head_name == ("classifier" if arch == "bert" else "score")
+
+
+def test_additive_mask_semantics():
+    mask = torch.tensor([[1, 1, 0]])
+    enc = additive_mask(mask, causal=False, dtype=torch.float32)
+    dec = additive_mask(mask, causal=True, dtype=torch.float32)
+    assert enc.shape == dec.shape == (1, 1, 3, 3)
+    keep_enc, keep_dec = enc[0, 0] == 0, dec[0, 0] == 0
+    assert keep_enc.tolist() == [[True, True, False]] * 3
+    assert keep_dec.tolist() == [[True, False, False], [True, True, False], [True, True, False]]
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2", "llama"])
+def test_wrapper_matches_library_mask_path(arch):
+    loaded = tiny_classifier(arch)
+    batch = tiny_batch()
+    ours = loaded.logits_model(**batch)
+    theirs = loaded.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert torch.allclose(ours, theirs, atol=1e-10)
+
+
+def test_encode_truncates_and_rejects_bad_length():
+    loaded = tiny_classifier("bert")
+    batch = encode(loaded.tokenizer, ["a b c d e f", "a"], max_length=4)
+    assert batch["input_ids"].shape == (2, 4) and batch["attention_mask"].sum(1).tolist() == [4, 1]
+    with pytest.raises(ModelError, match="at least 1"):
+        encode(loaded.tokenizer, ["a"], max_length=0)
+
+
+def test_model_source_errors(tmp_path):
+    with pytest.raises(ModelError, match="unknown model 'nonsense'.*minilm-l6"):
+        resolve_model_source("nonsense")
+    with pytest.raises(ModelError, match="not a Hugging Face model folder"):
+        resolve_model_source(str(tmp_path))
+    with pytest.raises(ModelError, match="could not load model 'no-such-org/no-such-model'.*local folder"):
+        load_classifier("no-such-org/no-such-model", num_labels=2)
+
+
+def test_linear_free_model_is_refused():
+    with pytest.raises(ModelError, match="no Linear"):
+        discover_targets(torch.nn.Sequential(torch.nn.ReLU()))
+
+
+@pytest.mark.slow
+def test_real_minilm_l6_structure():
+    loaded = load_classifier("minilm-l6", num_labels=2)
+    targets = discover_targets(loaded.backbone)
+    assert len(targets) == 38 and loaded.backbone.config.num_hidden_layers == 6
+    roles = Counter(t.role for t in targets)
+    assert roles == {"query": 6, "key": 6, "value": 6, "attention-out": 6, "ffn-in": 6, "ffn-out": 6, "pooler": 1,
+                     "head": 1}
+    assert set(loaded.new_parameter_names) == {"classifier.weight", "classifier.bias"}
+    batch = encode(loaded.tokenizer, ["a wonderful film", "dull and far too long"], max_length=16)
+    assert loaded.logits_model(**batch).shape == (2, 2)
