@@ -200,12 +200,13 @@ def load_tokenizer(source: str):
     return tok
 
 
-def load_classifier(name: str, num_labels: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> LoadedModel:
+def load_classifier(name: str, num_labels: int, dtype: torch.dtype = torch.float32, seed: int = 0,
+                    with_tokenizer: bool = True) -> LoadedModel:
     """Load a sequence classifier with a new C-way head (initialized from ``seed``)."""
     from transformers import AutoModelForSequenceClassification
 
     source = resolve_model_source(name)
-    tokenizer = load_tokenizer(source)
+    tokenizer = load_tokenizer(source) if with_tokenizer else None
     torch.manual_seed(seed)  # the new head's random init
     backbone, info = _from_pretrained(
         AutoModelForSequenceClassification,
@@ -215,7 +216,7 @@ def load_classifier(name: str, num_labels: int, dtype: torch.dtype = torch.float
         attn_implementation="eager",  # forward-mode AD and vmap need the plain attention path
         output_loading_info=True,
     )
-    if backbone.config.pad_token_id is None:
+    if backbone.config.pad_token_id is None and tokenizer is not None:
         backbone.config.pad_token_id = tokenizer.pad_token_id
     backbone.eval()
     return _wrap(source, backbone, tokenizer, info)

@@ -124,8 +124,6 @@ def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkPr
     result.settings.update({"model": config.model, "data": config.data, "text_column": config.text_column,
                             "label_column": config.label_column, "label_names": list(dataset.label_names)})
     result.head_report = head_report
-    result.head = {k: v.detach().clone() for k, v in loaded.backbone.state_dict().items()
-                   if k in set(loaded.new_parameter_names)}
     result.timing["total_s"] = time.perf_counter() - started
     return result
 
@@ -191,6 +189,8 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
                 "rows_alignment": {n: r.row_alignment for n, r in results.items()},
                 "cols_alignment": {n: r.col_alignment for n, r in results.items()}},
         inputs={"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels},
+        head={k: v.detach().clone() for k, v in loaded.backbone.state_dict().items()
+              if k in set(loaded.new_parameter_names)},
         versions=library_versions(),
         timing=timing,
         warnings=warnings,

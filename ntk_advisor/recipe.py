@@ -6,6 +6,7 @@ model forbids unknown keys, and nothing in it names code to import.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -155,6 +156,23 @@ def recipe_to_dict(recipe: Recipe) -> dict:
     return recipe.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+class _RecipeDumper(yaml.SafeDumper):
+    """Block style for mappings; flow style only for lists of scalars (index lists stay on one line)."""
+
+
+def _represent_list(dumper, data):
+    flow = all(not isinstance(item, (dict, list, tuple)) for item in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+def _represent_float(dumper, data):
+    return dumper.represent_float(float(f"{data:.6g}") if math.isfinite(data) else data)
+
+
+_RecipeDumper.add_representer(list, _represent_list)
+_RecipeDumper.add_representer(float, _represent_float)
+
+
 def dump_recipe(recipe: Recipe, command: str | None = None) -> str:
     """YAML text with a header comment giving the command that runs it, keys grouped by section."""
     document = recipe_to_dict(recipe)
@@ -164,17 +182,21 @@ def dump_recipe(recipe: Recipe, command: str | None = None) -> str:
         "# Check it against its model without training: ntk-advisor check THIS_FILE",
         "",
     ]
-    parts = []
     banners = {
-        "model": "model and data", "method": "where the trainable budget goes", "proximal":
-        "proximal term (lambda/2)*||theta - theta0||^2; selective = only when a step moves away from theta0",
-        "training": "training settings", "evidence": "evidence behind the choices (from the NTK profile)",
-        "peft": "the same placement as peft.LoraConfig(**peft) keys", "axolotl": "the same placement as axolotl keys",
+        "model": "model and data",
+        "method": "where the trainable budget goes",
+        "proximal": "proximal term (lambda/2)*||theta - theta0||^2; selective: only when a step moves away from theta0",
+        "training": "training settings",
+        "evidence": "evidence behind the choices (kernels on the profile's probe sample)",
+        "peft": "the same placement as peft.LoraConfig(**peft) keys (RoCoFT: LoRA of rank = rows per module)",
+        "axolotl": "the same placement as axolotl keys",
     }
+    parts = []
     for key, value in document.items():
         if key in banners:
-            parts.append(f"# --- {banners[key]} ---")
-        parts.append(yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=None, width=100).rstrip())
+            parts.append(f"\n# --- {banners[key]} ---")
+        parts.append(yaml.dump({key: value}, Dumper=_RecipeDumper, sort_keys=False, width=100,
+                               allow_unicode=True).rstrip())
     return "\n".join(header + parts) + "\n"
 
 
@@ -200,8 +222,10 @@ def peft_section(recipe_targets, default_rank: int, alpha: float | None, dropout
         "r": default_rank,
         "lora_alpha": alpha if alpha is not None else default_rank,
         "lora_dropout": dropout,
-        "target_modules": "^(" + "|".join(re.escape(m) for m in ranks) + ")$",
+        "target_modules": list(ranks),  # full names: PEFT matches a name exactly or as a dotted suffix
         "rank_pattern": {f"^{re.escape(m)}": r for m, r in ranks.items() if r != default_rank},
+        # α = r per module keeps the update scale α/r = 1 whatever the rank (METHOD.md §5).
+        "alpha_pattern": {f"^{re.escape(m)}": r for m, r in ranks.items() if r != default_rank},
         "bias": "none",
     }
     return section

@@ -100,16 +100,20 @@ def distance_bound(excluded_lambda_max: list[float] | torch.Tensor) -> float:
 
 
 def kernel_report(kernel: torch.Tensor, centred: torch.Tensor | None, targets: torch.Tensor | None,
-                  classes: torch.Tensor | None, predict, ridge: float = 1e-3) -> dict[str, float]:
+                  classes: torch.Tensor | None, predict, ridge: float = 1e-3,
+                  absolute_ridge: float | None = None) -> dict[str, float]:
     """Spectral summary + alignment + LOO kernel-ridge accuracy of one kernel.
 
     ``predict`` maps LOO predictions (R, k) to class ids (N,); ``classes`` are the true ids.
-    Alignment and accuracy are NaN when no labels are given (or, for alignment, a single class).
+    The ridge is ``ridge`` × mean diagonal of this kernel, or ``absolute_ridge`` when given
+    (to compare several kernels under one proximal strength). Alignment and accuracy are NaN
+    when no labels are given (or, for alignment, a single class).
     """
     report = spectral_summary(eigenvalues(kernel))
     report["alignment"] = kernel_target_alignment(kernel, centred) if centred is not None else math.nan
     if targets is not None and report["trace"] > 0:
-        loo = loo_kernel_ridge(kernel, targets, relative_ridge(kernel, ridge))
+        strength = absolute_ridge if absolute_ridge is not None else relative_ridge(kernel, ridge)
+        loo = loo_kernel_ridge(kernel, targets, strength)
         report["loo_accuracy"] = float((predict(loo) == classes).double().mean())
     else:
         report["loo_accuracy"] = math.nan

@@ -1,0 +1,343 @@
+"""recommend(): turn a profile into a placement at a parameter budget, written as a Recipe.
+
+The profile folder holds the probe sample and the head, so the exact profiled model is
+rebuilt and one forward / C backward passes give each module's x and δ again; from them the
+kernel of any row or column set is exact (ntk.rows_cols). The advised placement is a greedy
+search (ntk.select) over the best candidate rows / columns of every module, or over LoRA
+rank steps with LoRA's expected kernel E[K_LoRA(r)] = r·σ²·K_W (METHOD.md §5; α = r, and
+PEFT's kaiming-uniform A has σ² = 1/(3·d_in)).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import models
+from .artifacts import NtkProfile, load_profile
+from .errors import RecipeError
+from .ntk import OutputSpec, kernel_report
+from .ntk.kernels import _projection, kernel_rows, module_passes
+from .ntk.rows_cols import per_col_kernels, per_row_kernels, slice_kernel
+from .ntk.select import OBJECTIVES, greedy_select
+from .placement import (
+    LORA_BASELINES,
+    ROCOFT_BASELINES,
+    axis_size,
+    baseline_placement,
+    placement_weights,
+    unit_cost,
+)
+from .recipe import SCHEMA_VERSION, DataSpec, ModelSpec, Proximal, Recipe, Target, Training, peft_section
+
+# Default objective, until `validate` measures better on real tasks: kernel-target alignment
+# after one best-aligned row per module. In METHOD.md §11 this was the only advised arm that
+# tied RoCoFT's first-k on real minilm-l6 + vader-movie; pure greedy arms lost 1.5-2.5 points.
+DEFAULT_OBJECTIVE = "alignment"
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class RecommendConfig:
+    method: str = "rocoft"
+    budget: int = 21_506  # total trainable parameters: one row of every minilm-l6 block Linear + its head
+    objective: str = DEFAULT_OBJECTIVE
+    placement: str = "advised"
+    axis: str = "rows"  # RoCoFT: rows (output units) or cols (input features)
+    proximal: float = 0.0  # λ of (λ/2)‖θ − θ0‖²; also the ridge of the predicted kernel regression
+    proximal_mode: str = "selective"
+    coverage: bool = True  # seed the search with the best-aligned row of every module
+    candidates_per_module: int = 64
+    module_rank: int = 8  # units per module for module-level baselines, LoRA's largest rank step count
+    train_head: bool = True
+    train_bias: str = "none"
+    seed: int = 0
+    training: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.method not in ("rocoft", "lora"):
+            raise RecipeError(f"unknown --method '{self.method}': use rocoft or lora")
+        if self.objective not in OBJECTIVES:
+            raise RecipeError(f"unknown --objective '{self.objective}': use one of {', '.join(OBJECTIVES)}")
+        if self.axis not in ("rows", "cols"):
+            raise RecipeError(f"unknown --axis '{self.axis}': use rows or cols")
+        if self.budget <= 0:
+            raise RecipeError(f"--budget must be a positive number of parameters, got {self.budget}")
+        if self.train_bias not in ("none", "all"):
+            raise RecipeError(f"--train-bias must be none or all when recommending, got '{self.train_bias}'")
+        if self.proximal < 0:
+            raise RecipeError(f"--proximal must be >= 0, got {self.proximal}")
+        names = ("advised",) + (LORA_BASELINES if self.method == "lora" else ROCOFT_BASELINES)
+        if self.placement not in names:
+            raise RecipeError(f"unknown --placement '{self.placement}' for {self.method}: use one of {', '.join(names)}")
+
+
+@dataclass
+class Captured:
+    """What recommend needs from the rebuilt model: targets, x/δ per module, weights, grad norms."""
+
+    profile: NtkProfile
+    targets: dict[str, models.TargetModule]
+    x: dict[str, torch.Tensor]
+    deltas: dict[str, list[torch.Tensor]]
+    weights: dict[str, torch.Tensor]
+    grad_norms: dict[str, float]
+    spec: OutputSpec
+
+    def slice_kernel(self, name: str, axis: str, indices) -> torch.Tensor:
+        rows, cols = (indices, None) if axis == "rows" else (None, indices)
+        return sum(slice_kernel(self.x[name], d, rows=rows, cols=cols) for d in self.deltas[name])
+
+
+def capture(profile: NtkProfile) -> Captured:
+    """Rebuild the profiled model (checkpoint + saved head) and capture x, δ of every block Linear."""
+    settings = profile.settings
+    loaded = models.load_classifier(settings["model"], num_labels=settings["num_outputs"], seed=settings["seed"],
+                                    dtype=getattr(torch, settings.get("dtype", "float32")), with_tokenizer=False)
+    if profile.head:
+        loaded.backbone.load_state_dict(profile.head, strict=False)
+    profiled = set(settings["modules"])
+    targets = {t.name: t for t in models.discover_targets(loaded.backbone) if t.layer is not None and t.name in profiled}
+    if not targets:
+        raise RecipeError("the profile holds no transformer-block modules to place a budget in")
+    spec = OutputSpec(settings["reduction"], settings["num_outputs"], profile.inputs["labels"])
+    batch = {k: profile.inputs[k] for k in ("input_ids", "attention_mask")}
+    modules = {"backbone." + n: loaded.backbone.get_submodule(n) for n in targets}
+    x, deltas = {}, {n: [] for n in targets}
+    with torch.enable_grad():
+        for _, xs, ds in module_passes(loaded.logits_model, batch, modules, spec):
+            for n in targets:
+                x[n] = xs["backbone." + n]
+                deltas[n].append(ds["backbone." + n])
+    if spec.reduction == "full":
+        for n in targets:
+            x[n], stacked = kernel_rows(x[n], deltas[n], spec)
+            deltas[n] = [stacked]
+    with torch.no_grad():
+        logits = loaded.logits_model(**batch).to(torch.float64)
+    grad_norms = _relative_gradient_norms(loaded, targets, x, deltas, logits, spec)
+    weights = {n: models.weight_matrix(loaded.backbone, t).detach() for n, t in targets.items()}
+    return Captured(profile, targets, x, deltas, weights, grad_norms, spec)
+
+
+def _relative_gradient_norms(loaded, targets, x, deltas, logits, spec) -> dict[str, float]:
+    """‖∇_W L‖ / ‖W‖ of the mean cross-entropy (logistic loss on the margin for `margin`)."""
+    n = spec.labels.shape[0]
+    if spec.reduction == "margin":
+        residual = (torch.sigmoid(logits[:, 1] - logits[:, 0]) - spec.labels.double())[:, None]
+    else:
+        residual = torch.softmax(logits, dim=1) - spec.one_hot()
+    norms = {}
+    for name, t in targets.items():
+        if spec.reduction == "full":  # rows r = n·C + c carry the residual of logit c
+            grad = _projection(residual.reshape(1, -1).to(x[name].dtype), deltas[name][0], x[name])[0]
+        else:
+            grad = sum(_projection(residual[:, p][None].to(x[name].dtype), d, x[name])[0]
+                       for p, d in enumerate(deltas[name]))
+        weight = models.weight_matrix(loaded.backbone, t).detach()
+        norms[name] = float(grad.norm() / n / weight.norm())
+    return norms
+
+
+def placement_kernel(captured: Captured, placement: dict, method: str) -> torch.Tensor:
+    """The restricted kernel K_S of a placement (LoRA: its expectation over A's init)."""
+    kernel = torch.zeros_like(captured.profile.kernels["total"])
+    for name, value in placement.items():
+        if method == "lora":
+            kernel += value * captured.profile.kernels[name] / (3.0 * captured.targets[name].d_in)
+        else:
+            axis, indices = value
+            kernel += captured.slice_kernel(name, axis, indices)
+    return kernel
+
+
+def _advised(captured: Captured, config: RecommendConfig, budget: int, ridge: float):
+    """Greedy search; returns (placement, per-module score, search statistics)."""
+    items, kernels, costs = [], [], []
+    for name, t in captured.targets.items():
+        if config.method == "lora":
+            step = 2
+            base = captured.profile.kernels[name] / (3.0 * t.d_in)
+            for _ in range(config.module_rank * 4 // step):
+                items.append((name, step))
+                kernels.append(step * base)
+                costs.append(step * unit_cost(t, "rank"))
+            continue
+        group = "rows" if config.axis == "rows" else "cols"
+        align = captured.profile.scores[f"{group}_alignment"][name]
+        energy = captured.profile.scores[group][name]
+        half = max(1, config.candidates_per_module // 2)
+        chosen = torch.unique(torch.cat([torch.argsort(align, descending=True)[:half],
+                                         torch.argsort(energy, descending=True)[:half]]))
+        chosen = chosen[torch.argsort(align[chosen], descending=True)]  # best-aligned first: the coverage seed
+        per_unit = per_row_kernels if config.axis == "rows" else per_col_kernels
+        block = sum(per_unit(captured.x[name], d, chosen.tolist()) for d in captured.deltas[name])
+        for position, index in enumerate(chosen.tolist()):
+            items.append((name, index))
+            kernels.append(block[position])
+            costs.append(unit_cost(t, config.axis))
+    stacked = torch.stack(kernels).to(torch.float64)
+    start = None
+    if config.coverage and config.method == "rocoft":
+        seen, start = set(), []
+        for i, (name, _) in enumerate(items):
+            if name not in seen:
+                seen.add(name)
+                start.append(i)
+    spec = captured.spec
+    selection = greedy_select(stacked, torch.tensor(costs), budget, config.objective, spec.centred_targets(),
+                              spec.regression_targets(), ridge, start=start)
+    placement: dict = {}
+    scores: dict[str, float] = {}
+    for index, gain in zip(selection.chosen, selection.gains):
+        name, unit = items[index]
+        if config.method == "lora":
+            placement[name] = placement.get(name, 0) + unit
+        else:
+            placement.setdefault(name, (config.axis, []))[1].append(unit)
+        scores[name] = scores.get(name, 0.0) + (gain if math.isfinite(gain) else 0.0) * costs[index]
+    if config.method == "rocoft":
+        placement = {n: (a, sorted(idx)) for n, (a, idx) in placement.items()}
+    stats = {"candidate_items": len(items), "exact_evaluations": selection.exact_evaluations,
+             "skipped_by_weyl_bound": selection.skipped_by_bound, "objective_value": selection.value}
+    return placement, scores, stats
+
+
+def _report(captured: Captured, kernel: torch.Tensor, ridge: float, full: torch.Tensor, excluded_lmax: float) -> dict:
+    spec = captured.spec
+    report = kernel_report(kernel, spec.centred_targets(), spec.regression_targets(), spec.labels,
+                           spec.predicted_classes, absolute_ridge=ridge)
+    report["distance_to_full"] = float(torch.linalg.matrix_norm(full - kernel, ord=2) / torch.linalg.matrix_norm(
+        full, ord=2))
+    report["distance_bound"] = excluded_lmax / float(torch.linalg.matrix_norm(full, ord=2))
+    return {k: v for k, v in report.items() if k not in ("stable_rank",)}
+
+
+def _excluded_lambda_max(captured: Captured, placement: dict, method: str) -> float:
+    """Σ_m λ_max(K_m − K_{S∩m}): a Weyl bound on ‖K_full − K_S‖₂ (each difference is PSD)."""
+    total = 0.0
+    for name in captured.targets:
+        rest = captured.profile.kernels[name]
+        if name in placement:
+            if method == "lora":
+                continue  # LoRA's expected kernel is a scaled K_m, not a part of it: no partition bound
+            rest = rest - captured.slice_kernel(name, *placement[name])
+        total += float(torch.linalg.eigvalsh(0.5 * (rest + rest.T))[-1].clamp_min(0))
+    return total
+
+
+def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Progress | None = None) -> Recipe:
+    config.validate()
+    progress = on_progress or (lambda *a: None)
+    started = time.perf_counter()
+    profile = load_profile(profile_dir)
+    progress("rebuild model", 0, 1)
+    captured = capture(profile)
+    progress("rebuild model", 1, 1)
+    settings = profile.settings
+    head_params = 0
+    if config.train_head:
+        head_params = settings["num_outputs"] * _head_inputs(captured) + settings["num_outputs"]
+    bias_params = sum(t.d_out for t in captured.targets.values()) if config.train_bias == "all" else 0
+    budget = config.budget - head_params - bias_params
+    if budget <= 0:
+        raise RecipeError(f"--budget {config.budget} does not cover the head ({head_params}) and biases "
+                          f"({bias_params}): raise it or pass --no-train-head")
+    full = sum(profile.kernels[n] for n in captured.targets)
+    ridge = config.proximal + 1e-3 * float(torch.diagonal(full).mean())
+    common = dict(weights=captured.weights, inputs=captured.x, mask=profile.inputs["attention_mask"],
+                  grad_norms=captured.grad_norms, module_rank=config.module_rank, seed=config.seed)
+    target_list = list(captured.targets.values())
+    progress("search", 0, 1)
+    search: dict = {}
+    if config.placement == "advised":
+        placement, scores, search = _advised(captured, config, budget, ridge)
+    else:
+        placement = baseline_placement(config.placement, config.method, config.axis, target_list, budget, **common)
+        scores = {}
+    progress("search", 1, 1)
+    evidence_for = {"placement": (placement, config.method)}
+    evidence_for["first-k"] = (baseline_placement("first-k", "rocoft", config.axis, target_list, budget, **common),
+                               "rocoft")
+    if any(t.role in ("query", "value") for t in target_list):
+        evidence_for["lora-qv"] = (baseline_placement("lora-qv", "lora", config.axis, target_list, budget, **common),
+                                   "lora")
+    reports = {}
+    for key, (value, method) in evidence_for.items():
+        kernel = placement_kernel(captured, value, method)
+        reports[key] = _report(captured, kernel, ridge, full, _excluded_lambda_max(captured, value, method))
+        reports[key]["weights"] = placement_weights(value, captured.targets, method)
+    weights_used = reports["placement"]["weights"]
+    evidence = {
+        "profile": str(profile_dir),
+        "placement": config.placement,
+        "objective": config.objective if config.placement == "advised" else None,
+        "budget": config.budget,
+        "trainable": {"weights": weights_used, "head": head_params, "biases": bias_params,
+                      "total": weights_used + head_params + bias_params},
+        "ridge": ridge,
+        "predicted": reports.pop("placement"),
+        "baselines_same_budget": reports,
+        "search": search | {"seconds": round(time.perf_counter() - started, 3)},
+        "notes": "kernels are on the profile's probe sample; LoRA kernels are expectations over A's init (METHOD.md §5)",
+    }
+    return build_recipe(settings, config, placement, scores, evidence)
+
+
+def _head_inputs(captured: Captured) -> int:
+    head = captured.profile.head
+    weight = next((v for k, v in head.items() if k.endswith("weight") and v.dim() == 2 and v.shape[0] ==
+                   captured.profile.settings["num_outputs"]), None)
+    return int(weight.shape[1]) if weight is not None else 0
+
+
+def build_recipe(settings: dict, config: RecommendConfig, placement: dict, scores: dict, evidence: dict) -> Recipe:
+    if config.method == "lora":
+        targets = tuple(Target(module=m, rank=r, score=scores.get(m)) for m, r in placement.items())
+    else:
+        targets = tuple(Target(module=m, axis=a, indices=tuple(idx), score=scores.get(m))
+                        for m, (a, idx) in placement.items())
+    ranks = {m: (r if config.method == "lora" else len(placement[m][1])) for m, r in placement.items()}
+    lora_like = tuple(Target(module=m, rank=r) for m, r in ranks.items())
+    default_rank = max(set(ranks.values()), key=list(ranks.values()).count)
+    training = Training(**({"seed": config.seed, "train_head": config.train_head, "train_bias": config.train_bias}
+                           | config.training))
+    return Recipe(
+        schema_version=SCHEMA_VERSION,
+        model=ModelSpec(name=settings["model"], num_labels=settings["num_outputs"]),
+        data=DataSpec(source=settings["data"], text_column=settings.get("text_column", "text"),
+                      label_column=settings.get("label_column", "label"), seed=settings["seed"],
+                      max_length=settings["max_length"]),
+        method=config.method,
+        targets=targets,
+        proximal=Proximal(strength=config.proximal, mode=config.proximal_mode),
+        training=training,
+        evidence=evidence,
+        peft=peft_section(lora_like, default_rank, None, training.lora_dropout),
+        axolotl=axolotl_section(config.method, placement, ranks, default_rank),
+    )
+
+
+def axolotl_section(method: str, placement: dict, ranks: dict, default_rank: int) -> dict:
+    """axolotl keys: LoRA targets and ranks, or RoCoFT rows as unfrozen_parameters row ranges."""
+    if method == "lora":
+        return {"adapter": "lora", "lora_r": default_rank, "lora_alpha": default_rank,
+                "lora_target_modules": list(placement), "lora_rank_pattern": {m: r for m, r in ranks.items()}}
+    patterns = []
+    for name, (axis, indices) in placement.items():
+        stem = "^" + name.replace(".", r"\.") + r"\.weight$"
+        if axis != "rows":  # axolotl slices rows only; columns need the whole weight unfrozen
+            patterns.append(stem)
+            continue
+        runs, start = [], indices[0]
+        for previous, current in zip(indices, indices[1:] + [None]):
+            if current != previous + 1:
+                runs.append((start, previous + 1))
+                start = current
+        patterns.extend(f"{stem}[{a}:{b}]" for a, b in runs)
+    return {"unfrozen_parameters": patterns}

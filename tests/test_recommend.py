@@ -1,0 +1,119 @@
+"""recommend(): budgets, baselines, evidence, and consistency with the profile's kernels."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import tiny_batch, tiny_classifier
+
+from ntk_advisor.artifacts import save_profile
+from ntk_advisor.check import check_targets, trainable_counts
+from ntk_advisor.errors import RecipeError
+from ntk_advisor.models import discover_targets
+from ntk_advisor.placement import LORA_BASELINES, ROCOFT_BASELINES
+from ntk_advisor.profiler import ProfileConfig, profile_model
+from ntk_advisor.recommend import RecommendConfig, capture, placement_kernel, recommend
+
+LABELS = torch.tensor([0, 1, 0, 1, 1, 0])
+
+
+@pytest.fixture(scope="module")
+def tiny_profile_dir(tmp_path_factory):
+    """A tiny BERT saved as a HF folder, profiled: recommend must rebuild it from the folder."""
+    root = tmp_path_factory.mktemp("tiny")
+    loaded = tiny_classifier("bert")
+    loaded.backbone.save_pretrained(root / "model")
+    config = ProfileConfig(model=str(root / "model"), data="tiny", samples=6, max_length=7, dtype="float64")
+    result = profile_model(loaded, tiny_batch(), LABELS, config, lambda *a: None)
+    return save_profile(result, root / "profile")
+
+
+def targets_of(recipe):
+    loaded = tiny_classifier("bert")
+    return {t.name: t for t in discover_targets(loaded.backbone)}
+
+
+@pytest.mark.parametrize("objective", ["alignment", "loo", "lambda_min", "condition", "trace"])
+def test_advised_rocoft_respects_budget_and_covers_modules(tiny_profile_dir, objective):
+    config = RecommendConfig(budget=400, objective=objective)
+    recipe = recommend(tiny_profile_dir, config)
+    targets = targets_of(recipe)
+    check_targets(recipe, targets)
+    counts = trainable_counts(recipe, targets, head_params=2 * 16 + 2)
+    assert counts["total"] == recipe.evidence["trainable"]["total"] <= 400
+    block_modules = [t for t in targets.values() if t.layer is not None]
+    assert {t.module for t in recipe.targets} == {t.name for t in block_modules}  # coverage seeds every module
+    if objective == "alignment":
+        assert recipe.evidence["predicted"]["alignment"] == pytest.approx(recipe.evidence["search"]["objective_value"])
+
+
+@pytest.mark.parametrize("method,name", [("rocoft", n) for n in ROCOFT_BASELINES] + [("lora", n) for n in LORA_BASELINES])
+def test_baselines_fit_the_budget(tiny_profile_dir, method, name):
+    recipe = recommend(tiny_profile_dir, RecommendConfig(method=method, placement=name, budget=600, module_rank=2))
+    targets = targets_of(recipe)
+    check_targets(recipe, targets)
+    assert recipe.evidence["trainable"]["total"] <= 600
+    if name == "first-k":
+        assert all(t.indices == tuple(range(len(t.indices))) for t in recipe.targets)
+    if name == "lora-qv":
+        assert {targets[t.module].role for t in recipe.targets} == {"query", "value"}
+    assert set(recipe.evidence["baselines_same_budget"]) == {"first-k", "lora-qv"}
+
+
+def test_wanda_min_and_max_pick_opposite_ends(tiny_profile_dir):
+    low = recommend(tiny_profile_dir, RecommendConfig(placement="wanda-min", budget=600))
+    high = recommend(tiny_profile_dir, RecommendConfig(placement="wanda-max", budget=600))
+    assert all(set(a.indices).isdisjoint(b.indices) for a, b in zip(low.targets, high.targets))
+
+
+def test_all_rows_reproduce_the_profiled_module_kernel(tiny_profile_dir):
+    captured = capture(__import__("ntk_advisor").load_profile(tiny_profile_dir))
+    name = "bert.encoder.layer.1.intermediate.dense"
+    everything = {name: ("rows", list(range(24)))}
+    kernel = placement_kernel(captured, everything, "rocoft")
+    stored = captured.profile.kernels[name]
+    assert float((kernel - stored).norm() / stored.norm()) < 1e-10
+    columns = placement_kernel(captured, {name: ("cols", list(range(16)))}, "rocoft")
+    assert float((columns - stored).norm() / stored.norm()) < 1e-10
+
+
+def test_lora_advice_and_bad_budgets(tiny_profile_dir):
+    recipe = recommend(tiny_profile_dir, RecommendConfig(method="lora", budget=1000, module_rank=2))
+    assert all(t.rank and t.rank % 2 == 0 for t in recipe.targets)
+    assert recipe.peft["target_modules"] == [t.module for t in recipe.targets]
+    with pytest.raises(RecipeError, match="does not cover the head"):
+        recommend(tiny_profile_dir, RecommendConfig(budget=20))
+    with pytest.raises(RecipeError, match="below the cheapest item"):
+        recommend(tiny_profile_dir, RecommendConfig(budget=40, placement="first-k"))
+    with pytest.raises(RecipeError, match="positive"):
+        recommend(tiny_profile_dir, RecommendConfig(budget=-5))
+    with pytest.raises(RecipeError, match="unknown --placement 'lora-qv' for rocoft"):
+        recommend(tiny_profile_dir, RecommendConfig(placement="lora-qv"))
+
+
+def test_more_budget_never_lowers_the_trace(tiny_profile_dir):
+    traces = [recommend(tiny_profile_dir, RecommendConfig(budget=b, objective="trace")).evidence["predicted"]["trace"]
+              for b in (200, 400, 800)]
+    assert traces == sorted(traces) and all(math.isfinite(t) for t in traces)
+
+
+@pytest.mark.slow
+def test_real_advice_loads_into_peft(tmp_path):
+    """advise on real minilm-l6: the LoRA recipe's peft section builds a PEFT model whose trainable
+    LoRA weights equal the recipe's count."""
+    from peft import LoraConfig, get_peft_model
+
+    from ntk_advisor.models import load_classifier
+    from ntk_advisor.profiler import profile
+
+    folder = save_profile(profile(ProfileConfig(samples=16, max_length=24, head="random")), tmp_path / "p")
+    recipe = recommend(folder, RecommendConfig(method="lora", budget=60_000))
+    model = load_classifier("minilm-l6", num_labels=2, with_tokenizer=False).backbone
+    peft_model = get_peft_model(model, LoraConfig(**recipe.peft))
+    lora = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
+    assert lora == recipe.evidence["trainable"]["weights"]
+    rocoft = recommend(folder, RecommendConfig(budget=60_000))
+    assert rocoft.evidence["trainable"]["total"] <= 60_000
+    assert len(rocoft.targets) == 36  # coverage: every block Linear gets at least one row
