@@ -26,3 +26,7 @@ class ProfileError(NtkAdvisorError):
 
 class RecipeError(NtkAdvisorError):
     """A recipe that does not parse, validate or match its model."""
+
+
+class TrainError(NtkAdvisorError):
+    """A run that cannot start or continue as asked."""

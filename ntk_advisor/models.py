@@ -235,6 +235,9 @@ def _wrap(source, backbone, tokenizer, info) -> LoadedModel:
     for mod_name, module in backbone.named_modules():
         if isinstance(module, nn.Linear) and mod_name + ".weight" in missing:
             head = mod_name  # the last new Linear is the output head
+    if head is None:  # a checkpoint that already has its head (a saved classifier)
+        heads = [n for n, m in backbone.named_modules() if isinstance(m, nn.Linear) and role_of(n) == "head"]
+        head = heads[-1] if heads else None
     return LoadedModel(source, logits_model, tokenizer, tuple(missing), head)
 
 

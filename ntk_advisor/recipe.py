@@ -77,7 +77,7 @@ class Training(_Strict):
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
     seed: int = 0
-    train_bias: Literal["none", "targets", "all"] = "all"
+    train_bias: Literal["none", "targets", "all"] = "none"
     train_head: bool = True
     early_stopping_patience: Annotated[int, Field(ge=0)] = 2
     checkpoint_every: Annotated[int, Field(ge=1)] = 100
@@ -150,6 +150,26 @@ def load_recipe(path: str | Path) -> Recipe:
     except UnicodeDecodeError:
         raise RecipeError(f"{path}: not UTF-8 text") from None
     return parse_recipe(document, str(path))
+
+
+def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
+    """key.path=value overrides (values parsed as YAML scalars), revalidated by the schema."""
+    document = recipe_to_dict(recipe)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise RecipeError(f"override '{item}' is not key=value (for example training.learning_rate=1e-3)")
+        node = document
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise RecipeError(f"override '{item}': '{part}' is not a section of the recipe")
+            node = node[part]
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise RecipeError(f"override '{item}': the value is not a YAML scalar") from None
+    return parse_recipe(document, "override")
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:

@@ -74,3 +74,41 @@ def tiny_batch(n: int = 6, t: int = 7, seed: int = 0, ragged: bool = True):
             mask[i, length:] = 0
             ids[i, length:] = 0
     return {"input_ids": ids, "attention_mask": mask}
+
+
+WORDS = ["good", "great", "fine", "fun", "bad", "awful", "dull", "poor", "movie", "film", "plot", "the", "a", "very",
+         "not", "so"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folder(tmp_path_factory):
+    """A tiny random-init BERT classifier saved with a real WordPiece tokenizer, loadable by path."""
+    import transformers as tf
+
+    root = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+    (root / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = tf.BertTokenizerFast(vocab_file=str(root / "vocab.txt"))
+    torch.manual_seed(0)
+    config = tf.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=24, max_position_embeddings=64, num_labels=2, pad_token_id=0)
+    tf.BertForSequenceClassification(config).save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    return root / "model"
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory):
+    """A learnable toy sentiment set: positive words -> 1, negative words -> 0."""
+    import random
+
+    rng = random.Random(0)
+    rows = ["text,label"]
+    for i in range(240):
+        label = i % 2
+        words = rng.sample(WORDS[:4] if label else WORDS[4:8], 2) + rng.sample(WORDS[8:], 3)
+        rng.shuffle(words)
+        rows.append(f"{' '.join(words)},{label}")
+    path = tmp_path_factory.mktemp("tiny-data") / "toy.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path

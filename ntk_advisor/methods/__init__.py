@@ -1,0 +1,1 @@
+"""Fine-tuning methods: RoCoFT row/column slices (ours) and LoRA (through PEFT)."""

@@ -1,0 +1,272 @@
+"""train(): one explicit loop that runs a recipe (no Trainer), through Hugging Face Accelerate.
+
+AdamW, linear warmup and decay, gradient clipping, the proximal term, evaluation every
+epoch, best-checkpoint keeping, early stopping, a final test evaluation, and resumable
+checkpoints. `accelerate launch --num_processes K -m ntk_advisor.cli train ...` runs the
+same loop data-parallel; only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data as data_lib
+from . import models
+from .apply import apply_recipe
+from .errors import TrainError
+from .methods.rocoft import save_rocoft_adapter
+from .ntk.linearization import linearization_gap
+from .recipe import Recipe, recipe_to_dict, save_recipe
+
+Progress = Callable[[str, int, int, dict], None]
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class RunResult:
+    out: Path
+    metrics: dict = field(default_factory=dict)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def latest_checkpoint(folder: Path) -> tuple[dict | None, Path | None]:
+    """The newest checkpoint that loads; a torn or corrupt file is skipped, never picked up."""
+    candidates = sorted((folder / CHECKPOINTS).glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]), reverse=True)
+    for path in candidates:
+        try:
+            state = torch.load(path, weights_only=False)
+            if state.get("complete"):
+                return state, path
+        except Exception:  # noqa: BLE001 - any unreadable file is simply not a checkpoint
+            continue
+    return None, None
+
+
+def _prepare_out(out: Path, resume: bool, force: bool) -> dict | None:
+    if out.exists() and any(out.iterdir()):
+        if resume:
+            state, _ = latest_checkpoint(out)
+            if state is None:
+                raise TrainError(f"'{out}' has no complete checkpoint to resume from: drop --resume or pass --force")
+            return state
+        if not force:
+            raise TrainError(f"output folder '{out}' already holds files (another run?): pass --resume to continue "
+                             "it, --force to start over, or choose another --out")
+        shutil.rmtree(out)
+    elif resume:
+        raise TrainError(f"nothing to resume in '{out}': run without --resume first")
+    (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The epoch's shuffled batches: a pure function of (seed, epoch), so resume can skip exactly."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _evaluate(logits_model, tokenizer, split, max_length: int, batch_size: int = 64) -> dict:
+    from sklearn.metrics import f1_score
+
+    logits_model.eval()
+    predictions, losses = [], []
+    with torch.no_grad():
+        for start in range(0, len(split), batch_size):
+            idx = range(start, min(start + batch_size, len(split)))
+            batch = models.encode(tokenizer, [split.texts[i] for i in idx], max_length)
+            labels = torch.tensor([split.labels[i] for i in idx])
+            logits = logits_model(**batch)
+            losses.append(torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item())
+            predictions.append(logits.argmax(-1))
+    predicted = torch.cat(predictions).numpy()
+    truth = np.asarray(split.labels)
+    return {"accuracy": float((predicted == truth).mean()), "macro_f1": float(f1_score(truth, predicted, average="macro")),
+            "loss": sum(losses) / len(split), "examples": len(split)}
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = False,
+          on_progress: Progress | None = None) -> RunResult:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    out = Path(out)
+    started = time.perf_counter()
+    cfg = recipe.training
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    state = _prepare_out(out, resume, force) if accelerator.is_main_process else None
+    accelerator.wait_for_everyone()
+    if state is None and resume:
+        state, _ = latest_checkpoint(out)
+    progress = on_progress or (lambda *a: None)
+    set_seed(cfg.seed)
+
+    dataset = data_lib.load_dataset(recipe.data.source, recipe.data.text_column, recipe.data.label_column)
+    if dataset.num_classes != recipe.model.num_labels:
+        raise TrainError(f"model.num_labels is {recipe.model.num_labels} but the data has {dataset.num_classes} classes")
+    splits = data_lib.split_dataset(dataset, seed=recipe.data.seed)
+    loaded = models.load_classifier(recipe.model.name, num_labels=recipe.model.num_labels, seed=cfg.seed)
+    targets = {t.name for t in models.discover_targets(loaded.backbone)}
+    unknown = [t.module for t in recipe.targets if t.module not in targets]
+    if unknown:
+        raise TrainError(f"recipe target '{unknown[0]}' is not a Linear module of {recipe.model.name}: "
+                         "run ntk-advisor check on the recipe")
+    trained, proximal = apply_recipe(loaded.backbone, recipe, loaded.head_name)
+    logits_model = models.SequenceLogits(trained)
+    params = [p for p in trained.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    per_process = max(1, cfg.batch_size // accelerator.num_processes)
+    steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
+    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    warmup = int(cfg.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
+    logits_model, optimizer = accelerator.prepare(logits_model, optimizer)
+
+    step, history, curve, best = 0, [], [], {"accuracy": -1.0}
+    best_state, stale = _trainable_state(trained), 0
+    if state is not None:
+        with torch.no_grad():
+            for name, p in trained.named_parameters():
+                if name in state["trainable"]:
+                    p.copy_(state["trainable"][name])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        step, history, curve, best, best_state, stale = (state[k] for k in ("step", "history", "curve", "best",
+                                                                           "best_state", "stale"))
+
+    def checkpoint():
+        if accelerator.is_main_process:
+            _atomic_torch_save({"trainable": _trainable_state(trained), "optimizer": optimizer.state_dict(),
+                                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "step": step,
+                                "history": history, "curve": curve, "best": best, "best_state": best_state,
+                                "stale": stale, "complete": True}, out / CHECKPOINTS / f"step-{step}.pt")
+            for old in sorted((out / CHECKPOINTS).glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))[:-2]:
+                old.unlink(missing_ok=True)  # keep the two newest
+
+    step_times: list[float] = []
+    stop = False
+    for epoch in range(math.ceil(total_steps / steps_per_epoch)):
+        if stop:
+            break
+        logits_model.train()
+        for position, batch_idx in enumerate(_batches(len(splits.train), cfg.batch_size, cfg.seed, epoch)):
+            if epoch * steps_per_epoch + position < step:
+                continue  # done before the resume: the order is a pure function of (seed, epoch)
+            if step >= total_steps:
+                break
+            tick = time.perf_counter()
+            rank = accelerator.process_index
+            local = batch_idx[rank * per_process : (rank + 1) * per_process]
+            if len(local) == 0:  # a short last batch: every process must still step together
+                local = batch_idx[:1]
+            batch = models.encode(loaded.tokenizer, [splits.train.texts[i] for i in local], recipe.data.max_length)
+            labels = torch.tensor([splits.train.labels[i] for i in local])
+            loss = torch.nn.functional.cross_entropy(logits_model(**batch), labels)
+            accelerator.backward(loss + proximal.penalty(trained))
+            proximal.apply_selective(trained)
+            accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            curve.append(round(loss.item(), 6))
+            step_times.append(time.perf_counter() - tick)
+            progress("train", step, total_steps, {"loss": curve[-1], "epoch": epoch})
+            if step % cfg.checkpoint_every == 0:
+                checkpoint()
+        if any(h["epoch"] == epoch for h in history):
+            continue  # evaluated before an interruption
+        metrics = _evaluate(logits_model, loaded.tokenizer, splits.validation, recipe.data.max_length)
+        metrics |= {"epoch": epoch, "step": step, "distance_from_theta0": proximal.distance(trained)}
+        history.append(metrics)
+        progress("evaluate", epoch + 1, math.ceil(total_steps / steps_per_epoch), metrics)
+        if metrics["accuracy"] > best["accuracy"]:
+            best, best_state, stale = metrics, _trainable_state(trained), 0
+        else:
+            stale += 1
+            stop = cfg.early_stopping_patience > 0 and stale >= cfg.early_stopping_patience
+        checkpoint()
+
+    with torch.no_grad():
+        for name, p in trained.named_parameters():
+            if name in best_state:
+                p.copy_(best_state[name])
+    logits_model.eval()
+    test = _evaluate(logits_model, loaded.tokenizer, splits.test, recipe.data.max_length)
+    gap = _gap(loaded, logits_model, trained, proximal, splits.validation, recipe.data.max_length)
+    metrics = {
+        "validation_best": best, "test": test, "history": history, "loss_curve": curve,
+        "steps": step, "trainable_parameters": sum(p.numel() for p in params),
+        "optimizer_state_bytes": sum(t.numel() * t.element_size() for s in optimizer.state.values()
+                                     for k, t in s.items() if torch.is_tensor(t) and k != "step"),
+        "distance_from_theta0": proximal.distance(trained), **gap,
+        "seconds_per_step_median": float(np.median(step_times)) if step_times else None,
+        "wall_seconds": time.perf_counter() - started,
+        "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "processes": accelerator.num_processes,
+    }
+    if accelerator.is_main_process:
+        _write_run(out, recipe, trained, metrics)
+    accelerator.wait_for_everyone()
+    return RunResult(out, metrics)
+
+
+def _gap(loaded, logits_model, trained, proximal, split, max_length: int, examples: int = 64) -> dict:
+    """Linearization gap on the first validation examples (dropout off)."""
+    batch = models.encode(loaded.tokenizer, split.texts[:examples], max_length)
+    wrapper = logits_model.module if hasattr(logits_model, "module") else logits_model
+    current = {f"backbone.{n}": p for n, p in trained.named_parameters() if p.requires_grad}
+    start = {f"backbone.{n}": proximal.theta0[n] for n, _ in trained.named_parameters() if n in proximal.theta0}
+    try:
+        return linearization_gap(wrapper, current, start, batch)
+    except RuntimeError as exc:  # forward AD not implemented for some kernel: report, don't fail the run
+        return {"linearization_gap": None, "linearization_error": str(exc).splitlines()[0]}
+
+
+def _write_run(out: Path, recipe: Recipe, trained, metrics: dict) -> None:
+    adapter = out / "adapter"
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=out))
+    if recipe.method == "rocoft":
+        save_rocoft_adapter(trained, tmp, {"base_model": recipe.model.name, "num_labels": recipe.model.num_labels})
+    else:
+        trained.save_pretrained(tmp)
+    if adapter.exists():
+        shutil.rmtree(adapter)
+    os.replace(tmp, adapter)
+    save_recipe(recipe, out / "recipe.yaml", command=f"ntk-advisor train {out / 'recipe.yaml'} --out {out}")
+    _atomic_write_text(out / "metrics.json", json.dumps(metrics | {"recipe": recipe_to_dict(recipe)}, indent=2,
+                                                        default=float) + "\n")
