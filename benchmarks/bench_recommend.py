@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ntk_advisor.artifacts import load_profile, save_profile
 from ntk_advisor.profiler import ProfileConfig, profile
-from ntk_advisor.recommend import RecommendConfig, capture, recommend
+from ntk_advisor.recommender import RecommendConfig, capture, recommend
 
 
 def main() -> None:

@@ -11,10 +11,14 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "NtkProfile": "artifacts", "load_profile": "artifacts", "save_profile": "artifacts",
     "NtkAdvisorError": "errors", "DataError": "errors", "ModelError": "errors", "ProfileError": "errors",
-    "RecipeError": "errors",
+    "RecipeError": "errors", "TrainError": "errors",
     "ProfileConfig": "profiler", "profile": "profiler", "profile_model": "profiler",
     "load_dataset": "data", "split_dataset": "data", "probe_sample": "data",
     "load_classifier": "models", "discover_targets": "models",
+    "RecommendConfig": "recommender", "recommend": "recommender",
+    "Recipe": "recipe", "load_recipe": "recipe", "save_recipe": "recipe",
+    "apply_recipe": "apply", "load_adapter": "apply",
+    "train": "trainer",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -266,7 +266,7 @@ AxisOption = Annotated[str, typer.Option(help="RoCoFT axis: rows (output units) 
 
 
 def _recommend_config(method, budget, objective, placement, proximal, axis, train_head, seed):
-    from .recommend import RecommendConfig
+    from .recommender import RecommendConfig
 
     return RecommendConfig(method=method, budget=budget, objective=objective, placement=placement, proximal=proximal,
                            axis=axis, train_head=train_head, seed=seed)
@@ -305,7 +305,7 @@ def recommend(
     as_json: JsonOption = False,
 ):
     """Place a parameter budget from a profile and write a YAML recipe with the evidence behind it."""
-    from .recommend import recommend as run_recommend
+    from .recommender import recommend as run_recommend
 
     config = _recommend_config(method, budget, objective, placement, proximal, axis, train_head, seed)
     with _progress_bar() as bar:
@@ -338,7 +338,7 @@ def advise(
     from .artifacts import save_profile
     from .profiler import ProfileConfig
     from .profiler import profile as run_profile
-    from .recommend import recommend as run_recommend
+    from .recommender import recommend as run_recommend
 
     config = _recommend_config(method, budget, objective, placement, proximal, axis, True, seed)
     config.validate()
@@ -381,23 +381,26 @@ def train(
 ):
     """Train a recipe: proximal RoCoFT or LoRA, with evaluation, checkpoints, resume and a linearization check."""
     from .recipe import apply_overrides, load_recipe
-    from .train import train as run_train
+    from .trainer import train as run_train
 
     recipe = apply_overrides(load_recipe(recipe_path), overrides or [])
     out_dir = out_dir or Path("runs") / recipe_path.stem
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, only rank 0 talks
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[info]}"), console=err, transient=True) as bar:
+                  TextColumn("{task.fields[info]}"), console=err, transient=True, disable=not main_process) as bar:
         task = bar.add_task("train", total=1, info="")
 
         def update(stage, done, total, metrics):
             if stage == "train":
                 bar.update(task, completed=done, total=total, info=f"loss {metrics['loss']:.4f}")
-            else:
+            elif main_process:
                 err.print(f"epoch {metrics['epoch']}: validation accuracy {metrics['accuracy']:.4f}, "
                           f"macro-F1 {metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}")
 
         result = run_train(recipe, out_dir, resume=resume, force=force, on_progress=update)
     m = result.metrics
+    if not main_process:
+        return
     if as_json:
         return _print_json({k: v for k, v in m.items() if k not in ("loss_curve", "recipe")})
     gap = m.get("linearization_gap")

@@ -11,7 +11,7 @@ from pathlib import Path
 from ntk_advisor.artifacts import save_profile
 from ntk_advisor.profiler import ProfileConfig, profile
 from ntk_advisor.recipe import save_recipe
-from ntk_advisor.recommend import RecommendConfig, recommend
+from ntk_advisor.recommender import RecommendConfig, recommend
 
 ROOT = Path(__file__).resolve().parent.parent / "recipes" / "minilm-l6"
 SETTINGS = {"vader-movie": {"max_length": 64}, "bbc-news": {"max_length": 128}}

@@ -14,7 +14,7 @@ from ntk_advisor.errors import RecipeError
 from ntk_advisor.models import discover_targets
 from ntk_advisor.placement import LORA_BASELINES, ROCOFT_BASELINES
 from ntk_advisor.profiler import ProfileConfig, profile_model
-from ntk_advisor.recommend import RecommendConfig, capture, placement_kernel, recommend
+from ntk_advisor.recommender import RecommendConfig, capture, placement_kernel, recommend
 
 LABELS = torch.tensor([0, 1, 0, 1, 1, 0])
 
@@ -117,3 +117,19 @@ def test_real_advice_loads_into_peft(tmp_path):
     rocoft = recommend(folder, RecommendConfig(budget=60_000))
     assert rocoft.evidence["trainable"]["total"] <= 60_000
     assert len(rocoft.targets) == 36  # coverage: every block Linear gets at least one row
+
+
+def test_relative_gradient_norms_match_autograd(tiny_profile_dir):
+    from ntk_advisor import load_profile
+    from ntk_advisor.models import load_classifier
+
+    profile = load_profile(tiny_profile_dir)
+    captured = capture(profile)
+    loaded = load_classifier(profile.settings["model"], 2, dtype=torch.float64, with_tokenizer=False)
+    loaded.backbone.load_state_dict(profile.head, strict=False)
+    batch = {k: profile.inputs[k] for k in ("input_ids", "attention_mask")}
+    loss = torch.nn.functional.cross_entropy(loaded.logits_model(**batch), profile.inputs["labels"])
+    loss.backward()
+    for name, value in captured.grad_norms.items():
+        weight = loaded.backbone.get_submodule(name).weight
+        assert value == pytest.approx(float(weight.grad.norm() / weight.norm()), rel=1e-8), name

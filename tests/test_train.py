@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from ntk_advisor.errors import TrainError
 from ntk_advisor.recipe import SCHEMA_VERSION, apply_overrides, parse_recipe
-from ntk_advisor.train import train
+from ntk_advisor.trainer import train
 
 
 def tiny_recipe(model_folder, csv, method="rocoft", **training):
@@ -108,7 +108,7 @@ def test_corrupt_newest_checkpoint_is_skipped(tiny_model_folder, tiny_csv, tmp_p
     train(recipe, out)
     newest = max((out / "checkpoints").glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
     (out / "checkpoints" / "step-99.pt").write_bytes(newest.read_bytes()[:100])  # a torn write
-    from ntk_advisor.train import latest_checkpoint
+    from ntk_advisor.trainer import latest_checkpoint
 
     state, path = latest_checkpoint(out)
     assert path == newest and state["step"] == 10
@@ -136,3 +136,23 @@ def test_bad_recipes_for_training(tiny_model_folder, tiny_csv, tmp_path):
         apply_overrides(recipe, ["training.learning_rate=0"])
     with pytest.raises(RecipeError, match="not key=value"):
         apply_overrides(recipe, ["learning_rate"])
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_run_the_same_recipe(tiny_model_folder, tiny_csv, tmp_path):
+    """Data-parallel on 2 CPU processes (torchrun; Accelerate picks up its environment)."""
+    import os
+    import subprocess
+    import sys
+
+    from ntk_advisor.recipe import save_recipe
+
+    recipe_path = save_recipe(tiny_recipe(tiny_model_folder, tiny_csv, max_steps=6), tmp_path / "r.yaml")
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    done = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "ntk_advisor.cli",
+                           "train", str(recipe_path), "--out", str(tmp_path / "ddp"), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["steps"] == 6
+    assert done.stdout.count('"processes"') == 1  # only rank 0 prints

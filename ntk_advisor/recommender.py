@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -79,15 +80,20 @@ class RecommendConfig:
 
 @dataclass
 class Captured:
-    """What recommend needs from the rebuilt model: targets, x/δ per module, weights, grad norms."""
+    """What recommend needs from the rebuilt model: targets, x/δ per module, weights, logits."""
 
     profile: NtkProfile
     targets: dict[str, models.TargetModule]
     x: dict[str, torch.Tensor]
     deltas: dict[str, list[torch.Tensor]]
     weights: dict[str, torch.Tensor]
-    grad_norms: dict[str, float]
+    logits: torch.Tensor
     spec: OutputSpec
+
+    @cached_property
+    def grad_norms(self) -> dict[str, float]:
+        """Only the grad-norm baseline needs these (a full d_out×d_in product per module)."""
+        return _relative_gradient_norms(self.targets, self.x, self.deltas, self.weights, self.logits, self.spec)
 
     def slice_kernel(self, name: str, axis: str, indices) -> torch.Tensor:
         rows, cols = (indices, None) if axis == "rows" else (None, indices)
@@ -120,12 +126,11 @@ def capture(profile: NtkProfile) -> Captured:
             deltas[n] = [stacked]
     with torch.no_grad():
         logits = loaded.logits_model(**batch).to(torch.float64)
-    grad_norms = _relative_gradient_norms(loaded, targets, x, deltas, logits, spec)
     weights = {n: models.weight_matrix(loaded.backbone, t).detach() for n, t in targets.items()}
-    return Captured(profile, targets, x, deltas, weights, grad_norms, spec)
+    return Captured(profile, targets, x, deltas, weights, logits, spec)
 
 
-def _relative_gradient_norms(loaded, targets, x, deltas, logits, spec) -> dict[str, float]:
+def _relative_gradient_norms(targets, x, deltas, weights, logits, spec) -> dict[str, float]:
     """‖∇_W L‖ / ‖W‖ of the mean cross-entropy (logistic loss on the margin for `margin`)."""
     n = spec.labels.shape[0]
     if spec.reduction == "margin":
@@ -133,14 +138,13 @@ def _relative_gradient_norms(loaded, targets, x, deltas, logits, spec) -> dict[s
     else:
         residual = torch.softmax(logits, dim=1) - spec.one_hot()
     norms = {}
-    for name, t in targets.items():
+    for name in targets:
         if spec.reduction == "full":  # rows r = n·C + c carry the residual of logit c
             grad = _projection(residual.reshape(1, -1).to(x[name].dtype), deltas[name][0], x[name])[0]
-        else:
-            grad = sum(_projection(residual[:, p][None].to(x[name].dtype), d, x[name])[0]
-                       for p, d in enumerate(deltas[name]))
-        weight = models.weight_matrix(loaded.backbone, t).detach()
-        norms[name] = float(grad.norm() / n / weight.norm())
+        else:  # Σ_c r_c δ_c first: one d_out×d_in product instead of C
+            combined = sum(residual[:, p, None, None].to(d.dtype) * d for p, d in enumerate(deltas[name]))
+            grad = _projection(torch.ones(1, n, dtype=x[name].dtype), combined, x[name])[0]
+        norms[name] = float(grad.norm() / n / weights[name].norm())
     return norms
 
 
@@ -251,7 +255,8 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
     full = sum(profile.kernels[n] for n in captured.targets)
     ridge = config.proximal + 1e-3 * float(torch.diagonal(full).mean())
     common = dict(weights=captured.weights, inputs=captured.x, mask=profile.inputs["attention_mask"],
-                  grad_norms=captured.grad_norms, module_rank=config.module_rank, seed=config.seed)
+                  grad_norms=captured.grad_norms if config.placement == "grad-norm" else None,
+                  module_rank=config.module_rank, seed=config.seed)
     target_list = list(captured.targets.values())
     progress("search", 0, 1)
     search: dict = {}

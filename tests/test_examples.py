@@ -1,0 +1,24 @@
+"""The examples run as tests, on real weights and data."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_library_pipeline_example():
+    summary = load("library_pipeline").main(steps=3)
+    assert summary["trainable"] == summary["budget"] <= 30_000
+    assert len(summary["losses"]) == 3 and summary["distance_from_theta0"] > 0
