@@ -411,6 +411,53 @@ def train(
     out.print(f"wrote {out_dir} (adapter/, metrics.json, recipe.yaml) in {m['wall_seconds']:.0f} s")
 
 
+# ----------------------------------------------------------------------------- export / recipe convert
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder (ntk-advisor train --out).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write.")],
+    fmt: Annotated[str, typer.Option("--format", help="hf: merged Hugging Face folder; onnx: merged model as ONNX, "
+                                                      "parity-checked with onnxruntime.")] = "hf",
+    force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
+    as_json: JsonOption = False,
+):
+    """Merge the run's adapter into the base weights and write a plain HF folder or ONNX."""
+    from .export import export as run_export
+
+    report = run_export(run_dir, fmt, out_dir, force=force)
+    if as_json:
+        return _print_json({"out": str(report.out), "format": report.format, "seconds": report.seconds,
+                            "files": report.files, "max_abs_logit_difference": report.max_abs_logit_difference})
+    sizes = ", ".join(f"{name} {size / 2**20:.1f} MiB" for name, size in report.files.items())
+    parity = ("" if report.max_abs_logit_difference is None
+              else f"; onnxruntime parity {report.max_abs_logit_difference:.2g} on a new batch and length")
+    out.print(f"wrote {report.out} in {report.seconds:.1f} s ({sizes}){parity}")
+
+
+recipe_app = typer.Typer(help="Recipe utilities.", no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
+
+
+@recipe_app.command("convert")
+def recipe_convert(
+    recipe_path: Annotated[Path, typer.Argument(help="A recipe YAML file.")],
+    to: Annotated[str, typer.Option("--to", help="peft (adapter_config.json-style JSON) or axolotl (YAML keys).")],
+):
+    """Print the recipe's placement as keys another tool consumes."""
+    import yaml
+
+    from .errors import RecipeError
+    from .recipe import load_recipe
+
+    recipe = load_recipe(recipe_path)
+    if to == "peft":
+        sys.stdout.write(json.dumps({"peft_type": "LORA", "task_type": "SEQ_CLS", **recipe.peft}, indent=2) + "\n")
+    elif to == "axolotl":
+        sys.stdout.write(yaml.safe_dump(recipe.axolotl, sort_keys=False))
+    else:
+        raise RecipeError(f"unknown --to '{to}': use peft or axolotl")
+
+
 def main() -> None:
     try:
         app()

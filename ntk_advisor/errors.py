@@ -30,3 +30,7 @@ class RecipeError(NtkAdvisorError):
 
 class TrainError(NtkAdvisorError):
     """A run that cannot start or continue as asked."""
+
+
+class ExportError(NtkAdvisorError):
+    """A run that cannot be exported, or an export that failed its parity check."""
