@@ -164,20 +164,31 @@ def data_show(
     out.print(table)
     out.print("splits (seed {}): ".format(seed) + ", ".join(f"{k} {v:,}" for k, v in info["splits"].items()))
     for example in info["examples_shown"]:
-        text = example["text"] if len(example["text"]) < 160 else example["text"][:157] + "..."
-        out.print(f"  [{example['label']}] {text}", markup=False)
+        text = " ".join(example["text"].split())  # one line per example, whatever the source's newlines
+        room = max(20, out.width - len(example["label"]) - 8)
+        out.print(f"  [{example['label']}] {text if len(text) <= room else text[: room - 3] + '...'}", markup=False)
 
 
 # ----------------------------------------------------------------------------- profile
-def _progress_bar() -> Progress:
+def _progress_bar(*extra_columns, disable: bool = False) -> Progress:
+    """A live bar on a terminal; in logs and CI (no terminal) the callbacks print plain lines instead."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err, transient=True)
+                    *extra_columns, console=err, transient=True, disable=disable or not err.is_terminal)
+
+
+def _log_line(stage: str, done: int, total: int) -> bool:
+    """Whether a plain progress line is due: stage start, every 10 %, and the end."""
+    return done in (0, 1, total) or done % max(1, total // 10) == 0
 
 
 def _progress_callback(bar: Progress):
     tasks: dict[str, int] = {}
 
     def update(stage: str, done: int, total: int):
+        if bar.disable:
+            if _log_line(stage, done, total):
+                err.print(f"{stage}: {done}/{total}", markup=False)
+            return
         if stage not in tasks:
             tasks[stage] = bar.add_task(stage, total=total)
         bar.update(tasks[stage], completed=done, total=total)
@@ -386,13 +397,14 @@ def train(
     recipe = apply_overrides(load_recipe(recipe_path), overrides or [])
     out_dir = out_dir or Path("runs") / recipe_path.stem
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, only rank 0 talks
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[info]}"), console=err, transient=True, disable=not main_process) as bar:
+    with _progress_bar(TextColumn("{task.fields[info]}"), disable=not main_process) as bar:
         task = bar.add_task("train", total=1, info="")
 
         def update(stage, done, total, metrics):
             if stage == "train":
                 bar.update(task, completed=done, total=total, info=f"loss {metrics['loss']:.4f}")
+                if bar.disable and main_process and _log_line(stage, done, total):
+                    err.print(f"train: step {done}/{total}, loss {metrics['loss']:.4f}")
             elif main_process:
                 err.print(f"epoch {metrics['epoch']}: validation accuracy {metrics['accuracy']:.4f}, "
                           f"macro-F1 {metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}")

@@ -115,7 +115,7 @@ def load_dataset(source: str, text_column: str = "text", label_column: str = "la
         return _build(source, rows, columns, text_column, label_column, class_names.get(label_column))
     suffix = path.suffix.lower()
     if suffix not in FILE_KINDS:
-        raise DataError(f"{source}: unknown file type '{path.suffix or '(none)'}'; "
+        raise DataError(f"{source}: {'unknown file type ' + repr(path.suffix) if path.suffix else 'no file extension'}; "
                         f"use one of {', '.join(FILE_KINDS)} or a Hugging Face datasets folder")
     if suffix == ".parquet":
         rows, columns = _read_parquet(source, path)

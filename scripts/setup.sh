@@ -8,6 +8,10 @@ stamp=.venv/.ntk-advisor-installed
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+  # Some machines' pip config names local indexes that do not exist; pip then warns once per
+  # package. Those lines are noise for a user, so they are filtered (every other line stays).
+  exec 3>&2
+  exec 2> >(grep -v "^WARNING: Location 'file:" >&3)
   # torch first, pinned: the CPU wheel 2.13.0 is on disk; an unpinned resolve pulls CUDA (GBs).
   "${pip[@]}" torch==2.13.0
   "${pip[@]}" -e ".[dev]" torch==2.13.0

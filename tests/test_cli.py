@@ -110,3 +110,21 @@ def test_real_profile_cli_end_to_end(tmp_path, capsys, monkeypatch):
     assert (out / "profile.json").exists() and (out / "kernels.safetensors").exists()
     code, stdout, _ = run_cli(["models", "show", "minilm-l6", "--json"], capsys, monkeypatch)
     assert code == 0 and len(json.loads(stdout)["targets"]) == 38
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["recommend", "{tmp}", "--out", "{tmp}/r.yaml"], r"is not a profile folder"),
+    (["recommend", "{tmp}", "--budget", "-3"], r"--budget must be a positive"),
+    (["recommend", "{tmp}", "--objective", "vibes"], r"unknown --objective 'vibes'"),
+    (["train", "{tmp}/missing.yaml"], r"recipe file .* not found"),
+    (["train", "{tmp}/bad.yaml"], r"targets: .*"),
+    (["check", "{tmp}/bad.yaml"], r"targets"),
+    (["export", "{tmp}", "--out", "{tmp}/e"], r"not a finished run folder"),
+    (["recipe", "convert", "{tmp}/bad.yaml", "--to", "xml"], r"targets"),
+])
+def test_later_stages_bad_input_one_line(args, pattern, tmp_path, capsys, monkeypatch):
+    (tmp_path / "bad.yaml").write_text("schema_version: 1\nmodel: {name: minilm-l6}\ndata: {source: x}\n"
+                                       "method: rocoft\ntargets: []\n")
+    code, _, err = run_cli([a.format(tmp=tmp_path) for a in args], capsys, monkeypatch)
+    assert_one_line_error(code, err, pattern)
+    assert not (tmp_path / "e").exists() and not (tmp_path / "r.yaml").exists()

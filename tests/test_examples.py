@@ -22,3 +22,10 @@ def test_library_pipeline_example():
     summary = load("library_pipeline").main(steps=3)
     assert summary["trainable"] == summary["budget"] <= 30_000
     assert len(summary["losses"]) == 3 and summary["distance_from_theta0"] > 0
+
+
+@pytest.mark.slow
+def test_hf_trainer_example():
+    summary = load("hf_trainer").main(steps=2)
+    assert len(summary["losses"]) == 2 and summary["adapter_round_trip_equal"]
+    assert summary["trainable"] == 21_506
