@@ -88,7 +88,7 @@ def _export_onnx(model, tokenizer, folder: Path) -> float:
         torch.onnx.export(wrapper, (example["input_ids"], example["attention_mask"]), str(path),
                           input_names=["input_ids", "attention_mask"], output_names=["logits"],
                           dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}), dynamo=True,
-                          external_data=True)
+                          external_data=True, verbose=False)
     texts = ["a different batch size", "and a different sequence length than the export used, much longer",
              "third", "fourth example here"]
     check = models.encode(tokenizer, texts, 40)

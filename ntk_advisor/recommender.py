@@ -208,7 +208,8 @@ def _advised(captured: Captured, config: RecommendConfig, budget: int, ridge: fl
     if config.method == "rocoft":
         placement = {n: (a, sorted(idx)) for n, (a, idx) in placement.items()}
     stats = {"candidate_items": len(items), "exact_evaluations": selection.exact_evaluations,
-             "skipped_by_weyl_bound": selection.skipped_by_bound, "objective_value": selection.value}
+             "skipped_by_weyl_bound": selection.skipped_by_bound, "capped_steps": selection.capped_steps,
+             "steps": len(selection.chosen), "objective_value": selection.value}
     return placement, scores, stats
 
 

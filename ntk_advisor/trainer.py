@@ -113,6 +113,15 @@ def _evaluate(logits_model, tokenizer, split, max_length: int, batch_size: int =
             "loss": sum(losses) / len(split), "examples": len(split)}
 
 
+def _rss_bytes() -> int:
+    """Resident memory now (Linux /proc); elsewhere the process peak so far."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -178,6 +187,7 @@ def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = F
                 old.unlink(missing_ok=True)  # keep the two newest
 
     step_times: list[float] = []
+    train_rss = 0
     stop = False
     for epoch in range(math.ceil(total_steps / steps_per_epoch)):
         if stop:
@@ -197,6 +207,7 @@ def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = F
             labels = torch.tensor([splits.train.labels[i] for i in local])
             loss = torch.nn.functional.cross_entropy(logits_model(**batch), labels)
             accelerator.backward(loss + proximal.penalty(trained))
+            train_rss = max(train_rss, _rss_bytes())  # activations and gradients are alive here
             proximal.apply_selective(trained)
             accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
@@ -237,6 +248,7 @@ def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = F
         "seconds_per_step_median": float(np.median(step_times)) if step_times else None,
         "wall_seconds": time.perf_counter() - started,
         "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_train_step_rss_bytes": train_rss,  # the peak above also covers loading and evaluation
         "processes": accelerator.num_processes,
     }
     if accelerator.is_main_process:

@@ -74,3 +74,13 @@ def test_unknown_objective():
     kernels, costs, spec = problem(0)
     with pytest.raises(ValueError, match="unknown objective"):
         greedy_select(kernels, costs, 5.0, "vibes", spec.centred_targets(), spec.regression_targets(), 0.1)
+
+
+def test_evaluation_cap_is_reported():
+    kernels, costs, spec = problem(11, items=40)
+    capped = greedy_select(kernels, costs, 20.0, "lambda_min", spec.centred_targets(), spec.regression_targets(), 0.1,
+                           max_evaluations=2)
+    exact = greedy_select(kernels, costs, 20.0, "lambda_min", spec.centred_targets(), spec.regression_targets(), 0.1)
+    assert exact.capped_steps == 0 and capped.capped_steps > 0
+    assert capped.exact_evaluations <= 2 * len(capped.chosen)
+    assert float(costs[capped.chosen].sum()) <= 20.0

@@ -20,7 +20,9 @@ Weyl pruning: λ_min(K_S + K_i) ≤ λ_min(K_S) + λ_max(K_i), so the gain of λ
 order of that bound per parameter and the search stops once no remaining bound can beat
 the best exact gain found: the step is exact, with far fewer eigendecompositions.
 The LOO objective has no such bound; it evaluates the ``shortlist`` items whose alignment
-gain per parameter is best.
+gain per parameter is best. Row kernels are low rank, so λ_min gains are often far below
+their bound; a step therefore evaluates at most ``max_evaluations`` items (in bound order)
+and is reported as capped when the bound had not yet closed the search.
 
 Cost per step: I·R² for the alignment bookkeeping (one matvec), plus R³ per exact evaluation.
 """
@@ -42,6 +44,7 @@ class Selection:
     value: float = math.nan  # objective of the final kernel
     exact_evaluations: int = 0
     skipped_by_bound: int = 0
+    capped_steps: int = 0  # steps where max_evaluations ran out before the bound closed the search
 
 
 def objective_value(kernel: torch.Tensor, objective: str, centred: torch.Tensor, targets: torch.Tensor,
@@ -75,6 +78,7 @@ def greedy_select(
     ridge: float,
     start: list[int] | None = None,
     shortlist: int = 24,
+    max_evaluations: int = 64,
 ) -> Selection:
     """Greedy gain-per-parameter selection; ``start`` items are taken first (e.g. coverage).
 
@@ -135,7 +139,8 @@ def greedy_select(
             index, gain = int(candidates[best]), float(gains[best])
         else:
             index, gain = _searched_step(objective, candidates, kernel, current, item_kernels, costs, item_lmax,
-                                         alignment_after, centred, targets, ridge, shortlist, selection)
+                                         alignment_after, centred, targets, ridge, shortlist, max_evaluations,
+                                         selection)
         if index < 0:
             break
         add(index, gain)
@@ -144,8 +149,12 @@ def greedy_select(
 
 
 def _searched_step(objective, candidates, kernel, current, item_kernels, costs, item_lmax, alignment_after,
-                   centred, targets, ridge, shortlist, selection) -> tuple[int, float]:
-    """One exact step by branch and bound on Weyl bounds (λ_min, κ), or on an alignment shortlist (loo)."""
+                   centred, targets, ridge, shortlist, max_evaluations, selection) -> tuple[int, float]:
+    """One step by branch and bound on Weyl bounds (λ_min, κ), or on an alignment shortlist (loo).
+
+    Exact unless ``max_evaluations`` items are evaluated before the bound closes the search;
+    then the best of those (the highest bounds) is taken and the step counted as capped.
+    """
     if objective == "loo":
         order = candidates[torch.argsort(alignment_after / costs[candidates], descending=True)][:shortlist]
         bounds = None
@@ -164,6 +173,9 @@ def _searched_step(objective, candidates, kernel, current, item_kernels, costs, 
     for position, index in enumerate(order.tolist()):
         if bounds is not None and float(bounds[position]) < best_gain:
             selection.skipped_by_bound += len(order) - position
+            break
+        if position == max_evaluations:
+            selection.capped_steps += 1
             break
         value = objective_value(kernel + item_kernels[index], objective, centred, targets, ridge)
         selection.exact_evaluations += 1
