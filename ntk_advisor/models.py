@@ -155,6 +155,7 @@ def _smollm2_folder() -> Path:
     folder = Path(spec.origin).parent
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=_SMOLLM_GGUF, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=_SMOLLM_GGUF)
@@ -175,11 +176,15 @@ def _smollm2_folder() -> Path:
     return target
 
 
-def _from_pretrained(loader, source: str, **kwargs):
+def _quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # the load report lists the new head as MISSING; expected, not news
     hf_logging.disable_progress_bar()
+
+
+def _from_pretrained(loader, source: str, **kwargs):
+    _quiet_transformers()
     try:
         return loader.from_pretrained(source, **kwargs)
     except OSError as exc:

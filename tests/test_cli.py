@@ -40,8 +40,11 @@ def assert_one_line_error(code, err, pattern):
     assert code == 1, err
     assert "Traceback" not in err
     lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert re.search(pattern, lines[0]), lines[0]
+    # In logs (no terminal) progress lines like "load model: 0/1" may come first; the error is
+    # exactly one line, the last one.
+    progress = [line for line in lines[:-1] if re.fullmatch(r"[\w ]+: \d+/\d+", line)]
+    assert len(progress) == len(lines) - 1 and lines[-1].startswith("error: "), err
+    assert re.search(pattern, lines[-1]), lines[-1]
 
 
 def test_version_and_help(capsys, monkeypatch):

@@ -92,3 +92,21 @@ def test_real_minilm_l6_structure():
     assert set(loaded.new_parameter_names) == {"classifier.weight", "classifier.bias"}
     batch = encode(loaded.tokenizer, ["a wonderful film", "dull and far too long"], max_length=16)
     assert loaded.logits_model(**batch).shape == (2, 2)
+
+
+@pytest.mark.slow
+def test_real_smollm2_alias_is_cached_and_sane():
+    """Dequantized once from GGUF (20-30 s), then a plain HF folder; it still knows Paris."""
+    from transformers import AutoModelForCausalLM
+
+    from ntk_advisor.models import resolve_model_source
+
+    folder = resolve_model_source("smollm2-135m")
+    lm = AutoModelForCausalLM.from_pretrained(folder).eval()
+    classifier = load_classifier("smollm2-135m", num_labels=2)
+    assert len(discover_targets(classifier.backbone)) == 30 * 7 + 1
+    assert sum(p.numel() for p in lm.parameters()) == 134_515_008
+    batch = classifier.tokenizer(["The capital of France is"], return_tensors="pt")
+    with torch.no_grad():
+        next_token = lm(**batch).logits[0, -1].argmax()
+    assert classifier.tokenizer.decode(next_token).strip() == "Paris"
