@@ -70,14 +70,14 @@ class NtkProfile:
         raise KeyError(name)
 
 
-def _json_safe(value):
+def json_safe(value):
     """inf/NaN are not JSON: write them as strings a person (and load_profile) can read."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -145,7 +145,7 @@ def save_profile(profile: NtkProfile, out: Path, force: bool = False) -> Path:
             "total": profile.total,
             "modules": [m.__dict__ for m in profile.modules],
         }
-        (folder / "profile.json").write_text(json.dumps(_json_safe(document), indent=2) + "\n")
+        (folder / "profile.json").write_text(json.dumps(json_safe(document), indent=2) + "\n")
 
     return write_folder_atomically(Path(out), write, force)
 

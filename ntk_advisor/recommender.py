@@ -29,7 +29,6 @@ from .ntk.select import OBJECTIVES, greedy_select
 from .placement import (
     LORA_BASELINES,
     ROCOFT_BASELINES,
-    axis_size,
     baseline_placement,
     placement_weights,
     unit_cost,
