@@ -193,13 +193,13 @@ _RecipeDumper.add_representer(list, _represent_list)
 _RecipeDumper.add_representer(float, _represent_float)
 
 
-def dump_recipe(recipe: Recipe, command: str | None = None) -> str:
+def dump_recipe(recipe: Recipe, command: str | None = None, path: str | None = None) -> str:
     """YAML text with a header comment giving the command that runs it, keys grouped by section."""
     document = recipe_to_dict(recipe)
     header = [
         "# ntk-advisor recipe (schema version 1)",
         f"# Run it with: {command or 'ntk-advisor train THIS_FILE --out runs/NAME'}",
-        "# Check it against its model without training: ntk-advisor check THIS_FILE",
+        f"# Check it against its model without training: ntk-advisor check {path or 'THIS_FILE'}",
         "",
     ]
     banners = {
@@ -227,7 +227,7 @@ def save_recipe(recipe: Recipe, path: str | Path, command: str | None = None) ->
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(dump_recipe(recipe, command))
+            handle.write(dump_recipe(recipe, command, str(path)))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -13,12 +14,14 @@ from ntk_advisor.profiler import ProfileConfig, profile
 from ntk_advisor.recipe import save_recipe
 from ntk_advisor.recommender import RecommendConfig, recommend
 
-ROOT = Path(__file__).resolve().parent.parent / "recipes" / "minilm-l6"
+REPO = Path(__file__).resolve().parent.parent
+ROOT = Path("recipes") / "minilm-l6"  # relative to REPO, so the recipes' header commands are portable
 SETTINGS = {"vader-movie": {"max_length": 64}, "bbc-news": {"max_length": 128}}
 PLANS = [("rocoft", 21_506, "rocoft-rows-21k"), ("lora", 100_000, "lora-100k")]
 
 
 def main() -> None:
+    os.chdir(REPO)
     ROOT.mkdir(parents=True, exist_ok=True)
     for data, extra in SETTINGS.items():
         with tempfile.TemporaryDirectory() as scratch:

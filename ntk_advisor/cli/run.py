@@ -76,10 +76,11 @@ def export(
     if as_json:
         return _print_json({"out": str(report.out), "format": report.format, "seconds": report.seconds,
                             "files": report.files, "max_abs_logit_difference": report.max_abs_logit_difference})
-    sizes = ", ".join(f"{name} {size / 2**20:.1f} MiB" for name, size in report.files.items())
+    sizes = ", ".join(f"{name} {size / 2**20:.1f} MiB" if size >= 2**20 else f"{name} {size / 2**10:.0f} KiB"
+                      for name, size in report.files.items())
     parity = ("" if report.max_abs_logit_difference is None
               else f"; onnxruntime parity {report.max_abs_logit_difference:.2g} on a new batch and length")
-    out.print(f"wrote {report.out} in {report.seconds:.1f} s ({sizes}){parity}")
+    out.print(f"wrote {report.out} in {report.seconds:.1f} s ({sizes}){parity}", soft_wrap=True)
 
 
 recipe_app = typer.Typer(help="Recipe utilities.", no_args_is_help=True)
@@ -98,6 +99,9 @@ def recipe_convert(
     from ..recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
+    if to in ("peft", "axolotl") and recipe.method == "rocoft" and (to == "peft" or recipe.targets[0].axis == "cols"):
+        err.print("note: RoCoFT slices have no exact equivalent there; this is the nearest "
+                  + ("LoRA (rank = rows per module)" if to == "peft" else "setting (whole weights unfrozen)"))
     if to == "peft":
         sys.stdout.write(json.dumps({"peft_type": "LORA", "task_type": "SEQ_CLS", **recipe.peft}, indent=2) + "\n")
     elif to == "axolotl":

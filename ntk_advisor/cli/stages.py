@@ -97,19 +97,22 @@ def _recommend_config(method, budget, objective, placement, proximal, axis, trai
 def _write_recipe(recipe, out_path: Path, as_json: bool) -> None:
     from ..recipe import recipe_to_dict, save_recipe
 
-    save_recipe(recipe, out_path, command=f"ntk-advisor train {out_path} --out runs/{out_path.stem}")
+    save_recipe(recipe, out_path, command=f"ntk-advisor train {out_path} --out {out_path.parent / (out_path.stem + '-run')}")
     if as_json:
         return _print_json(recipe_to_dict(recipe))
     ev = recipe.evidence
     table = Table("placement at the same budget", "weights", "LOO acc", "alignment", "λ_min", "κ", "‖K−K_S‖/‖K‖",
                   title=f"{recipe.method} recipe, {ev['trainable']['total']:,} trainable parameters")
     rows = [(f"{ev['placement']} ({ev['objective']})" if ev.get("objective") else ev["placement"], ev["predicted"])]
-    rows += list(ev["baselines_same_budget"].items())
+    rows += [(name, r) for name, r in ev["baselines_same_budget"].items() if name != ev["placement"]]
     for name, r in rows:
         table.add_row(name, f"{r['weights']:,}", _fmt(r["loo_accuracy"]), _fmt(r["alignment"]), _fmt(r["lambda_min"]),
                       _fmt(r["condition_number"]), _fmt(r["distance_to_full"]))
     out.print(table)
-    out.print(f"{len(recipe.targets)} modules targeted; wrote {out_path}")
+    t = ev["trainable"]
+    out.print(f"{len(recipe.targets)} modules targeted; trainable = weights {t['weights']:,} + head {t['head']:,} + "
+              f"biases {t['biases']:,} = {t['total']:,}; predictions are kernel regression on the probe sample")
+    out.print(f"wrote {out_path}")
 
 
 @app.command()
