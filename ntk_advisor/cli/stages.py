@@ -13,15 +13,21 @@ from . import (JsonOption, LabelColumn, TextColumn_, _fmt, _print_json, _progres
 
 
 # ----------------------------------------------------------------------------- profile
+ModelOption = Annotated[str, typer.Option(help="Model alias, local HF folder or hub id.")]
+DataOption = Annotated[str, typer.Option(help="Builtin data set or a data file / folder.")]
+SamplesOption = Annotated[int, typer.Option("--samples", "-n", help="N, examples in the probe sample.")]
+MaxLengthOption = Annotated[int, typer.Option(help="T, tokens per example after truncation.")]
+
+
 @app.command()
 def profile(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write (profile.json, kernels.safetensors, head).")],
-    model: Annotated[str, typer.Option(help="Model alias, local HF folder or hub id.")] = "minilm-l6",
-    data: Annotated[str, typer.Option(help="Builtin data set or a data file / folder.")] = "vader-movie",
+    model: ModelOption = "minilm-l6",
+    data: DataOption = "vader-movie",
     text_column: TextColumn_ = "text",
     label_column: LabelColumn = "label",
-    samples: Annotated[int, typer.Option("--samples", "-n", help="N, examples in the probe sample.")] = 64,
-    max_length: Annotated[int, typer.Option(help="T, tokens per example after truncation.")] = 64,
+    samples: SamplesOption = 64,
+    max_length: MaxLengthOption = 64,
     seed: Annotated[int, typer.Option(help="Seed of the splits, the probe sample and the head.")] = 0,
     output: Annotated[str, typer.Option(help="Output reduction: trace (any C), margin (binary f1-f0), full (NC x NC).")] = "trace",
     head: Annotated[str, typer.Option(help="probe: fit the new head as a linear probe first; random: keep its init.")] = "probe",
@@ -141,12 +147,12 @@ def recommend(
 @app.command()
 def advise(
     out_path: Annotated[Path, typer.Option("--out", help="Recipe file to write (YAML).")] = Path("recipe.yaml"),
-    model: Annotated[str, typer.Option(help="Model alias, local HF folder or hub id.")] = "minilm-l6",
-    data: Annotated[str, typer.Option(help="Builtin data set or a data file / folder.")] = "vader-movie",
+    model: ModelOption = "minilm-l6",
+    data: DataOption = "vader-movie",
     text_column: TextColumn_ = "text",
     label_column: LabelColumn = "label",
-    samples: Annotated[int, typer.Option("--samples", "-n", help="N, examples in the probe sample.")] = 64,
-    max_length: Annotated[int, typer.Option(help="T, tokens per example after truncation.")] = 64,
+    samples: SamplesOption = 64,
+    max_length: MaxLengthOption = 64,
     profile_dir: Annotated[Optional[Path], typer.Option("--profile-out", help="Keep the profile here.")] = None,
     method: MethodOption = "rocoft",
     budget: BudgetOption = 21_506,
