@@ -88,6 +88,7 @@ class Captured:
     weights: dict[str, torch.Tensor]
     logits: torch.Tensor
     spec: OutputSpec
+    head_parameters: int  # weight and, where the head has one, bias
 
     @cached_property
     def grad_norms(self) -> dict[str, float]:
@@ -126,7 +127,9 @@ def capture(profile: NtkProfile) -> Captured:
     with torch.no_grad():
         logits = loaded.logits_model(**batch).to(torch.float64)
     weights = {n: models.weight_matrix(loaded.backbone, t).detach() for n, t in targets.items()}
-    return Captured(profile, targets, x, deltas, weights, logits, spec)
+    head = loaded.backbone.get_submodule(loaded.head_name) if loaded.head_name else None
+    head_parameters = sum(p.numel() for p in head.parameters()) if head is not None else 0
+    return Captured(profile, targets, x, deltas, weights, logits, spec, head_parameters)
 
 
 def _relative_gradient_norms(targets, x, deltas, weights, logits, spec) -> dict[str, float]:
@@ -192,6 +195,12 @@ def _advised(captured: Captured, config: RecommendConfig, budget: int, ridge: fl
             if name not in seen:
                 seen.add(name)
                 start.append(i)
+        # Best alignment per parameter first: when the budget cannot reach every module, the
+        # seeds go to the most promising ones, not to the first layers in model order.
+        item_align = torch.einsum("irs,rs->i", torch.stack([kernels[i] for i in start]),
+                                  captured.spec.centred_targets() @ captured.spec.centred_targets().T)
+        ratio = item_align / torch.tensor([float(costs[i]) for i in start])
+        start = [start[j] for j in torch.argsort(ratio, descending=True).tolist()]
     spec = captured.spec
     selection = greedy_select(stacked, torch.tensor(costs), budget, config.objective, spec.centred_targets(),
                               spec.regression_targets(), ridge, start=start)
@@ -244,9 +253,7 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
     captured = capture(profile)
     progress("rebuild model", 1, 1)
     settings = profile.settings
-    head_params = 0
-    if config.train_head:
-        head_params = settings["num_outputs"] * _head_inputs(captured) + settings["num_outputs"]
+    head_params = captured.head_parameters if config.train_head else 0
     bias_params = sum(t.d_out for t in captured.targets.values()) if config.train_bias == "all" else 0
     budget = config.budget - head_params - bias_params
     if budget <= 0:
@@ -292,13 +299,6 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
         "notes": "kernels are on the profile's probe sample; LoRA kernels are expectations over A's init (METHOD.md §5)",
     }
     return build_recipe(settings, config, placement, scores, evidence)
-
-
-def _head_inputs(captured: Captured) -> int:
-    head = captured.profile.head
-    weight = next((v for k, v in head.items() if k.endswith("weight") and v.dim() == 2 and v.shape[0] ==
-                   captured.profile.settings["num_outputs"]), None)
-    return int(weight.shape[1]) if weight is not None else 0
 
 
 def build_recipe(settings: dict, config: RecommendConfig, placement: dict, scores: dict, evidence: dict) -> Recipe:

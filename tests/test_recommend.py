@@ -133,3 +133,17 @@ def test_relative_gradient_norms_match_autograd(tiny_profile_dir):
     for name, value in captured.grad_norms.items():
         weight = loaded.backbone.get_submodule(name).weight
         assert value == pytest.approx(float(weight.grad.norm() / weight.norm().detach()), rel=1e-8), name
+
+
+def test_bias_free_head_and_small_budget_coverage(tmp_path):
+    """A Llama head has no bias; a budget too small for every module seeds the best-aligned ones."""
+    loaded = tiny_classifier("llama")
+    loaded.backbone.save_pretrained(tmp_path / "model")
+    config = ProfileConfig(model=str(tmp_path / "model"), data="tiny", samples=6, max_length=7, dtype="float64")
+    folder = save_profile(profile_model(loaded, tiny_batch(), LABELS, config, lambda *a: None), tmp_path / "p")
+    recipe = recommend(folder, RecommendConfig(budget=2 * 16 + 16 * 3))  # the head + three 16-wide rows
+    targets = {t.name: t for t in discover_targets(tiny_classifier("llama").backbone)}
+    assert recipe.evidence["trainable"]["head"] == 2 * 16
+    assert trainable_counts(recipe, targets, head_params=2 * 16)["total"] == recipe.evidence["trainable"]["total"]
+    layers = {targets[t.module].layer for t in recipe.targets}
+    assert len(recipe.targets) == 3 and layers != {0}  # not simply the first modules in model order
