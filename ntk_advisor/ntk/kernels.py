@@ -105,12 +105,15 @@ def per_example_route(
         g = torch.bmm(delta[..., rows].transpose(1, 2), x)  # (R, rows, d_in)
         flat = g.reshape(R, -1)
         result.kernel += (flat @ flat.T).to(f64)
-        squared = g * g
-        result.row_energy[rows] = squared.sum((0, 2)).to(f64)
-        result.col_energy += squared.sum((0, 1)).to(f64)
-        row_a, col_a = _projected_scores(torch.einsum("kr,rij->kij", weights, g))
-        result.row_alignment[rows] = row_a.to(f64)
-        result.col_alignment += col_a.to(f64)
+        # Σ_r w_{k,r} g_r as one (k×R)@(R×P) product, squared in place; then g itself is
+        # squared in place (K no longer needs it). Summing over r first leaves one small
+        # (rows, d_in) array for both the row and the column scores: one pass over g, no copies.
+        projected = (weights @ flat).reshape(-1, g.shape[1], d_in).square_().sum(0)
+        result.row_alignment[rows] = projected.sum(1).to(f64)
+        result.col_alignment += projected.sum(0).to(f64)
+        energy = g.square_().sum(0)
+        result.row_energy[rows] = energy.sum(1).to(f64)
+        result.col_energy += energy.sum(0).to(f64)
     return result
 
 
