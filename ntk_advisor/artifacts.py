@@ -63,12 +63,6 @@ class NtkProfile:
     warnings: list[str] = field(default_factory=list)
     head_report: dict = field(default_factory=dict)
 
-    def module(self, name: str) -> ModuleSummary:
-        for summary in self.modules:
-            if summary.name == name:
-                return summary
-        raise KeyError(name)
-
 
 def json_safe(value):
     """inf/NaN are not JSON: write them as strings a person (and load_profile) can read."""

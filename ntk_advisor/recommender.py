@@ -150,16 +150,17 @@ def _relative_gradient_norms(targets, x, deltas, weights, logits, spec) -> dict[
     return norms
 
 
+def placement_parts(captured: Captured, placement: dict, method: str) -> dict[str, torch.Tensor]:
+    """Each placed module's part of K_S (LoRA: its expectation over A's init)."""
+    if method == "lora":
+        return {n: r * captured.profile.kernels[n] / (3.0 * captured.targets[n].d_in) for n, r in placement.items()}
+    return {n: captured.slice_kernel(n, axis, idx) for n, (axis, idx) in placement.items()}
+
+
 def placement_kernel(captured: Captured, placement: dict, method: str) -> torch.Tensor:
-    """The restricted kernel K_S of a placement (LoRA: its expectation over A's init)."""
-    kernel = torch.zeros_like(captured.profile.kernels["total"])
-    for name, value in placement.items():
-        if method == "lora":
-            kernel += value * captured.profile.kernels[name] / (3.0 * captured.targets[name].d_in)
-        else:
-            axis, indices = value
-            kernel += captured.slice_kernel(name, axis, indices)
-    return kernel
+    """The restricted kernel K_S of a placement."""
+    return sum(placement_parts(captured, placement, method).values(),
+               torch.zeros_like(captured.profile.kernels["total"]))
 
 
 def _advised(captured: Captured, config: RecommendConfig, budget: int, ridge: float):
@@ -231,15 +232,15 @@ def _report(captured: Captured, kernel: torch.Tensor, ridge: float, full: torch.
     return {k: v for k, v in report.items() if k not in ("stable_rank",)}
 
 
-def _excluded_lambda_max(captured: Captured, placement: dict, method: str) -> float:
+def _excluded_lambda_max(captured: Captured, parts: dict[str, torch.Tensor], method: str) -> float:
     """Σ_m λ_max(K_m − K_{S∩m}): a Weyl bound on ‖K_full − K_S‖₂ (each difference is PSD)."""
     total = 0.0
     for name in captured.targets:
         rest = captured.profile.kernels[name]
-        if name in placement:
+        if name in parts:
             if method == "lora":
                 continue  # LoRA's expected kernel is a scaled K_m, not a part of it: no partition bound
-            rest = rest - captured.slice_kernel(name, *placement[name])
+            rest = rest - parts[name]
         total += float(torch.linalg.eigvalsh(0.5 * (rest + rest.T))[-1].clamp_min(0))
     return total
 
@@ -281,8 +282,9 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
                                    "lora")
     reports = {}
     for key, (value, method) in evidence_for.items():
-        kernel = placement_kernel(captured, value, method)
-        reports[key] = _report(captured, kernel, ridge, full, _excluded_lambda_max(captured, value, method))
+        parts = placement_parts(captured, value, method)  # slice kernels once, for K_S and the bound
+        kernel = sum(parts.values(), torch.zeros_like(full))
+        reports[key] = _report(captured, kernel, ridge, full, _excluded_lambda_max(captured, parts, method))
         reports[key]["weights"] = placement_weights(value, captured.targets, method)
     weights_used = reports["placement"]["weights"]
     evidence = {
