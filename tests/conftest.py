@@ -88,7 +88,8 @@ def tiny_model_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-bert")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
     (root / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = tf.BertTokenizerFast(vocab_file=str(root / "vocab.txt"))
+    # transformers 5 ignores vocab_file= here (every word became [UNK]); pass the vocabulary itself.
+    tokenizer = tf.BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)})
     torch.manual_seed(0)
     config = tf.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                            intermediate_size=24, max_position_embeddings=64, num_labels=2, pad_token_id=0)
