@@ -189,8 +189,16 @@ def _represent_float(dumper, data):
     return dumper.represent_float(float(f"{data:.6g}") if math.isfinite(data) else data)
 
 
+def _represent_str(dumper, data):
+    # PyYAML with allow_unicode writes NEL / LS / PS raw, and reads them back as line breaks;
+    # double quotes make it escape them (\N, \L, \P), so such a string round-trips.
+    style = '"' if any(c in data for c in "\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
 _RecipeDumper.add_representer(list, _represent_list)
 _RecipeDumper.add_representer(float, _represent_float)
+_RecipeDumper.add_representer(str, _represent_str)
 
 
 def dump_recipe(recipe: Recipe, command: str | None = None, path: str | None = None) -> str:

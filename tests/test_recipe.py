@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ntk_advisor import cli
@@ -140,6 +140,9 @@ recipes = st.builds(
 
 @settings(max_examples=40, deadline=None)
 @given(recipe=recipes)
+@example(recipe=Recipe(schema_version=SCHEMA_VERSION, model=ModelSpec(name="minilm-l6"),
+                       data=DataSpec(source="a\x85b\u2028c"), method="rocoft",
+                       targets=(Target(module="m", axis="rows", indices=(0,)),)))  # YAML line-break characters
 def test_round_trip(recipe, tmp_path_factory):
     path = tmp_path_factory.mktemp("r") / "recipe.yaml"
     save_recipe(recipe, path)
