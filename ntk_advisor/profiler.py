@@ -189,12 +189,20 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
                 "rows_alignment": {n: r.row_alignment for n, r in results.items()},
                 "cols_alignment": {n: r.col_alignment for n, r in results.items()}},
         inputs={"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels},
-        head={k: v.detach().clone() for k, v in loaded.backbone.state_dict().items()
-              if k in set(loaded.new_parameter_names)},
+        head={k: v.detach().clone() for k, v in loaded.backbone.state_dict().items() if k in _rebuild_names(loaded,
+                                                                                                         config)},
         versions=library_versions(),
         timing=timing,
         warnings=warnings,
     )
+
+
+def _rebuild_names(loaded: models.LoadedModel, config: ProfileConfig) -> set[str]:
+    """Weights the checkpoint cannot give back: new ones, and a head the probe replaced."""
+    names = set(loaded.new_parameter_names)
+    if config.head == "probe" and loaded.head_name:
+        names |= {n for n, _ in loaded.backbone.get_submodule(loaded.head_name).named_parameters(prefix=loaded.head_name)}
+    return names
 
 
 def library_versions() -> dict[str, str]:
