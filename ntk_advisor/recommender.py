@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from .errors import RecipeError
 from .ntk import OutputSpec, kernel_report
 from .ntk.kernels import _projection, kernel_rows, module_passes
 from .ntk.rows_cols import per_col_kernels, per_row_kernels, slice_kernel
-from .ntk.select import OBJECTIVES, greedy_select
+from .ntk.select import OBJECTIVES, greedy_select, objective_value
 from .placement import (
     LORA_BASELINES,
     ROCOFT_BASELINES,
@@ -245,6 +245,57 @@ def _excluded_lambda_max(captured: Captured, parts: dict[str, torch.Tensor], met
     return total
 
 
+def weight_budget(captured: Captured, config: RecommendConfig) -> tuple[int, int, int]:
+    """(weights for the placement, head parameters, bias parameters) of the total budget."""
+    head_params = captured.head_parameters if config.train_head else 0
+    bias_params = sum(t.d_out for t in captured.targets.values()) if config.train_bias == "all" else 0
+    budget = config.budget - head_params - bias_params
+    if budget <= 0:
+        raise RecipeError(f"--budget {config.budget} does not cover the head ({head_params}) and biases "
+                          f"({bias_params}): raise it or pass --no-train-head")
+    return budget, head_params, bias_params
+
+
+def full_kernel(captured: Captured) -> torch.Tensor:
+    """Σ over the placeable modules of their kernels: what every placement is a part of."""
+    return sum(captured.profile.kernels[n] for n in captured.targets)
+
+
+def search_ridge(captured: Captured, proximal: float) -> float:
+    """The proximal λ plus 1e-3 of the full kernel's mean diagonal, so λ = 0 stays well posed.
+
+    A head that blocks every gradient (a zero probe) leaves the block kernels zero; the
+    total kernel's scale, or 1, keeps the ridge positive then.
+    """
+    scales = (float(torch.diagonal(k).mean()) for k in (full_kernel(captured), captured.profile.kernels["total"]))
+    return proximal + 1e-3 * next((s for s in scales if s > 0), 1.0)
+
+
+def place(captured: Captured, config: RecommendConfig, budget: int, ridge: float) -> tuple[dict, dict, dict]:
+    """(placement, per-module score, search statistics) of ``config.placement`` at ``budget`` weights."""
+    if config.placement == "advised":
+        return _advised(captured, config, budget, ridge)
+    common = dict(weights=captured.weights, inputs=captured.x, mask=captured.profile.inputs["attention_mask"],
+                  grad_norms=captured.grad_norms if config.placement == "grad-norm" else None,
+                  module_rank=config.module_rank, seed=config.seed)
+    placement = baseline_placement(config.placement, config.method, config.axis, list(captured.targets.values()),
+                                   budget, **common)
+    return placement, {}, {}
+
+
+def predicted_report(captured: Captured, placement: dict, method: str, ridge: float) -> dict:
+    """What the profile predicts for one placement: K_S's spectrum, alignment, LOO accuracy, distance."""
+    full = full_kernel(captured)
+    parts = placement_parts(captured, placement, method)  # slice kernels once, for K_S and the bound
+    kernel = sum(parts.values(), torch.zeros_like(full))
+    report = _report(captured, kernel, ridge, full, _excluded_lambda_max(captured, parts, method))
+    report["weights"] = placement_weights(placement, captured.targets, method)
+    spec = captured.spec
+    report["objectives"] = {name: objective_value(kernel, name, spec.centred_targets(), spec.regression_targets(),
+                                                  ridge) for name in OBJECTIVES}
+    return report
+
+
 def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Progress | None = None) -> Recipe:
     config.validate()
     progress = on_progress or (lambda *a: None)
@@ -253,39 +304,17 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
     progress("rebuild model", 0, 1)
     captured = capture(profile)
     progress("rebuild model", 1, 1)
-    settings = profile.settings
-    head_params = captured.head_parameters if config.train_head else 0
-    bias_params = sum(t.d_out for t in captured.targets.values()) if config.train_bias == "all" else 0
-    budget = config.budget - head_params - bias_params
-    if budget <= 0:
-        raise RecipeError(f"--budget {config.budget} does not cover the head ({head_params}) and biases "
-                          f"({bias_params}): raise it or pass --no-train-head")
-    full = sum(profile.kernels[n] for n in captured.targets)
-    ridge = config.proximal + 1e-3 * float(torch.diagonal(full).mean())
-    common = dict(weights=captured.weights, inputs=captured.x, mask=profile.inputs["attention_mask"],
-                  grad_norms=captured.grad_norms if config.placement == "grad-norm" else None,
-                  module_rank=config.module_rank, seed=config.seed)
-    target_list = list(captured.targets.values())
+    budget, head_params, bias_params = weight_budget(captured, config)
+    ridge = search_ridge(captured, config.proximal)
     progress("search", 0, 1)
-    search: dict = {}
-    if config.placement == "advised":
-        placement, scores, search = _advised(captured, config, budget, ridge)
-    else:
-        placement = baseline_placement(config.placement, config.method, config.axis, target_list, budget, **common)
-        scores = {}
+    placement, scores, search = place(captured, config, budget, ridge)
     progress("search", 1, 1)
     evidence_for = {"placement": (placement, config.method)}
-    evidence_for["first-k"] = (baseline_placement("first-k", "rocoft", config.axis, target_list, budget, **common),
-                               "rocoft")
-    if any(t.role in ("query", "value") for t in target_list):
-        evidence_for["lora-qv"] = (baseline_placement("lora-qv", "lora", config.axis, target_list, budget, **common),
-                                   "lora")
-    reports = {}
-    for key, (value, method) in evidence_for.items():
-        parts = placement_parts(captured, value, method)  # slice kernels once, for K_S and the bound
-        kernel = sum(parts.values(), torch.zeros_like(full))
-        reports[key] = _report(captured, kernel, ridge, full, _excluded_lambda_max(captured, parts, method))
-        reports[key]["weights"] = placement_weights(value, captured.targets, method)
+    reference = dict(config=config, budget=budget, ridge=ridge)
+    evidence_for["first-k"] = (_baseline(captured, "first-k", "rocoft", **reference), "rocoft")
+    if any(t.role in ("query", "value") for t in captured.targets.values()):
+        evidence_for["lora-qv"] = (_baseline(captured, "lora-qv", "lora", **reference), "lora")
+    reports = {key: predicted_report(captured, value, method, ridge) for key, (value, method) in evidence_for.items()}
     weights_used = reports["placement"]["weights"]
     evidence = {
         "profile": str(profile_dir),
@@ -300,7 +329,11 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
         "search": search | {"seconds": round(time.perf_counter() - started, 3)},
         "notes": "kernels are on the profile's probe sample; LoRA kernels are expectations over A's init (METHOD.md §5)",
     }
-    return build_recipe(settings, config, placement, scores, evidence)
+    return build_recipe(profile.settings, config, placement, scores, evidence)
+
+
+def _baseline(captured: Captured, name: str, method: str, config: RecommendConfig, budget: int, ridge: float) -> dict:
+    return place(captured, replace(config, placement=name, method=method), budget, ridge)[0]
 
 
 def build_recipe(settings: dict, config: RecommendConfig, placement: dict, scores: dict, evidence: dict) -> Recipe:

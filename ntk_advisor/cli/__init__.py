@@ -1,7 +1,8 @@
 """ntk-advisor command line: one command per stage, each a few lines over the library.
 
 This package is the only place that imports rich and typer: `catalog` (models, data),
-`stages` (profile, recommend, advise, check), `run` (train, export, recipe convert).
+`stages` (profile, recommend, advise, check), `run` (train, export, recipe convert),
+`evidence` (validate, report).
 
 rich and typer live here only. A user mistake (NtkAdvisorError) prints one line and exits 1;
 the traceback appears only with --verbose.
@@ -116,4 +117,4 @@ def main() -> None:
 
 
 # The commands register themselves on `app` when imported.
-from . import stages, run, catalog  # noqa: E402,F401,I001 - this order is the --help order
+from . import stages, run, evidence, catalog  # noqa: E402,F401,I001 - this order is the --help order

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
-from torch.func import functional_call, jvp
+from torch.func import functional_call, jacrev, jvp, vmap
 
 
 def linearization_gap(model: nn.Module, theta: Mapping[str, torch.Tensor], theta0: Mapping[str, torch.Tensor],
@@ -38,3 +38,26 @@ def linearization_gap(model: nn.Module, theta: Mapping[str, torch.Tensor], theta
     residual_mean, change_mean = float(torch.cat(residual).mean()), float(torch.cat(change).mean())
     return {"linearization_gap": residual_mean / change_mean if change_mean > 0 else float("nan"),
             "output_change": change_mean}
+
+
+def output_jacobian(model: nn.Module, params: Mapping[str, torch.Tensor], inputs: Mapping[str, torch.Tensor],
+                    chunk_size: int = 8) -> torch.Tensor:
+    """J (N, C, P): ∂f_c(x_n)/∂θ for the named parameters, flattened in ``params`` order.
+
+    ``model(**inputs) -> (N, C)`` must accept one example with a leading batch dimension of 1
+    and be vmappable (prebuilt 4-D masks). θ is the whole trainable set of a placement (slices,
+    LoRA factors, head), so J Jᵀ summed over c is the placement's trace NTK at θ0 including the
+    head. Cost: N·C backward passes (vmap over examples, chunked; jacrev over outputs);
+    memory N·C·P floats for the result. Call under eval() so dropout is off.
+    """
+    names = list(params)
+    keys = list(inputs)
+
+    def outputs_of(values, *example):
+        batch = {k: v[None] for k, v in zip(keys, example)}
+        return functional_call(model, dict(zip(names, values)), kwargs=batch)[0]
+
+    primal = tuple(params[n].detach() for n in names)
+    jac = vmap(jacrev(outputs_of), in_dims=(None,) + (0,) * len(keys), chunk_size=chunk_size)(
+        primal, *(inputs[k] for k in keys))  # tuple over params of (N, C, *shape)
+    return torch.cat([j.flatten(2) for j in jac], dim=2).detach()

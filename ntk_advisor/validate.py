@@ -1,0 +1,265 @@
+"""validate(): does the advice predict fine-tuning results on the user's own task?
+
+One profile, shared by every placement. K placements at one budget: the advised one for
+every objective, every named baseline, and seeded random ones to fill K. Each is trained with
+the same settings and seeds; its predicted figures (from the profile, METHOD.md §6) sit next
+to the measured ones, and rank correlations with bootstrap intervals (correlate.py) say
+whether a predictor orders placements as fine-tuning does. ``lambdas`` adds [LIN]'s sweep:
+one placement trained at each proximal strength next to its fully linear model.
+
+The folder (every file written whole, so an interrupted study resumes where it stopped):
+
+    settings.json                what was asked; a rerun with other settings is refused
+    profile/                     the shared profile (an `ntk-advisor profile` folder)
+    plan.json                    placements and their predicted figures
+    runs/<placement>/seed-<s>/   one `train` run folder each; finished ones are not redone
+    sweep/lambda-<λ>/            the λ sweep's runs; sweep/linear.json the linear model
+    validate.json                measured next to predicted, correlations, ranking, sweep
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import json_safe, load_profile, save_profile
+from .errors import NtkAdvisorError, RecipeError
+from .ntk.select import OBJECTIVES
+from .placement import LORA_BASELINES, ROCOFT_BASELINES
+from .study import summarize
+from .recommender import (DEFAULT_OBJECTIVE, RecommendConfig, build_recipe, capture, place, predicted_report,
+                          search_ridge, weight_budget)
+
+Progress = Callable[[str, int, int], None]
+
+
+class ValidateError(NtkAdvisorError):
+    """A validation study that cannot be set up or continued as asked."""
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    model: str = "minilm-l6"
+    data: str = "vader-movie"
+    text_column: str = "text"
+    label_column: str = "label"
+    method: str = "rocoft"
+    budget: int = 100_000
+    placements: int = 12  # K
+    seeds: int = 1  # training seeds for every placement
+    key_seeds: int = 3  # training seeds for the key placements
+    key_placements: tuple[str, ...] = ("advised", "first-k", "lora-qv", "weight-kappa")
+    steps: int | None = 150  # short runs, the same for every placement; None: train `epochs`
+    epochs: int = 1
+    learning_rate: float = 2e-3
+    batch_size: int = 32
+    samples: int = 64  # the profile's N
+    head: str = "probe"  # the profile's head (training always starts from the recipe's head init)
+    max_length: int = 64
+    proximal: float = 0.0
+    lambdas: tuple[float, ...] = ()
+    kernel_examples: int = 512  # training examples the linear model is fitted on
+    seed: int = 0
+    resamples: int = 2000
+
+    def validate(self) -> None:
+        if self.method not in ("rocoft", "lora"):
+            raise ValidateError(f"unknown --method '{self.method}': use rocoft or lora")
+        if self.placements != 0 and self.placements < 3:
+            raise ValidateError(f"--placements must be at least 3 to rank-correlate, got {self.placements} "
+                                "(0 runs only the --lambdas sweep)")
+        if self.placements == 0 and not self.lambdas:
+            raise ValidateError("--placements 0 leaves nothing to do: give --lambdas or at least 3 placements")
+        if self.seeds < 1 or self.key_seeds < 1:
+            raise ValidateError("--seeds and --key-seeds must be at least 1")
+        if any(lam < 0 for lam in self.lambdas):
+            raise ValidateError(f"--lambdas must all be >= 0, got {list(self.lambdas)}")
+        if self.steps is not None and self.steps < 1:
+            raise ValidateError(f"--steps must be at least 1, got {self.steps}")
+
+    def training(self, seed: int) -> dict:
+        steps = {"max_steps": self.steps} if self.steps else {"epochs": self.epochs}
+        return steps | {"learning_rate": self.learning_rate, "batch_size": self.batch_size, "seed": seed,
+                        "early_stopping_patience": 0, "checkpoint_every": 50}
+
+
+def _names(method: str) -> list[tuple[str, str, str]]:
+    """(placement name, placement kind, method) in the order they fill K."""
+    advised = [("advised" if o == DEFAULT_OBJECTIVE else f"advised-{o}", o, method)
+               for o in (DEFAULT_OBJECTIVE,) + tuple(o for o in OBJECTIVES if o != DEFAULT_OBJECTIVE)]
+    baselines = [(b, b, method) for b in (LORA_BASELINES if method == "lora" else ROCOFT_BASELINES)]
+    cross = [("lora-qv", "lora-qv", "lora")] if method == "rocoft" else []
+    return advised + baselines + cross
+
+
+def _canonical(placement: dict, method: str) -> str:
+    return json.dumps([method, sorted((m, v if method == "lora" else [v[0], sorted(v[1])])
+                                      for m, v in placement.items())])
+
+
+def build_plan(profile_dir: Path, config: ValidateConfig, progress: Progress) -> dict:
+    """K distinct placements at the budget and what the profile predicts for each."""
+    captured = capture(load_profile(profile_dir))
+    base = RecommendConfig(method=config.method, budget=config.budget, proximal=config.proximal, seed=config.seed)
+    budget, head, biases = weight_budget(captured, base)
+    ridge = search_ridge(captured, config.proximal)
+    wanted = config.placements or 1  # the sweep alone still needs the advised placement
+    plan, seen, duplicates = {}, {}, {}
+    candidates = _names(config.method)
+    random_seeds = iter(range(1, 10 * wanted + 10))
+    while len(plan) < wanted:
+        if candidates:
+            name, kind, method = candidates.pop(0)
+            settings = replace(base, method=method, **({"objective": kind} if kind in OBJECTIVES
+                                                       else {"placement": kind}))
+        else:  # seeded random placements fill K
+            extra = next(random_seeds, None)
+            if extra is None:
+                raise ValidateError(f"--placements {config.placements} is more than the {len(plan)} distinct "
+                                    f"placements that fit a budget of {config.budget}: lower --placements")
+            name, method = f"random-{extra}", config.method
+            settings = replace(base, placement="random", seed=config.seed + extra)
+        try:
+            placement, scores, search = place(captured, settings, budget, ridge)
+        except RecipeError as exc:
+            if name.startswith("lora-qv") and method != config.method:
+                continue  # a model without query/value modules simply has no cross-method arm
+            raise
+        key = _canonical(placement, method)
+        if key in seen:
+            duplicates[name] = seen[key]
+            continue
+        seen[key] = name
+        plan[name] = {"method": method, "kind": "advised" if name.startswith("advised") else "baseline",
+                      "objective": settings.objective if name.startswith("advised") else None,
+                      "placement": placement, "scores": scores,
+                      "predicted": predicted_report(captured, placement, method, ridge)}
+        progress("placements", len(plan), wanted)
+    return {"budget": budget, "head": head, "biases": biases, "ridge": ridge, "placements": plan,
+            "duplicates": duplicates}
+
+
+def _as_placement(stored: dict, method: str) -> dict:
+    if method == "lora":
+        return {m: int(r) for m, r in stored.items()}
+    return {m: (axis, list(idx)) for m, (axis, idx) in stored.items()}
+
+
+def _recipe(settings: dict, config: ValidateConfig, entry: dict, seed: int, strength: float, mode: str):
+    rec_config = RecommendConfig(method=entry["method"], budget=config.budget, seed=seed, proximal=strength,
+                                 proximal_mode=mode, training=config.training(seed))
+    placement = _as_placement(entry["placement"], entry["method"])
+    return build_recipe(settings, rec_config, placement, entry["scores"], {"validate": entry["predicted"]})
+
+
+def _train_once(recipe, folder: Path, progress: Progress) -> dict:
+    """A finished run is read back; a started one resumes from its checkpoint; else it starts."""
+    from .trainer import latest_checkpoint, train
+
+    metrics_path = folder / "metrics.json"
+    if metrics_path.exists():
+        return json.loads(metrics_path.read_text())
+    resume = folder.exists() and latest_checkpoint(folder)[0] is not None
+    result = train(recipe, folder, resume=resume, force=not resume,
+                   on_progress=lambda stage, done, total, _: progress("current run", done, total)
+                   if stage == "train" else None)
+    return json.loads(json.dumps(result.metrics, default=float))
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write_json(path: Path, document) -> None:
+    from .trainer import _atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(path, json.dumps(json_safe(document), indent=2) + "\n")
+
+
+def _check_settings(out: Path, config: ValidateConfig, force: bool) -> None:
+    wanted = json_safe(asdict(config) | {"key_placements": list(config.key_placements),
+                                         "lambdas": list(config.lambdas)})
+    stored = _read_json(out / "settings.json")
+    if stored is not None and stored != json.loads(json.dumps(wanted)) and not force:
+        changed = sorted(k for k in wanted if stored.get(k) != json.loads(json.dumps(wanted))[k])
+        raise ValidateError(f"'{out}' holds a study with other settings ({', '.join(changed)}): rerun with the same "
+                            "settings to resume, pass --force to start over, or choose another --out")
+    if stored is not None and force:
+        import shutil
+
+        shutil.rmtree(out)
+    _write_json(out / "settings.json", wanted)
+
+
+def validate(config: ValidateConfig, out: str | Path, force: bool = False, on_progress: Progress | None = None) -> dict:
+    """Run (or resume) the study in ``out``; returns the validate.json document."""
+    from .profiler import ProfileConfig, profile
+
+    config.validate()
+    progress = on_progress or (lambda *a: None)
+    out = Path(out)
+    _check_settings(out, config, force)
+    profile_dir = out / "profile"
+    if not (profile_dir / "profile.json").exists():
+        result = profile(ProfileConfig(model=config.model, data=config.data, text_column=config.text_column,
+                                       label_column=config.label_column, samples=config.samples,
+                                       max_length=config.max_length, seed=config.seed, head=config.head),
+                         on_progress=progress)
+        save_profile(result, profile_dir, force=True)
+    plan = _read_json(out / "plan.json")
+    if plan is None:
+        plan = build_plan(profile_dir, config, progress)
+        _write_json(out / "plan.json", plan)
+    settings = load_profile(profile_dir).settings
+    jobs = []
+    if config.placements:
+        for name, entry in plan["placements"].items():
+            is_key = name in config.key_placements
+            for s in range(max(config.seeds, config.key_seeds) if is_key else config.seeds):
+                jobs.append((out / "runs" / name / f"seed-{s}", entry, config.seed + s, config.proximal, "selective"))
+    advised = plan["placements"].get("advised") or next(iter(plan["placements"].values()))
+    for lam in config.lambdas:
+        jobs.append((out / "sweep" / f"lambda-{lam:g}", advised, config.seed, lam, "plain"))
+    results = {}
+    for done, (folder, entry, seed, strength, mode) in enumerate(jobs):
+        progress("runs", done, len(jobs))
+        results[folder] = _train_once(_recipe(settings, config, entry, seed, strength, mode), folder, progress)
+    progress("runs", len(jobs), len(jobs))
+    document = summarize(config, plan, {k.relative_to(out).as_posix(): v for k, v in results.items()},
+                         _linear_sweep(out, config, settings, advised, progress) if config.lambdas else None)
+    _write_json(out / "validate.json", document)
+    return document
+
+
+def _linear_sweep(out: Path, config: ValidateConfig, settings: dict, entry: dict, progress: Progress) -> dict:
+    """The fully linear model's test accuracy per λ; its kernels are computed once and cached."""
+    cached = _read_json(out / "sweep" / "linear.json")
+    if cached is not None and cached.get("lambdas") == [float(x) for x in config.lambdas]:
+        return cached
+    from . import data as data_lib
+    from . import models
+    from .apply import apply_recipe
+    from .linear_model import linear_model_accuracy, placement_kernels
+
+    progress("linear model", 0, 1)
+    recipe = _recipe(settings, config, entry, config.seed, 0.0, "plain")
+    dataset = data_lib.load_dataset(recipe.data.source, recipe.data.text_column, recipe.data.label_column)
+    splits = data_lib.split_dataset(dataset, seed=recipe.data.seed)
+    loaded = models.load_classifier(recipe.model.name, num_labels=recipe.model.num_labels, seed=config.seed)
+    trained, _ = apply_recipe(loaded.backbone, recipe, loaded.head_name)
+    logits_model = models.SequenceLogits(trained)
+    fit = splits.train.subset(list(range(min(config.kernel_examples, len(splits.train)))))
+    kernels = placement_kernels(logits_model, loaded.tokenizer, fit.texts, splits.test.texts, config.max_length)
+    accuracy = {f"{lam:g}": linear_model_accuracy(kernels, fit.labels, splits.test.labels, lam)
+                for lam in config.lambdas}
+    document = {"lambdas": [float(x) for x in config.lambdas], "fit_examples": len(fit),
+                "test_examples": len(splits.test), "accuracy": accuracy}
+    _write_json(out / "sweep" / "linear.json", document)
+    progress("linear model", 1, 1)
+    return document
