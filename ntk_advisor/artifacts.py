@@ -75,14 +75,20 @@ def json_safe(value):
     return value
 
 
-def _json_restore(value):
+def json_restore(value):
+    """The inverse of json_safe: 'inf', '-inf' and 'nan' strings become floats again."""
     if value in ("inf", "-inf", "nan"):
         return float(value)
     if isinstance(value, dict):
-        return {k: _json_restore(v) for k, v in value.items()}
+        return {k: json_restore(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_restore(v) for v in value]
+        return [json_restore(v) for v in value]
     return value
+
+
+def read_json(path: Path):
+    """A JSON file written with json_safe, with its non-finite floats restored."""
+    return json_restore(json.loads(Path(path).read_text()))
 
 
 def write_folder_atomically(target: Path, write, force: bool = False) -> Path:
@@ -151,7 +157,7 @@ def load_profile(folder: Path) -> NtkProfile:
         raise ProfileError(f"'{folder}' is not a profile folder (needs profile.json and kernels.safetensors): "
                            "create one with ntk-advisor profile --out DIR")
     try:
-        document = _json_restore(json.loads(meta_path.read_text()))
+        document = json_restore(json.loads(meta_path.read_text()))
         tensors = load_file(str(tensor_path))
     except (ValueError, OSError) as exc:
         raise ProfileError(f"profile folder '{folder}' is corrupt ({exc}); recompute it with ntk-advisor profile") from None

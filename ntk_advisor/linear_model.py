@@ -55,12 +55,13 @@ def placement_kernels(logits_model, tokenizer, train_texts: list[str], test_text
     for jac, outputs in _jacobian_and_outputs(logits_model, params, tokenizer, train_texts, max_length, batch_size):
         train_jac.append(jac)
         f0_train.append(outputs)
-    fit = torch.cat(train_jac)  # (M, C, P) float32
+    fit = torch.cat(train_jac).double()  # (M, C, P)
+    del train_jac
     classes = fit.shape[1]
-    train = torch.einsum("acp,bcp->ab", fit.double(), fit.double()) / classes
+    train = torch.einsum("acp,bcp->ab", fit, fit) / classes
     cross, f0_test = [], []
     for jac, outputs in _jacobian_and_outputs(logits_model, params, tokenizer, test_texts, max_length, batch_size):
-        cross.append(torch.einsum("acp,bcp->ab", jac.double(), fit.double()) / classes)
+        cross.append(torch.einsum("acp,bcp->ab", jac.double(), fit) / classes)
         f0_test.append(outputs)
     return PlacementKernels(train, torch.cat(cross), torch.cat(f0_train), torch.cat(f0_test))
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import json_safe, load_profile, save_profile
+from .artifacts import json_safe, load_profile, read_json, save_profile
 from .errors import NtkAdvisorError, RecipeError
 from .ntk.select import OBJECTIVES
 from .placement import LORA_BASELINES, ROCOFT_BASELINES
@@ -163,7 +163,7 @@ def _train_once(recipe, folder: Path, progress: Progress) -> dict:
 
     metrics_path = folder / "metrics.json"
     if metrics_path.exists():
-        return json.loads(metrics_path.read_text())
+        return read_json(metrics_path)
     resume = folder.exists() and latest_checkpoint(folder)[0] is not None
     result = train(recipe, folder, resume=resume, force=not resume,
                    on_progress=lambda stage, done, total, _: progress("current run", done, total)
@@ -172,7 +172,7 @@ def _train_once(recipe, folder: Path, progress: Progress) -> dict:
 
 
 def _read_json(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(path) if path.exists() else None
 
 
 def _write_json(path: Path, document) -> None:

@@ -1,0 +1,68 @@
+"""The validation study of the README: does the profile predict fine-tuning on real tasks?
+
+Runs `ntk-advisor validate` on real minilm-l6 for the studies below, one after another, each
+a separate process; every study resumes where it stopped (finished runs are kept in --work).
+Prints each study's tables, and the wall time of the 12 single-seed placements next to the
+whole study's, and writes each study's to benchmarks/validate/<study>.txt.
+
+    .venv/bin/python benchmarks/bench_validate.py [--work runs/validate] [--only vader-rocoft ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CLI = [sys.executable, "-m", "ntk_advisor.cli"]
+COMMON = ["--budget", "100000", "--placements", "12", "--seeds", "1", "--key-seeds", "3", "--steps", "100",
+          "--batch-size", "32", "--learning-rate", "2e-3"]
+STUDIES = {
+    "vader-rocoft": ["--data", "vader-movie", "--method", "rocoft", "--max-length", "48"],
+    "bbc-rocoft": ["--data", "bbc-news", "--method", "rocoft", "--max-length", "64"],
+    "vader-lora": ["--data", "vader-movie", "--method", "lora", "--max-length", "48",
+                   "--key", "advised,lora-qv,lora-all,weight-kappa"],
+    "vader-sweep": ["--data", "vader-movie", "--method", "rocoft", "--max-length", "48", "--placements", "0",
+                    "--lambdas", "0,1e-3,1e-2,1e-1,1"],
+}
+
+
+def run_study(name: str, work: Path) -> str:
+    started = time.perf_counter()
+    done = subprocess.run(CLI + ["validate", "--out", str(work / name), "--model", "minilm-l6"] + COMMON
+                          + STUDIES[name], capture_output=True, text=True, env={**os.environ, "COLUMNS": "150"})
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+    seconds = time.perf_counter() - started
+    return f"## {name} ({seconds / 60:.1f} min in this invocation)\n{_wall_times(work / name)}\n{done.stdout}"
+
+
+def _wall_times(folder: Path) -> str:
+    """Sum of run wall times: the 12 first-seed runs (the speed target) and all of them."""
+    from ntk_advisor.artifacts import read_json
+
+    first = [read_json(p)["wall_seconds"] for p in folder.glob("runs/*/seed-0/metrics.json")]
+    every = [read_json(p)["wall_seconds"] for p in folder.glob("**/metrics.json")]
+    profile = read_json(folder / "profile" / "profile.json")["timing"].get("total_s", float("nan"))
+    return (f"profile {profile:.0f} s; {len(first)} placements x 1 seed: {sum(first) / 60:.1f} min of training; "
+            f"all {len(every)} runs: {sum(every) / 60:.1f} min")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("runs/validate"))
+    parser.add_argument("--only", nargs="*", choices=list(STUDIES), default=list(STUDIES))
+    args = parser.parse_args()
+    folder = Path(__file__).parent / "validate"
+    folder.mkdir(exist_ok=True)
+    for name in args.only:
+        section = run_study(name, args.work)
+        print(section, flush=True)
+        (folder / f"{name}.txt").write_text(section)
+
+
+if __name__ == "__main__":
+    main()
