@@ -42,7 +42,9 @@ def merged_model(run_dir: str | Path):
         raise ExportError(f"'{run_dir}' is not a finished run folder (needs recipe.yaml and adapter/): "
                           "train it to the end first, or pass the right folder")
     recipe = load_recipe(run_dir / "recipe.yaml")
-    loaded = models.load_classifier(recipe.model.name, num_labels=recipe.model.num_labels)
+    from .trainer import load_for_recipe
+
+    loaded = load_for_recipe(recipe)
     try:
         model = load_adapter(loaded.backbone, adapter)
     except Exception as exc:  # noqa: BLE001 - safetensors, PEFT and torch each raise their own types
@@ -50,14 +52,15 @@ def merged_model(run_dir: str | Path):
                           f"({str(exc).splitlines()[0][:120]})") from None
     model = model.merge_and_unload() if recipe.method == "lora" else merge_rocoft(model)
     model.eval()
-    return model, loaded.tokenizer
+    return model, loaded
 
 
 def export(run_dir: str | Path, fmt: str, out: str | Path, force: bool = False) -> ExportReport:
     if fmt not in FORMATS:
         raise ExportError(f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
     started = time.perf_counter()
-    model, tokenizer = merged_model(run_dir)
+    model, loaded = merged_model(run_dir)
+    tokenizer = loaded.tokenizer
     report: dict = {}
 
     def write(folder: Path):
@@ -65,23 +68,25 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, force: bool = False) 
             model.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
         else:
-            report["max_abs_logit_difference"] = _export_onnx(model, tokenizer, folder)
+            report["max_abs_logit_difference"] = _export_onnx(model, loaded, folder)
             tokenizer.save_pretrained(folder)
-        (folder / "export_report.json").write_text(json.dumps({"format": fmt, "source_run": str(run_dir), **report},
-                                                              indent=2))
+        prompt = {"template": loaded.prompt.template, "label_words": list(loaded.prompt.label_words)} \
+            if loaded.prompt else None  # the exported classifier reads texts through this prompt
+        (folder / "export_report.json").write_text(json.dumps({"format": fmt, "source_run": str(run_dir), **report,
+                                                               "prompt": prompt}, indent=2))
 
     target = write_folder_atomically(Path(out), write, force)
     files = {p.name: p.stat().st_size for p in sorted(target.iterdir()) if p.is_file()}
     return ExportReport(target, fmt, time.perf_counter() - started, files, report.get("max_abs_logit_difference"))
 
 
-def _export_onnx(model, tokenizer, folder: Path) -> float:
+def _export_onnx(model, loaded, folder: Path) -> float:
     """torch.onnx.export with dynamic batch/sequence axes, then onnxruntime parity on new shapes."""
     import numpy as np
     import onnxruntime
 
     wrapper = models.SequenceLogits(model)  # 4-D additive mask built inside: no data-dependent branches
-    example = models.encode(tokenizer, ["an example to trace", "and a second one"], 16)
+    example = loaded.encode(["an example to trace", "and a second one"], 16)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     path = folder / "model.onnx"
     with torch.no_grad():
@@ -91,7 +96,7 @@ def _export_onnx(model, tokenizer, folder: Path) -> float:
                           external_data=True, verbose=False)
     texts = ["a different batch size", "and a different sequence length than the export used, much longer",
              "third", "fourth example here"]
-    check = models.encode(tokenizer, texts, 40)
+    check = loaded.encode(texts, 40)
     with torch.no_grad():
         expected = wrapper(**check).numpy()
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

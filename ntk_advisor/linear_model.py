@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import models
 from .ntk.linearization import output_jacobian
 
 JITTER = 1e-8
@@ -38,21 +37,24 @@ class PlacementKernels:
     f0_test: torch.Tensor  # (M_test, C)
 
 
-def _jacobian_and_outputs(logits_model, params, tokenizer, texts, max_length: int, batch_size: int):
+def _jacobian_and_outputs(logits_model, params, encode, texts, max_length: int, batch_size: int):
     for start in range(0, len(texts), batch_size):
-        batch = models.encode(tokenizer, texts[start : start + batch_size], max_length)
+        batch = encode(list(texts[start : start + batch_size]), max_length)
         with torch.no_grad():
             outputs = logits_model(**batch).to(torch.float64)
         yield output_jacobian(logits_model, params, batch), outputs
 
 
-def placement_kernels(logits_model, tokenizer, train_texts: list[str], test_texts: list[str], max_length: int,
+def placement_kernels(logits_model, encode, train_texts: list[str], test_texts: list[str], max_length: int,
                       batch_size: int = 32) -> PlacementKernels:
-    """Output-averaged NTK of the model's trainable parameters at their current values (θ0)."""
+    """Output-averaged NTK of the model's trainable parameters at their current values (θ0).
+
+    ``encode(texts, max_length)`` tokenizes as the model reads (LoadedModel.encode).
+    """
     logits_model.eval()
     params = {n: p for n, p in logits_model.named_parameters() if p.requires_grad}
     train_jac, f0_train = [], []
-    for jac, outputs in _jacobian_and_outputs(logits_model, params, tokenizer, train_texts, max_length, batch_size):
+    for jac, outputs in _jacobian_and_outputs(logits_model, params, encode, train_texts, max_length, batch_size):
         train_jac.append(jac)
         f0_train.append(outputs)
     fit = torch.cat(train_jac).double()  # (M, C, P)
@@ -60,7 +62,7 @@ def placement_kernels(logits_model, tokenizer, train_texts: list[str], test_text
     classes = fit.shape[1]
     train = torch.einsum("acp,bcp->ab", fit, fit) / classes
     cross, f0_test = [], []
-    for jac, outputs in _jacobian_and_outputs(logits_model, params, tokenizer, test_texts, max_length, batch_size):
+    for jac, outputs in _jacobian_and_outputs(logits_model, params, encode, test_texts, max_length, batch_size):
         cross.append(torch.einsum("acp,bcp->ab", jac.double(), fit) / classes)
         f0_test.append(outputs)
     return PlacementKernels(train, torch.cat(cross), torch.cat(f0_train), torch.cat(f0_test))

@@ -20,7 +20,7 @@ from .errors import ProfileError
 from .ntk import OutputSpec, choose_route, jacobian_kernels, kernel_report, structured_kernels
 from .ntk.spectral import eigenvalues
 
-HEADS = ("probe", "random")
+HEADS = ("auto", "probe", "random", "label-words")
 METHODS = ("structured", "jacobian")
 
 
@@ -34,7 +34,11 @@ class ProfileConfig:
     max_length: int = 64  # T, tokens per example after truncation
     seed: int = 0  # splits, probe sample, head init
     reduction: str = "trace"
-    head: str = "probe"  # fit the new head as a linear probe before profiling, or keep it random
+    head: str = "auto"  # probe: fit the new head as a linear probe; random: keep its init; label-words:
+    # the label words' LM-head rows (prompting); auto: label-words when prompting, else probe
+    task: str = "auto"  # classifier (new head on pooled features) or label-words (prompting); auto by model
+    template: str | None = None  # label-words: the prompt, with {text}
+    label_words: tuple[str, ...] = ()  # label-words: one single-token word per class (default ' ' + name)
     head_train_examples: int = 1000  # training examples (outside the probe) for the linear probe
     method: str = "structured"
     ridge: float = 1e-3  # LOO kernel ridge strength, relative to the kernel's mean diagonal
@@ -48,6 +52,8 @@ class ProfileConfig:
             raise ProfileError(f"--max-length must be at least 1 token, got {self.max_length}")
         if self.head not in HEADS:
             raise ProfileError(f"unknown --head '{self.head}': use one of {', '.join(HEADS)}")
+        if self.task not in models.TASKS:
+            raise ProfileError(f"unknown --task '{self.task}': use one of {', '.join(models.TASKS)}")
         if self.method not in METHODS:
             raise ProfileError(f"unknown --method '{self.method}': use one of {', '.join(METHODS)}")
         if self.reduction not in ("trace", "margin", "full"):
@@ -74,7 +80,7 @@ def fit_probe_head(loaded: models.LoadedModel, train, validation, config: Profil
     val_set = validation.subset(list(range(min(len(validation), config.head_train_examples))))
     features = {}
     for split_name, split in (("fit", fit_set), ("validation", val_set)):
-        batch = models.encode(loaded.tokenizer, split.texts, config.max_length)
+        batch = loaded.encode(split.texts, config.max_length)
         features[split_name] = models.head_inputs(loaded, batch).to(torch.float64).numpy()
     if len(set(fit_set.labels)) < 2:
         raise ProfileError("the head's training pool holds a single class: use --head random or more data")
@@ -94,6 +100,19 @@ def fit_probe_head(loaded: models.LoadedModel, train, validation, config: Profil
             "validation_examples": len(val_set)}
 
 
+@torch.no_grad()
+def zero_shot_accuracy(loaded: models.LoadedModel, validation, max_length: int, examples: int = 256,
+                       batch_size: int = 32) -> dict:
+    """Accuracy of the untrained prompt (argmax over label words) on the first validation examples."""
+    count = min(examples, len(validation))
+    correct = 0
+    for start in range(0, count, batch_size):
+        texts = validation.texts[start : min(start + batch_size, count)]
+        predicted = loaded.logits_model(**loaded.encode(texts, max_length)).argmax(-1)
+        correct += int((predicted == torch.tensor(validation.labels[start : start + len(texts)])).sum())
+    return {"validation_accuracy": correct / count, "validation_examples": count}
+
+
 def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkProfile:
     """Load model and data, fit or keep the head, and compute every module's kernel and spectra."""
     config.validate()
@@ -105,12 +124,23 @@ def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkPr
     sample = data_lib.probe_sample(splits.train, config.samples, seed=config.seed)
     progress("load model", 0, 1)
     loaded = models.load_classifier(config.model, num_labels=dataset.num_classes, seed=config.seed,
-                                    dtype=getattr(torch, config.dtype))
+                                    dtype=getattr(torch, config.dtype), task=config.task, template=config.template,
+                                    label_words=config.label_words or None, label_names=dataset.label_names)
+    head = config.head if config.head != "auto" else ("label-words" if loaded.prompt else "probe")
+    if head == "label-words" and loaded.prompt is None:
+        raise ProfileError("--head label-words needs label-word prompting: use a decoder-only model or --task "
+                           "label-words")
     progress("load model", 1, 1)
     timing = {"load_s": time.perf_counter() - started}
     warnings: list[str] = []
-    head_report: dict = {"kind": config.head}
-    if config.head == "probe":
+    head_report: dict = {"kind": head}
+    if loaded.prompt is not None:
+        head_report |= {"template": loaded.prompt.template, "label_words": list(loaded.prompt.label_words)}
+    if head == "label-words":
+        progress("zero-shot accuracy", 0, 1)
+        head_report |= zero_shot_accuracy(loaded, splits.validation, config.max_length)
+        progress("zero-shot accuracy", 1, 1)
+    if head == "probe":
         if loaded.head_name is None:
             warnings.append("the model has no new head to fit: profiling the checkpoint's own head")
         else:
@@ -118,11 +148,13 @@ def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkPr
             head_report = fit_probe_head(loaded, splits.train, splits.validation, config, set(sample.texts))
             progress("fit head", 1, 1)
     timing["head_s"] = time.perf_counter() - started - timing["load_s"]
-    batch = models.encode(loaded.tokenizer, sample.texts, config.max_length)
+    batch = loaded.encode(sample.texts, config.max_length)
     labels = torch.tensor(sample.labels, dtype=torch.long)
     result = profile_model(loaded, batch, labels, config, progress, timing, warnings)
     result.settings.update({"model": config.model, "data": config.data, "text_column": config.text_column,
-                            "label_column": config.label_column, "label_names": list(dataset.label_names)})
+                            "label_column": config.label_column, "label_names": list(dataset.label_names),
+                            "prompt": ({"template": loaded.prompt.template,
+                                        "label_words": list(loaded.prompt.label_words)} if loaded.prompt else None)})
     result.head_report = head_report
     result.timing["total_s"] = time.perf_counter() - started
     return result
@@ -200,7 +232,7 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
 def _rebuild_names(loaded: models.LoadedModel, config: ProfileConfig) -> set[str]:
     """Weights the checkpoint cannot give back: new ones, and a head the probe replaced."""
     names = set(loaded.new_parameter_names)
-    if config.head == "probe" and loaded.head_name:
+    if config.head != "random" and loaded.head_name:
         names |= {n for n, _ in loaded.backbone.get_submodule(loaded.head_name).named_parameters(prefix=loaded.head_name)}
     return names
 

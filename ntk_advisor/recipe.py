@@ -28,6 +28,8 @@ class _Strict(BaseModel):
 class ModelSpec(_Strict):
     name: str = Field(description="Model alias, local Hugging Face folder, or hub id.")
     num_labels: Annotated[int, Field(ge=2)] = 2
+    task: Literal["classifier", "label-words"] = Field(
+        "classifier", description="classifier: a new head on pooled features; label-words: prompting (decoder LMs).")
 
 
 class DataSpec(_Strict):
@@ -36,6 +38,8 @@ class DataSpec(_Strict):
     label_column: str = "label"
     seed: int = 0
     max_length: Annotated[int, Field(ge=1)] = 64
+    template: str | None = Field(None, description="label-words: the prompt, with {text} where the text goes.")
+    label_words: tuple[str, ...] | None = Field(None, description="label-words: one single-token word per class.")
 
 
 class Target(_Strict):

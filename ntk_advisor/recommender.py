@@ -347,12 +347,15 @@ def build_recipe(settings: dict, config: RecommendConfig, placement: dict, score
     default_rank = max(set(ranks.values()), key=list(ranks.values()).count)
     training = Training(**({"seed": config.seed, "train_head": config.train_head, "train_bias": config.train_bias}
                            | config.training))
+    prompt = settings.get("prompt")
     return Recipe(
         schema_version=SCHEMA_VERSION,
-        model=ModelSpec(name=settings["model"], num_labels=settings["num_outputs"]),
+        model=ModelSpec(name=settings["model"], num_labels=settings["num_outputs"],
+                        task="label-words" if prompt else "classifier"),
         data=DataSpec(source=settings["data"], text_column=settings.get("text_column", "text"),
                       label_column=settings.get("label_column", "label"), seed=settings["seed"],
-                      max_length=settings["max_length"]),
+                      max_length=settings["max_length"], template=prompt["template"] if prompt else None,
+                      label_words=tuple(prompt["label_words"]) if prompt else None),
         method=config.method,
         targets=targets,
         proximal=Proximal(strength=config.proximal, mode=config.proximal_mode),

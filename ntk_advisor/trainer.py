@@ -94,7 +94,7 @@ def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def _evaluate(logits_model, tokenizer, split, max_length: int, batch_size: int = 64) -> dict:
+def _evaluate(logits_model, loaded, split, max_length: int, batch_size: int = 64) -> dict:
     from sklearn.metrics import f1_score
 
     logits_model.eval()
@@ -102,7 +102,7 @@ def _evaluate(logits_model, tokenizer, split, max_length: int, batch_size: int =
     with torch.no_grad():
         for start in range(0, len(split), batch_size):
             idx = range(start, min(start + batch_size, len(split)))
-            batch = models.encode(tokenizer, [split.texts[i] for i in idx], max_length)
+            batch = loaded.encode([split.texts[i] for i in idx], max_length)
             labels = torch.tensor([split.labels[i] for i in idx])
             logits = logits_model(**batch)
             losses.append(torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item())
@@ -126,6 +126,16 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def load_for_recipe(recipe: Recipe, label_names=None, seed: int = 0) -> models.LoadedModel:
+    """The model a recipe trains: its head initialized from ``seed``, or from the label words."""
+    if label_names is None and recipe.model.task == "label-words" and not recipe.data.label_words:
+        label_names = data_lib.load_dataset(recipe.data.source, recipe.data.text_column,
+                                            recipe.data.label_column).label_names
+    return models.load_classifier(recipe.model.name, num_labels=recipe.model.num_labels, seed=seed,
+                                  task=recipe.model.task, template=recipe.data.template,
+                                  label_words=recipe.data.label_words, label_names=label_names)
+
+
 def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = False,
           on_progress: Progress | None = None) -> RunResult:
     from accelerate import Accelerator
@@ -146,7 +156,7 @@ def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = F
     if dataset.num_classes != recipe.model.num_labels:
         raise TrainError(f"model.num_labels is {recipe.model.num_labels} but the data has {dataset.num_classes} classes")
     splits = data_lib.split_dataset(dataset, seed=recipe.data.seed)
-    loaded = models.load_classifier(recipe.model.name, num_labels=recipe.model.num_labels, seed=cfg.seed)
+    loaded = load_for_recipe(recipe, dataset.label_names, seed=cfg.seed)
     targets = {t.name for t in models.discover_targets(loaded.backbone)}
     unknown = [t.module for t in recipe.targets if t.module not in targets]
     if unknown:
@@ -203,7 +213,7 @@ def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = F
             local = batch_idx[rank * per_process : (rank + 1) * per_process]
             if len(local) == 0:  # a short last batch: every process must still step together
                 local = batch_idx[:1]
-            batch = models.encode(loaded.tokenizer, [splits.train.texts[i] for i in local], recipe.data.max_length)
+            batch = loaded.encode([splits.train.texts[i] for i in local], recipe.data.max_length)
             labels = torch.tensor([splits.train.labels[i] for i in local])
             loss = torch.nn.functional.cross_entropy(logits_model(**batch), labels)
             accelerator.backward(loss + proximal.penalty(trained))
@@ -221,7 +231,7 @@ def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = F
                 checkpoint()
         if any(h["epoch"] == epoch for h in history):
             continue  # evaluated before an interruption
-        metrics = _evaluate(logits_model, loaded.tokenizer, splits.validation, recipe.data.max_length)
+        metrics = _evaluate(logits_model, loaded, splits.validation, recipe.data.max_length)
         metrics |= {"epoch": epoch, "step": step, "distance_from_theta0": proximal.distance(trained)}
         history.append(metrics)
         progress("evaluate", epoch + 1, math.ceil(total_steps / steps_per_epoch), metrics)
@@ -237,7 +247,7 @@ def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = F
             if name in best_state:
                 p.copy_(best_state[name])
     logits_model.eval()
-    test = _evaluate(logits_model, loaded.tokenizer, splits.test, recipe.data.max_length)
+    test = _evaluate(logits_model, loaded, splits.test, recipe.data.max_length)
     gap = _gap(loaded, logits_model, trained, proximal, splits.validation, recipe.data.max_length)
     metrics = {
         "validation_best": best, "test": test, "history": history, "loss_curve": curve,
@@ -259,7 +269,7 @@ def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = F
 
 def _gap(loaded, logits_model, trained, proximal, split, max_length: int, examples: int = 64) -> dict:
     """Linearization gap on the first validation examples (dropout off)."""
-    batch = models.encode(loaded.tokenizer, split.texts[:examples], max_length)
+    batch = loaded.encode(split.texts[:examples], max_length)
     wrapper = logits_model.module if hasattr(logits_model, "module") else logits_model
     current = {f"backbone.{n}": p for n, p in trained.named_parameters() if p.requires_grad}
     start = {f"backbone.{n}": proximal.theta0[n] for n, _ in trained.named_parameters() if n in proximal.theta0}

@@ -182,7 +182,7 @@ def _write_json(path: Path, document) -> None:
     _atomic_write_text(path, json.dumps(json_safe(document), indent=2) + "\n")
 
 
-def _check_settings(out: Path, config: ValidateConfig, force: bool) -> None:
+def _check_settings(out: Path, config: ValidateConfig, force: bool) -> dict:
     wanted = json_safe(asdict(config) | {"key_placements": list(config.key_placements),
                                          "lambdas": list(config.lambdas)})
     stored = _read_json(out / "settings.json")
@@ -194,7 +194,7 @@ def _check_settings(out: Path, config: ValidateConfig, force: bool) -> None:
         import shutil
 
         shutil.rmtree(out)
-    _write_json(out / "settings.json", wanted)
+    return wanted
 
 
 def validate(config: ValidateConfig, out: str | Path, force: bool = False, on_progress: Progress | None = None) -> dict:
@@ -204,7 +204,7 @@ def validate(config: ValidateConfig, out: str | Path, force: bool = False, on_pr
     config.validate()
     progress = on_progress or (lambda *a: None)
     out = Path(out)
-    _check_settings(out, config, force)
+    wanted = _check_settings(out, config, force)
     profile_dir = out / "profile"
     if not (profile_dir / "profile.json").exists():
         result = profile(ProfileConfig(model=config.model, data=config.data, text_column=config.text_column,
@@ -212,6 +212,7 @@ def validate(config: ValidateConfig, out: str | Path, force: bool = False, on_pr
                                        max_length=config.max_length, seed=config.seed, head=config.head),
                          on_progress=progress)
         save_profile(result, profile_dir, force=True)
+    _write_json(out / "settings.json", wanted)  # only once the study has a profile: no empty leftovers
     plan = _read_json(out / "plan.json")
     if plan is None:
         plan = build_plan(profile_dir, config, progress)
@@ -246,16 +247,17 @@ def _linear_sweep(out: Path, config: ValidateConfig, settings: dict, entry: dict
     from . import models
     from .apply import apply_recipe
     from .linear_model import linear_model_accuracy, placement_kernels
+    from .trainer import load_for_recipe
 
     progress("linear model", 0, 1)
     recipe = _recipe(settings, config, entry, config.seed, 0.0, "plain")
     dataset = data_lib.load_dataset(recipe.data.source, recipe.data.text_column, recipe.data.label_column)
     splits = data_lib.split_dataset(dataset, seed=recipe.data.seed)
-    loaded = models.load_classifier(recipe.model.name, num_labels=recipe.model.num_labels, seed=config.seed)
+    loaded = load_for_recipe(recipe, dataset.label_names, seed=config.seed)
     trained, _ = apply_recipe(loaded.backbone, recipe, loaded.head_name)
     logits_model = models.SequenceLogits(trained)
     fit = splits.train.subset(list(range(min(config.kernel_examples, len(splits.train)))))
-    kernels = placement_kernels(logits_model, loaded.tokenizer, fit.texts, splits.test.texts, config.max_length)
+    kernels = placement_kernels(logits_model, loaded.encode, fit.texts, splits.test.texts, config.max_length)
     accuracy = {f"{lam:g}": linear_model_accuracy(kernels, fit.labels, splits.test.labels, lam)
                 for lam in config.lambdas}
     document = {"lambdas": [float(x) for x in config.lambdas], "fit_examples": len(fit),

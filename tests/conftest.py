@@ -113,3 +113,27 @@ def tiny_csv(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-data") / "toy.csv"
     path.write_text("\n".join(rows) + "\n")
     return path
+
+
+PROMPT_WORDS = ["<pad>", "<unk>", "Text", ":", "Label", "Review", "Sentiment", "positive", "negative"] + WORDS
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_folder(tmp_path_factory):
+    """A tiny random-init Llama *causal LM* (tied embeddings) with a word-level fast tokenizer:
+    the mechanics of label-word prompting without the real 135M model."""
+    import transformers as tf
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    root = tmp_path_factory.mktemp("tiny-llama") / "model"
+    vocab = {word: i for i, word in enumerate(PROMPT_WORDS)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = tf.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>")
+    torch.manual_seed(0)
+    config = tf.LlamaConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                            num_key_value_heads=1, intermediate_size=24, max_position_embeddings=64, pad_token_id=0,
+                            tie_word_embeddings=True, initializer_range=0.3)
+    tf.LlamaForCausalLM(config).save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return root

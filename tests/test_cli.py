@@ -124,10 +124,16 @@ def test_real_profile_cli_end_to_end(tmp_path, capsys, monkeypatch):
     (["check", "{tmp}/bad.yaml"], r"targets"),
     (["export", "{tmp}", "--out", "{tmp}/e"], r"not a finished run folder"),
     (["recipe", "convert", "{tmp}/bad.yaml", "--to", "xml"], r"targets"),
+    (["validate", "--out", "{tmp}/v", "--placements", "2"], r"--placements must be at least 3"),
+    (["validate", "--out", "{tmp}/v", "--lambdas", "0,small"], r"--lambdas takes numbers"),
+    (["validate", "--out", "{tmp}/v", "--method", "svd"], r"unknown --method 'svd'"),
+    (["validate", "--out", "{tmp}/v", "--data", "{tmp}/six.csv"], r"too few"),
+    (["report", "{tmp}", "--out", "{tmp}/e/r.html"], r"not a profile, validate or run folder"),
 ])
 def test_later_stages_bad_input_one_line(args, pattern, tmp_path, capsys, monkeypatch):
     (tmp_path / "bad.yaml").write_text("schema_version: 1\nmodel: {name: minilm-l6}\ndata: {source: x}\n"
                                        "method: rocoft\ntargets: []\n")
+    (tmp_path / "six.csv").write_text("text,label\n" + "".join(f"row {i},{i % 2}\n" for i in range(6)))
     code, _, err = run_cli([a.format(tmp=tmp_path) for a in args], capsys, monkeypatch)
     assert_one_line_error(code, err, pattern)
-    assert not (tmp_path / "e").exists() and not (tmp_path / "r.yaml").exists()
+    assert not (tmp_path / "e").exists() and not (tmp_path / "r.yaml").exists() and not (tmp_path / "v").exists()

@@ -132,7 +132,7 @@ def test_linear_model_of_a_trainable_head_is_ridge_regression_on_its_features(ti
              "dull movie", "great plot"]
     fit_texts, test_texts = words[:6], words[6:]
     labels = [1, 0, 1, 0, 0, 1]
-    kernels = placement_kernels(loaded.logits_model, loaded.tokenizer, fit_texts, test_texts, 16, batch_size=4)
+    kernels = placement_kernels(loaded.logits_model, loaded.encode, fit_texts, test_texts, 16, batch_size=4)
     got = linear_model_predictions(kernels, labels, strength)
 
     def features(texts):

@@ -17,6 +17,17 @@ ModelOption = Annotated[str, typer.Option(help="Model alias, local HF folder or 
 DataOption = Annotated[str, typer.Option(help="Builtin data set or a data file / folder.")]
 SamplesOption = Annotated[int, typer.Option("--samples", "-n", help="N, examples in the probe sample.")]
 MaxLengthOption = Annotated[int, typer.Option(help="T, tokens per example after truncation.")]
+TaskOption = Annotated[str, typer.Option(help=(
+    "classifier: a new head on pooled features; label-words: prompt a decoder LM and read the label words' "
+    "next-token logits; auto: label-words for decoder-only models."))]
+TemplateOption = Annotated[Optional[str], typer.Option(help=(
+    "label-words: the prompt, with {text} where the text goes (default 'Text: {text}\\nLabel:'); \\n is a newline."))]
+LabelWordOption = Annotated[Optional[list[str]], typer.Option("--label-word", help=(
+    "label-words: one single-token word per class, in label order (repeatable; default ' ' + label name)."))]
+
+
+def _prompt_options(template, label_word) -> dict:
+    return {"template": template.replace("\\n", "\n") if template else None, "label_words": tuple(label_word or ())}
 
 
 @app.command()
@@ -30,7 +41,12 @@ def profile(
     max_length: MaxLengthOption = 64,
     seed: Annotated[int, typer.Option(help="Seed of the splits, the probe sample and the head.")] = 0,
     output: Annotated[str, typer.Option(help="Output reduction: trace (any C), margin (binary f1-f0), full (NC x NC).")] = "trace",
-    head: Annotated[str, typer.Option(help="probe: fit the new head as a linear probe first; random: keep its init.")] = "probe",
+    head: Annotated[str, typer.Option(help=(
+        "probe: fit the new head as a linear probe first; random: keep its init; label-words: the label words' "
+        "LM-head rows; auto: label-words when prompting, else probe."))] = "auto",
+    task: TaskOption = "auto",
+    template: TemplateOption = None,
+    label_word: LabelWordOption = None,
     method: Annotated[str, typer.Option(help="structured (fast, default) or jacobian (vmap(jacrev) reference).")] = "structured",
     dtype: Annotated[str, typer.Option(help="Model dtype: float32 or float64. Kernels are float64 either way.")] = "float32",
     module: Annotated[Optional[list[str]], typer.Option("--module", help="Profile only this module (repeatable).")] = None,
@@ -48,7 +64,8 @@ def profile(
         raise ProfileError(f"output folder '{out_dir}' already exists: choose another --out or pass --force")
     config = ProfileConfig(model=model, data=data, text_column=text_column, label_column=label_column,
                            samples=samples, max_length=max_length, seed=seed, reduction=output, head=head,
-                           method=method, dtype=dtype, modules=tuple(module or ()))
+                           method=method, dtype=dtype, modules=tuple(module or ()), task=task,
+                           **_prompt_options(template, label_word))
     with _progress_bar() as bar:
         result = run_profile(config, on_progress=_progress_callback(bar))
     save_profile(result, out_dir, force=force)
@@ -73,9 +90,15 @@ def profile(
                       _fmt(m.condition_number), f"{m.effective_rank:.1f}", _fmt(m.alignment), _fmt(m.loo_accuracy))
     out.print(table)
     t = result.total
-    head_text = (f"probe head, validation accuracy {result.head_report['validation_accuracy']:.3f}"
-                 if result.head_report.get("kind") == "probe" and "validation_accuracy" in result.head_report
-                 else "random head")
+    if result.settings.get("prompt"):
+        chosen = result.settings["prompt"]
+        out.print(f"prompting with template {chosen['template']!r} and label words "
+                  f"{', '.join(repr(w) for w in chosen['label_words'])}", markup=False)
+    kind = result.head_report.get("kind")
+    head_text = "random head"
+    if kind in ("probe", "label-words") and "validation_accuracy" in result.head_report:
+        what = "probe head" if kind == "probe" else "label-word head, zero-shot"
+        head_text = f"{what} validation accuracy {result.head_report['validation_accuracy']:.3f}"
     out.print(f"total kernel: trace {_fmt(t['trace'])}, κ {_fmt(t['condition_number'])}, alignment "
               f"{_fmt(t['alignment'])}, LOO kernel-ridge accuracy {_fmt(t['loo_accuracy'])} ({head_text})")
     out.print(f"wrote {out_dir} in {result.timing['total_s']:.1f} s")
@@ -161,6 +184,9 @@ def advise(
     proximal: ProximalOption = 0.0,
     axis: AxisOption = "rows",
     seed: Annotated[int, typer.Option(help="Seed of splits, probe sample, head and placements.")] = 0,
+    task: TaskOption = "auto",
+    template: TemplateOption = None,
+    label_word: LabelWordOption = None,
     as_json: JsonOption = False,
 ):
     """Profile, then recommend, in one go."""
@@ -176,7 +202,8 @@ def advise(
     with tempfile.TemporaryDirectory() as scratch, _progress_bar() as bar:
         folder = profile_dir or Path(scratch) / "profile"
         result = run_profile(ProfileConfig(model=model, data=data, text_column=text_column, label_column=label_column,
-                                           samples=samples, max_length=max_length, seed=seed),
+                                           samples=samples, max_length=max_length, seed=seed, task=task,
+                                           **_prompt_options(template, label_word)),
                              on_progress=_progress_callback(bar))
         save_profile(result, folder, force=profile_dir is not None)
         recipe = run_recommend(folder, config, on_progress=_progress_callback(bar))

@@ -1,0 +1,86 @@
+"""Label-word prompting for decoder LMs: encoding, the label-word head, errors, and a short run."""
+
+import json
+
+import pytest
+import torch
+
+from ntk_advisor import models
+from ntk_advisor.errors import DataError, ModelError
+from ntk_advisor.prompts import encode_prompts, resolve_prompt
+
+NAMES = ("negative", "positive")
+
+
+def test_label_word_logits_are_the_causal_lms_next_token_logits(tiny_llama_folder):
+    """The oracle: the full causal LM's logits at the prompt's last token, gathered at the label words."""
+    from transformers import AutoModelForCausalLM
+
+    loaded = models.load_classifier(str(tiny_llama_folder), num_labels=2, dtype=torch.float64, task="auto",
+                                    template="Review: {text} Sentiment:", label_names=NAMES)
+    assert loaded.prompt.label_words == (" negative", " positive") and loaded.head_name == "score"
+    lm = AutoModelForCausalLM.from_pretrained(tiny_llama_folder, dtype=torch.float64, attn_implementation="eager")
+    batch = loaded.encode(["good fun film", "a very dull and poor plot of the movie", "bad"], 64)
+    with torch.no_grad():
+        got = loaded.logits_model(**batch)
+        full = lm(**batch).logits
+    last = batch["attention_mask"].sum(1) - 1
+    expected = full[torch.arange(3), last][:, list(loaded.prompt.token_ids)]
+    assert torch.allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_truncation_cuts_the_text_and_keeps_the_template(tiny_llama_folder):
+    tokenizer = models.load_tokenizer(str(tiny_llama_folder))
+    long_text = " ".join(["good"] * 50)
+    batch = encode_prompts(tokenizer, [long_text, "bad"], "Review: {text} Sentiment:", 12)
+    ids = batch["input_ids"]
+    assert ids.shape == (2, 12) and batch["attention_mask"][0].sum() == 12
+    vocab = tokenizer.get_vocab()
+    assert ids[0, :2].tolist() == [vocab["Review"], vocab[":"]]
+    for row, length in zip(ids, batch["attention_mask"].sum(1)):
+        assert row[length - 2 : length].tolist() == [vocab["Sentiment"], vocab[":"]]  # the answer cue is last
+    assert batch["attention_mask"][1].tolist() == [1] * 5 + [0] * 7  # Review : bad Sentiment : then padding
+
+
+@pytest.mark.parametrize("template,words,max_length,error,pattern", [
+    ("Review: {txt} Sentiment:", None, 32, DataError, r"must contain \{text\} exactly once"),
+    ("Sentiment: {text}", None, 32, DataError, r"ends with \{text\}"),
+    ("Review: {text} Sentiment:", ("good bad", "fun"), 32, DataError, r"'good bad' is 2 tokens.*leading space"),
+    ("Review: {text} Sentiment:", (" good",), 32, DataError, r"1 label words for 2 classes"),
+    ("Review: {text} Sentiment:", (" good", " good"), 32, DataError, r"distinct"),
+    ("Review: Review: Review: {text} Sentiment:", None, 6, DataError, r"no room for text.*--max-length 6"),
+])
+def test_bad_prompts_get_clear_errors(tiny_llama_folder, template, words, max_length, error, pattern):
+    with pytest.raises(error, match=pattern):
+        loaded = models.load_classifier(str(tiny_llama_folder), num_labels=2, task="label-words", template=template,
+                                        label_words=words, label_names=NAMES)
+        loaded.encode(["good film"], max_length)
+
+
+def test_label_words_need_a_decoder(tiny_model_folder):
+    with pytest.raises(ModelError, match="decoder-only"):
+        models.load_classifier(str(tiny_model_folder), num_labels=2, task="label-words", label_names=NAMES)
+
+
+def test_prompted_profile_recommend_train_export(tiny_llama_folder, tiny_csv, tmp_path):
+    """auto picks prompting for a decoder; the recipe carries the prompt to train and export."""
+    from ntk_advisor.artifacts import save_profile
+    from ntk_advisor.export import export
+    from ntk_advisor.profiler import ProfileConfig, profile
+    from ntk_advisor.recipe import load_recipe
+    from ntk_advisor.recommender import RecommendConfig, recommend
+    from ntk_advisor.trainer import train
+
+    result = profile(ProfileConfig(model=str(tiny_llama_folder), data=str(tiny_csv), samples=8, max_length=16,
+                                   template="Review: {text} Sentiment:", label_words=(" negative", " positive")))
+    assert result.head_report["kind"] == "label-words" and 0 <= result.head_report["validation_accuracy"] <= 1
+    assert result.settings["prompt"]["label_words"] == [" negative", " positive"]
+    folder = save_profile(result, tmp_path / "profile")
+    recipe = recommend(folder, RecommendConfig(budget=200, training={"max_steps": 2, "batch_size": 8}))
+    assert recipe.model.task == "label-words" and recipe.data.template == "Review: {text} Sentiment:"
+    run = train(recipe, tmp_path / "run")
+    assert run.metrics["steps"] == 2
+    assert load_recipe(tmp_path / "run" / "recipe.yaml").data.label_words == recipe.data.label_words
+    exported = export(tmp_path / "run", "hf", tmp_path / "hf")
+    report = json.loads((exported.out / "export_report.json").read_text())
+    assert report["prompt"]["template"] == "Review: {text} Sentiment:"
