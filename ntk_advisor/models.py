@@ -258,6 +258,27 @@ def load_classifier(name: str, num_labels: int, dtype: torch.dtype = torch.float
 
 
 @torch.no_grad()
+def causal_lm_with_label_head(classifier: nn.Module, source: str, prompt: Prompt) -> nn.Module:
+    """The causal LM of a (merged) label-word classifier: its decoder weights, and an untied LM
+    head whose label-word rows are the classifier's head, so generation sees the fine-tuning."""
+    from transformers import AutoModelForCausalLM
+
+    lm = _from_pretrained(AutoModelForCausalLM, source, dtype=next(classifier.parameters()).dtype,
+                          attn_implementation="eager")
+    decoder = {k: v for k, v in classifier.state_dict().items() if not k.startswith("score.")}
+    missing, unexpected = lm.load_state_dict(decoder, strict=False)
+    if unexpected or set(missing) - {"lm_head.weight"}:
+        raise ModelError(f"the classifier's weights do not fit the causal LM of {source} "
+                         f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    head = lm.get_output_embeddings()
+    rows = head.weight.detach().clone()  # untie first: changing tied rows would change the input embedding
+    rows[list(prompt.token_ids)] = classifier.get_submodule("score").weight.to(rows.dtype)
+    lm.config.tie_word_embeddings = False
+    head.weight = nn.Parameter(rows)
+    return lm.eval()
+
+
+@torch.no_grad()
 def _init_label_word_head(loaded: LoadedModel, source: str) -> None:
     """Head row c := the LM head's row of label word c (tied: the input embedding's row)."""
     backbone, ids = loaded.backbone, list(loaded.prompt.token_ids)

@@ -147,6 +147,9 @@ def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkPr
             progress("fit head", 0, 1)
             head_report = fit_probe_head(loaded, splits.train, splits.validation, config, set(sample.texts))
             progress("fit head", 1, 1)
+            if not any(p.abs().max() > 0 for p in loaded.backbone.get_submodule(loaded.head_name).parameters()):
+                warnings.append("the probe came out exactly zero (the frozen features do not separate the classes), "
+                                "so every kernel through the head is zero: profile with --head random")
     timing["head_s"] = time.perf_counter() - started - timing["load_s"]
     batch = loaded.encode(sample.texts, config.max_length)
     labels = torch.tensor(sample.labels, dtype=torch.long)

@@ -226,9 +226,9 @@ def _report(captured: Captured, kernel: torch.Tensor, ridge: float, full: torch.
     spec = captured.spec
     report = kernel_report(kernel, spec.centred_targets(), spec.regression_targets(), spec.labels,
                            spec.predicted_classes, absolute_ridge=ridge)
-    report["distance_to_full"] = float(torch.linalg.matrix_norm(full - kernel, ord=2) / torch.linalg.matrix_norm(
-        full, ord=2))
-    report["distance_bound"] = excluded_lmax / float(torch.linalg.matrix_norm(full, ord=2))
+    scale = float(torch.linalg.matrix_norm(full, ord=2))  # 0 when a zero head blocks every gradient
+    report["distance_to_full"] = float(torch.linalg.matrix_norm(full - kernel, ord=2)) / scale if scale else math.nan
+    report["distance_bound"] = excluded_lmax / scale if scale else math.nan
     return {k: v for k, v in report.items() if k not in ("stable_rank",)}
 
 

@@ -137,3 +137,17 @@ def test_later_stages_bad_input_one_line(args, pattern, tmp_path, capsys, monkey
     code, _, err = run_cli([a.format(tmp=tmp_path) for a in args], capsys, monkeypatch)
     assert_one_line_error(code, err, pattern)
     assert not (tmp_path / "e").exists() and not (tmp_path / "r.yaml").exists() and not (tmp_path / "v").exists()
+
+
+def test_validate_and_report_commands_on_a_tiny_model(tiny_model_folder, tiny_csv, tmp_path, capsys, monkeypatch):
+    study = tmp_path / "study"
+    args = ["validate", "--model", str(tiny_model_folder), "--data", str(tiny_csv), "--budget", "400", "-k", "3",
+            "--key-seeds", "1", "--steps", "2", "--samples", "8", "--max-length", "16", "--out", str(study)]
+    code, out, err = run_cli(args, capsys, monkeypatch)
+    assert code == 0, err
+    assert "placements ranked by measured test accuracy" in out and "Spearman" in out
+    code, out, err = run_cli(["report", str(study), "--out", str(tmp_path / "r.html")], capsys, monkeypatch)
+    assert code == 0 and "validate folder" in out and (tmp_path / "r.html").stat().st_size > 10_000
+    changed = [a if a != "400" else "500" for a in args]  # same folder, another budget: refused
+    code, _, err = run_cli(changed, capsys, monkeypatch)
+    assert_one_line_error(code, err, r"other settings \(budget\)")

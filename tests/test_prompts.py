@@ -84,3 +84,56 @@ def test_prompted_profile_recommend_train_export(tiny_llama_folder, tiny_csv, tm
     exported = export(tmp_path / "run", "hf", tmp_path / "hf")
     report = json.loads((exported.out / "export_report.json").read_text())
     assert report["prompt"]["template"] == "Review: {text} Sentiment:"
+    # The causal LM export: its next-token logits of the label words are the classifier's logits.
+    from transformers import AutoModelForCausalLM
+
+    from ntk_advisor.export import merged_model
+
+    export(tmp_path / "run", "hf-lm", tmp_path / "lm")
+    lm = AutoModelForCausalLM.from_pretrained(tmp_path / "lm", attn_implementation="eager").eval()
+    classifier, loaded = merged_model(tmp_path / "run")
+    batch = loaded.encode(["good fun film", "a dull plot"], 16)
+    with torch.no_grad():
+        expected = models.SequenceLogits(classifier)(**batch)
+        full = lm(**batch).logits
+    last = batch["attention_mask"].sum(1) - 1
+    assert torch.allclose(full[torch.arange(2), last][:, list(loaded.prompt.token_ids)], expected, atol=1e-5)
+    assert not torch.equal(lm.get_output_embeddings().weight, lm.get_input_embeddings().weight)  # untied
+    onnx = export(tmp_path / "run", "onnx-lm", tmp_path / "onnx")
+    assert onnx.max_abs_logit_difference <= 1e-3
+
+
+@pytest.mark.slow
+def test_real_smollm2_prompted_profile_and_a_few_training_steps(tmp_path):
+    """Real SmolLM2-135M on real vader-movie sentences (a small file, so evaluation is quick)."""
+    from transformers import AutoModelForCausalLM
+
+    from ntk_advisor import data as data_lib
+    from ntk_advisor.artifacts import save_profile
+    from ntk_advisor.profiler import ProfileConfig, profile
+    from ntk_advisor.recommender import RecommendConfig, recommend
+    from ntk_advisor.trainer import train
+
+    vader = data_lib.load_dataset("vader-movie")
+    picks = list(range(0, len(vader), len(vader) // 100))[:100]  # both classes (the file is sorted by label)
+    rows = ["text\tlabel"] + [f"{vader.texts[i]}\t{vader.label_names[vader.labels[i]]}" for i in picks]
+    (tmp_path / "reviews.tsv").write_text("\n".join(rows) + "\n")
+    modules = ("model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj", "model.layers.29.mlp.down_proj",
+               "score")
+    result = profile(ProfileConfig(model="smollm2-135m", data=str(tmp_path / "reviews.tsv"), samples=8, max_length=32,
+                                   modules=modules))
+    assert result.settings["prompt"] == {"template": "Text: {text}\nLabel:", "label_words": [" negative", " positive"]}
+    assert result.head_report["kind"] == "label-words" and result.head_report["validation_examples"] == 10
+    # The head is the LM head: the profiled logits are SmolLM2's own next-token logits of the words.
+    loaded = models.load_classifier("smollm2-135m", 2, task="auto", label_names=("negative", "positive"))
+    lm = AutoModelForCausalLM.from_pretrained(loaded.source, attn_implementation="eager")
+    batch = {k: result.inputs[k] for k in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        got, full = loaded.logits_model(**batch), lm(**batch).logits
+    last = batch["attention_mask"].sum(1) - 1
+    assert torch.allclose(got, full[torch.arange(8), last][:, list(loaded.prompt.token_ids)], atol=1e-3)
+    folder = save_profile(result, tmp_path / "profile")
+    recipe = recommend(folder, RecommendConfig(budget=6000, training={"max_steps": 3, "batch_size": 4}))
+    run = train(recipe, tmp_path / "run")
+    assert run.metrics["steps"] == 3 and run.metrics["trainable_parameters"] <= 6000
+    assert 0.0 <= run.metrics["test"]["accuracy"] <= 1.0 and run.metrics["test"]["examples"] >= 10

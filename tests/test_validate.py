@@ -170,3 +170,36 @@ def test_bad_study_settings_are_clear_errors(tiny_model_folder, tiny_csv, tmp_pa
 
     with pytest.raises(RecipeError, match="budget"):  # smaller than the head alone
         validate(tiny_config(tiny_model_folder, tiny_csv, budget=10), tmp_path / "small")
+
+
+def test_summary_of_synthetic_runs_ranks_and_correlates():
+    """study.summarize on made-up numbers: means, spreads, ranking and the sign of ρ are exact."""
+    from ntk_advisor.study import best_predictor, summarize
+
+    accuracies = {"a": [0.9, 0.8], "b": [0.7], "c": [0.6], "d": [0.5]}
+    plan = {"budget": 100, "head": 10, "duplicates": {}, "placements": {
+        name: {"method": "rocoft", "kind": "baseline", "objective": None, "placement": {}, "scores": {},
+               "predicted": {"weights": 90, "loo_accuracy": 0.5, "effective_rank": 3.0, "distance_to_full": 0.1,
+                             "objectives": {"alignment": rank, "loo": -rank, "lambda_min": 1.0, "condition": -1.0,
+                                            "trace": rank}}}
+        for rank, name in zip([4.0, 3.0, 2.0, 1.0], accuracies)}}
+    results = {f"runs/{name}/seed-{s}": {"test": {"accuracy": acc}, "validation_best": {"accuracy": acc},
+                                         "loss_curve": [1.0, 0.5], "linearization_gap": 0.5}
+               for name, accs in accuracies.items() for s, acc in enumerate(accs)}
+    document = summarize(ValidateConfig(resamples=100), plan, results, None)
+    a = document["placements"]["a"]["test_accuracy"]
+    assert a["n"] == 2 and a["mean"] == pytest.approx(0.85) and a["std"] == pytest.approx(0.0707107, rel=1e-5)
+    assert document["ranking"] == ["a", "b", "c", "d"]
+    table = document["correlations"]["test_accuracy"]
+    assert table["objective:alignment"]["spearman"] == pytest.approx(1.0)
+    assert table["objective:loo"]["spearman"] == pytest.approx(-1.0)
+    assert math.isnan(table["loo_accuracy"]["spearman"])  # a constant predictor ranks nothing
+    assert best_predictor(document)[0] in ("objective:alignment", "objective:trace")
+
+
+def test_a_zero_probe_is_reported_not_silently_profiled(tiny_model_folder, tiny_csv):
+    """The shared tiny BERT's pooled features barely vary, so its probe is exactly zero."""
+    from ntk_advisor.profiler import ProfileConfig, profile
+
+    result = profile(ProfileConfig(model=str(tiny_model_folder), data=str(tiny_csv), samples=8, max_length=16))
+    assert any("exactly zero" in w for w in result.warnings)

@@ -64,8 +64,9 @@ def train(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder (ntk-advisor train --out).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write.")],
-    fmt: Annotated[str, typer.Option("--format", help="hf: merged Hugging Face folder; onnx: merged model as ONNX, "
-                                                      "parity-checked with onnxruntime.")] = "hf",
+    fmt: Annotated[str, typer.Option("--format", help=(
+        "hf: merged Hugging Face folder; onnx: merged model as ONNX, parity-checked with onnxruntime; hf-lm / "
+        "onnx-lm (label-word runs): the merged causal LM, its label-word rows set to the trained head."))] = "hf",
     force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
     as_json: JsonOption = False,
 ):
