@@ -178,6 +178,7 @@ def loss_curves(curves: dict[str, list[float]], title: str = "training loss") ->
     """Training loss per step (moving average over 10 steps) for each run."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # 20 distinct colours: a study has 12+ placements
     for name, curve in curves.items():
         values = np.asarray(curve, dtype=float)
         if len(values) >= 10:

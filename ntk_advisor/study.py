@@ -64,7 +64,7 @@ def summarize(config, plan: dict, results: dict[str, dict], linear: dict | None)
     names = list(placements)
     correlations = {}
     if len(names) >= 3:
-        for measure in ("test_accuracy", "validation_accuracy"):
+        for measure in MEASURES:  # final_train_loss: does the kernel predict how fast training goes?
             target = [placements[n][measure]["mean"] for n in names]
             correlations[measure] = {
                 p: rank_correlation([placements[n]["predictors"][p] for n in names], target,

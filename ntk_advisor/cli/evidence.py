@@ -87,11 +87,13 @@ def print_study(document: dict) -> None:
         out.print(table)
     correlations = document.get("correlations", {}).get("test_accuracy")
     if correlations:
-        table = Table("predictor", "Spearman ρ [95% CI]", "Kendall τ [95% CI]", "n",
+        loss = document["correlations"].get("final_train_loss", {})
+        table = Table("predictor", "Spearman ρ [95% CI]", "Kendall τ [95% CI]", "n", "ρ with final train loss",
                       title="does the predictor rank placements as test accuracy does?")
         for name, c in sorted(correlations.items(), key=lambda item: -_sortable(item[1]["spearman"])):
             table.add_row(name, _with_ci(c["spearman"], c["spearman_ci"]), _with_ci(c["kendall"], c["kendall_ci"]),
-                          str(c["n"]))
+                          str(c["n"]), _with_ci(loss[name]["spearman"], loss[name]["spearman_ci"]) if name in loss
+                          else "")
         out.print(table)
     if document.get("sweep"):
         table = Table("λ", "fine-tuned test acc", "linear model test acc", "linearization gap", "‖θ−θ0‖",
