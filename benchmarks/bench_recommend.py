@@ -29,8 +29,8 @@ def main() -> None:
             captures.append(time.perf_counter() - start)
         print(f"rebuild model + capture x, δ: {statistics.median(captures):.2f} s (median of 3)")
         print(f"{'method':<8}{'objective':<12}{'budget':>8}{'total s':>9}{'search s':>10}")
-        for method, objective in [("rocoft", "alignment"), ("rocoft", "loo"), ("rocoft", "lambda_min"),
-                                  ("lora", "alignment")]:
+        for method, objective in [("rocoft", "trace"), ("rocoft", "alignment"), ("rocoft", "loo"),
+                                  ("rocoft", "lambda_min"), ("lora", "trace"), ("lora", "alignment")]:
             times, searches = [], []
             for _ in range(3):
                 start = time.perf_counter()

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from ntk_advisor.artifacts import read_json
+
 CLI = [sys.executable, "-m", "ntk_advisor.cli"]
 COMMON = ["--budget", "100000", "--placements", "12", "--seeds", "1", "--key-seeds", "3", "--steps", "100",
           "--batch-size", "32", "--learning-rate", "2e-3"]
@@ -37,13 +39,47 @@ def run_study(name: str, work: Path) -> str:
     if done.returncode != 0:
         raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
     seconds = time.perf_counter() - started
-    return f"## {name} ({seconds / 60:.1f} min in this invocation)\n{_wall_times(work / name)}\n{done.stdout}"
+    return (f"## {name} ({seconds / 60:.1f} min in this invocation)\n{_wall_times(work / name)}\n{done.stdout}\n"
+            f"{markdown(read_json(work / name / 'validate.json'))}")
+
+
+def _cell(value: float, digits: int = 2) -> str:
+    return "undefined" if value != value else f"{value:+.{digits}f}"
+
+
+def markdown(document: dict) -> str:
+    """The README's tables: placements (mean ± sd over seeds), correlations, the λ sweep."""
+    lines = []
+    placements = document["placements"]
+    if placements:
+        lines += ["| placement | test accuracy | seeds | validation | final train loss |", "|---|---|---|---|---|"]
+        for name in document["ranking"]:
+            p = placements[name]
+            acc = p["test_accuracy"]
+            spread = f" ± {acc['std']:.4f}" if acc["n"] > 1 else ""
+            lines.append(f"| {name} | {acc['mean']:.4f}{spread} | {acc['n']} | {p['validation_accuracy']['mean']:.4f} "
+                         f"| {p['final_train_loss']['mean']:.3f} |")
+        lines += ["", "| predictor | Spearman ρ [95% CI] | Kendall τ [95% CI] | ρ with final train loss |",
+                  "|---|---|---|---|"]
+        table = document["correlations"]["test_accuracy"]
+        loss = document["correlations"]["final_train_loss"]
+        for name in sorted(table, key=lambda n: -(table[n]["spearman"] if table[n]["spearman"] == table[n]["spearman"]
+                                                   else -2)):
+            c = table[name]
+            lines.append(f"| {name} | {_cell(c['spearman'])} [{_cell(c['spearman_ci'][0])}, {_cell(c['spearman_ci'][1])}]"
+                         f" | {_cell(c['kendall'])} [{_cell(c['kendall_ci'][0])}, {_cell(c['kendall_ci'][1])}] | "
+                         f"{_cell(loss[name]['spearman'])} |")
+    if document.get("sweep"):
+        lines += ["", "| λ | fine-tuned test acc | linear model test acc | linearization gap | ‖θ−θ0‖ |",
+                  "|---|---|---|---|---|"]
+        for r in document["sweep"]:
+            lines.append(f"| {r['lambda']:g} | {r['test_accuracy']:.4f} | {r['linear_model_accuracy']:.4f} | "
+                         f"{r['linearization_gap']:.3f} | {r['distance_from_theta0']:.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _wall_times(folder: Path) -> str:
     """Sum of run wall times: the 12 first-seed runs (the speed target) and all of them."""
-    from ntk_advisor.artifacts import read_json
-
     first = [read_json(p)["wall_seconds"] for p in folder.glob("runs/*/seed-0/metrics.json")]
     every = [read_json(p)["wall_seconds"] for p in folder.glob("**/metrics.json")]
     profile = read_json(folder / "profile" / "profile.json")["timing"].get("total_s", float("nan"))

@@ -151,3 +151,15 @@ def test_validate_and_report_commands_on_a_tiny_model(tiny_model_folder, tiny_cs
     changed = [a if a != "400" else "500" for a in args]  # same folder, another budget: refused
     code, _, err = run_cli(changed, capsys, monkeypatch)
     assert_one_line_error(code, err, r"other settings \(budget\)")
+
+
+def test_cli_default_objective_is_the_librarys():
+    """The CLI spells the default out (importing the recommender would slow every command)."""
+    import inspect
+
+    from ntk_advisor.cli import stages
+    from ntk_advisor.recommender import DEFAULT_OBJECTIVE, RecommendConfig
+
+    for command in (stages.recommend, stages.advise):
+        assert inspect.signature(command).parameters["objective"].default == DEFAULT_OBJECTIVE
+    assert RecommendConfig().objective == DEFAULT_OBJECTIVE

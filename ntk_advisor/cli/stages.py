@@ -150,7 +150,7 @@ def recommend(
     out_path: Annotated[Path, typer.Option("--out", help="Recipe file to write (YAML).")] = Path("recipe.yaml"),
     method: MethodOption = "rocoft",
     budget: BudgetOption = 21_506,
-    objective: ObjectiveOption = "alignment",
+    objective: ObjectiveOption = "trace",  # recommender.DEFAULT_OBJECTIVE (tested equal)
     placement: PlacementOption = "advised",
     proximal: ProximalOption = 0.0,
     axis: AxisOption = "rows",
@@ -179,7 +179,7 @@ def advise(
     profile_dir: Annotated[Optional[Path], typer.Option("--profile-out", help="Keep the profile here.")] = None,
     method: MethodOption = "rocoft",
     budget: BudgetOption = 21_506,
-    objective: ObjectiveOption = "alignment",
+    objective: ObjectiveOption = "trace",  # recommender.DEFAULT_OBJECTIVE (tested equal)
     placement: PlacementOption = "advised",
     proximal: ProximalOption = 0.0,
     axis: AxisOption = "rows",
