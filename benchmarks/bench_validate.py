@@ -14,7 +14,6 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from ntk_advisor.artifacts import read_json
@@ -33,13 +32,12 @@ STUDIES = {
 
 
 def run_study(name: str, work: Path) -> str:
-    started = time.perf_counter()
     done = subprocess.run(CLI + ["validate", "--out", str(work / name), "--model", "minilm-l6"] + COMMON
                           + STUDIES[name], capture_output=True, text=True, env={**os.environ, "COLUMNS": "150"})
     if done.returncode != 0:
         raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
-    seconds = time.perf_counter() - started
-    return (f"## {name} ({seconds / 60:.1f} min in this invocation)\n{_wall_times(work / name)}\n{done.stdout}\n"
+    # The run folders' own wall times, not this invocation's: a resumed study reads finished runs back.
+    return (f"## {name}\n{_wall_times(work / name)}\n{done.stdout}\n"
             f"{markdown(read_json(work / name / 'validate.json'))}")
 
 

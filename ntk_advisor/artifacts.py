@@ -86,6 +86,20 @@ def json_restore(value):
     return value
 
 
+def write_text_atomically(path: Path, text: str) -> None:
+    """A temp file in the same folder, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def read_json(path: Path):
     """A JSON file written with json_safe, with its non-finite floats restored."""
     return json_restore(json.loads(Path(path).read_text()))

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from . import figures
-from .artifacts import read_json
+from .artifacts import read_json, write_text_atomically
 from .errors import NtkAdvisorError
 
 
@@ -156,9 +156,6 @@ _STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em aut
 
 def write_report(folder: str | Path, out: str | Path) -> dict:
     """Write the page; returns {"kind", "figures"}."""
-    import os
-    import tempfile
-
     folder, out = Path(folder), Path(out)
     if not folder.is_dir():
         raise ReportError(f"'{folder}' is not a folder: pass a profile, validate or run folder")
@@ -167,9 +164,5 @@ def write_report(folder: str | Path, out: str | Path) -> dict:
     title = f"ntk-advisor {kind} report: {folder.name}"
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(page)
-    os.replace(tmp, out)
+    write_text_atomically(out, page)
     return {"kind": kind, "figures": page.count("<img ")}

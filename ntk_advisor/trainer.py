@@ -25,6 +25,7 @@ import torch
 from . import data as data_lib
 from . import models
 from .apply import apply_recipe
+from .artifacts import write_text_atomically
 from .errors import TrainError
 from .methods.rocoft import save_rocoft_adapter
 from .ntk.linearization import linearization_gap
@@ -49,13 +50,6 @@ def _atomic_torch_save(obj, path: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def latest_checkpoint(folder: Path) -> tuple[dict | None, Path | None]:
@@ -290,5 +284,5 @@ def _write_run(out: Path, recipe: Recipe, trained, metrics: dict) -> None:
         shutil.rmtree(adapter)
     os.replace(tmp, adapter)
     save_recipe(recipe, out / "recipe.yaml", command=f"ntk-advisor train {out / 'recipe.yaml'} --out {out}")
-    _atomic_write_text(out / "metrics.json", json.dumps(metrics | {"recipe": recipe_to_dict(recipe)}, indent=2,
+    write_text_atomically(out / "metrics.json", json.dumps(metrics | {"recipe": recipe_to_dict(recipe)}, indent=2,
                                                         default=float) + "\n")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import json_safe, load_profile, read_json, save_profile
+from .artifacts import json_safe, load_profile, read_json, save_profile, write_text_atomically
 from .errors import NtkAdvisorError, RecipeError
 from .ntk.select import OBJECTIVES
 from .placement import LORA_BASELINES, ROCOFT_BASELINES
@@ -176,18 +176,14 @@ def _read_json(path: Path):
 
 
 def _write_json(path: Path, document) -> None:
-    from .trainer import _atomic_write_text
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, json.dumps(json_safe(document), indent=2) + "\n")
+    write_text_atomically(path, json.dumps(json_safe(document), indent=2) + "\n")
 
 
 def _check_settings(out: Path, config: ValidateConfig, force: bool) -> dict:
-    wanted = json_safe(asdict(config) | {"key_placements": list(config.key_placements),
-                                         "lambdas": list(config.lambdas)})
+    wanted = json.loads(json.dumps(json_safe(asdict(config))))  # as it reads back: tuples become lists
     stored = _read_json(out / "settings.json")
-    if stored is not None and stored != json.loads(json.dumps(wanted)) and not force:
-        changed = sorted(k for k in wanted if stored.get(k) != json.loads(json.dumps(wanted))[k])
+    if stored is not None and stored != wanted and not force:
+        changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
         raise ValidateError(f"'{out}' holds a study with other settings ({', '.join(changed)}): rerun with the same "
                             "settings to resume, pass --force to start over, or choose another --out")
     if stored is not None and force:
