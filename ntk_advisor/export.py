@@ -44,7 +44,7 @@ def merged_model(run_dir: str | Path):
     recipe = load_recipe(run_dir / "recipe.yaml")
     from .trainer import load_for_recipe
 
-    loaded = load_for_recipe(recipe)
+    loaded, _ = load_for_recipe(recipe)
     try:
         model = load_adapter(loaded.backbone, adapter)
     except Exception as exc:  # noqa: BLE001 - safetensors, PEFT and torch each raise their own types

@@ -30,6 +30,15 @@ class ModelSpec(_Strict):
     num_labels: Annotated[int, Field(ge=2)] = 2
     task: Literal["classifier", "label-words"] = Field(
         "classifier", description="classifier: a new head on pooled features; label-words: prompting (decoder LMs).")
+    head_init: Literal["random", "probe"] = Field(
+        "random", description="classifier: start the new head from its seeded random init, or from a logistic-"
+                              "regression probe on frozen features (the head `profile --head probe` measured).")
+
+    @model_validator(mode="after")
+    def _head_init_needs_a_new_head(self):
+        if self.task == "label-words" and self.head_init == "probe":
+            raise ValueError("head_init probe is for task classifier; label-words starts from the label words' rows")
+        return self
 
 
 class DataSpec(_Strict):

@@ -32,6 +32,7 @@ from .ntk.linearization import linearization_gap
 from .recipe import Recipe, recipe_to_dict, save_recipe
 
 Progress = Callable[[str, int, int, dict], None]
+PROBE_HEAD_EXAMPLES = 1000  # as `profile --head probe`, so a recipe's probe head matches the profiled one
 CHECKPOINTS = "checkpoints"
 
 
@@ -120,14 +121,30 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def load_for_recipe(recipe: Recipe, label_names=None, seed: int = 0) -> models.LoadedModel:
-    """The model a recipe trains: its head initialized from ``seed``, or from the label words."""
-    if label_names is None and recipe.model.task == "label-words" and not recipe.data.label_words:
-        label_names = data_lib.load_dataset(recipe.data.source, recipe.data.text_column,
-                                            recipe.data.label_column).label_names
-    return models.load_classifier(recipe.model.name, num_labels=recipe.model.num_labels, seed=seed,
-                                  task=recipe.model.task, template=recipe.data.template,
-                                  label_words=recipe.data.label_words, label_names=label_names)
+def load_for_recipe(recipe: Recipe, label_names=None, seed: int | None = None,
+                    splits: data_lib.Splits | None = None) -> tuple[models.LoadedModel, dict]:
+    """θ0 of a recipe: the model with its head from the training seed, the label words, or a probe.
+
+    Training and export both start here, so an exported run with a frozen head has the head it
+    was trained with. Returns the model and a report of how the head was initialized.
+    """
+    seed = recipe.training.seed if seed is None else seed
+    needs_data = (recipe.model.task == "label-words" and not recipe.data.label_words and label_names is None) or \
+        (recipe.model.head_init == "probe" and splits is None)
+    dataset = data_lib.load_dataset(recipe.data.source, recipe.data.text_column,
+                                    recipe.data.label_column) if needs_data else None
+    loaded = models.load_classifier(recipe.model.name, num_labels=recipe.model.num_labels, seed=seed,
+                                    task=recipe.model.task, template=recipe.data.template,
+                                    label_words=recipe.data.label_words,
+                                    label_names=label_names if label_names is not None else
+                                    (dataset.label_names if dataset else None))
+    if recipe.model.head_init != "probe" or loaded.head_name is None:
+        return loaded, {"kind": "label-words" if loaded.prompt else "random", "seed": seed}
+    from .profiler import fit_probe_head
+
+    splits = splits or data_lib.split_dataset(dataset, seed=recipe.data.seed)
+    return loaded, fit_probe_head(loaded, splits.train, splits.validation, seed=recipe.data.seed,
+                                  examples=PROBE_HEAD_EXAMPLES, max_length=recipe.data.max_length)
 
 
 def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = False,
@@ -150,7 +167,7 @@ def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = F
     if dataset.num_classes != recipe.model.num_labels:
         raise TrainError(f"model.num_labels is {recipe.model.num_labels} but the data has {dataset.num_classes} classes")
     splits = data_lib.split_dataset(dataset, seed=recipe.data.seed)
-    loaded = load_for_recipe(recipe, dataset.label_names, seed=cfg.seed)
+    loaded, head_report = load_for_recipe(recipe, dataset.label_names, splits=splits)
     targets = {t.name for t in models.discover_targets(loaded.backbone)}
     unknown = [t.module for t in recipe.targets if t.module not in targets]
     if unknown:
@@ -244,6 +261,7 @@ def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = F
     test = _evaluate(logits_model, loaded, splits.test, recipe.data.max_length)
     gap = _gap(loaded, logits_model, trained, proximal, splits.validation, recipe.data.max_length)
     metrics = {
+        "head_init": head_report,
         "validation_best": best, "test": test, "history": history, "loss_curve": curve,
         "steps": step, "trainable_parameters": sum(p.numel() for p in params),
         "optimizer_state_bytes": sum(t.numel() * t.element_size() for s in optimizer.state.values()

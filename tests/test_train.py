@@ -156,3 +156,29 @@ def test_two_cpu_processes_run_the_same_recipe(tiny_model_folder, tiny_csv, tmp_
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["steps"] == 6
     assert done.stdout.count('"processes"') == 1  # only rank 0 prints
+
+
+@pytest.mark.parametrize("head_init", ["random", "probe"])
+def test_a_frozen_head_is_exported_as_it_was_trained(tiny_model_folder, tiny_csv, tmp_path, head_init):
+    from ntk_advisor.export import merged_model
+    from ntk_advisor.trainer import load_for_recipe
+
+    recipe = apply_overrides(tiny_recipe(tiny_model_folder, tiny_csv, max_steps=2, seed=3),
+                             [f"model.head_init={head_init}", "training.train_head=false"])
+    result = train(recipe, tmp_path / "run")
+    assert result.metrics["head_init"]["kind"] == head_init
+    theta0, _ = load_for_recipe(recipe)
+    merged, _ = merged_model(tmp_path / "run")
+    head = theta0.head_name
+    torch.testing.assert_close(merged.get_submodule(head).weight, theta0.backbone.get_submodule(head).weight)
+    if head_init == "probe":  # the tiny checkpoint ships a head: the probe must have replaced it
+        initial = load_for_recipe(apply_overrides(recipe, ["model.head_init=random"]))[0]
+        assert not torch.allclose(theta0.backbone.get_submodule(head).weight,
+                                  initial.backbone.get_submodule(head).weight)
+
+
+def test_probe_head_init_is_refused_for_label_words(tiny_model_folder, tiny_csv):
+    from ntk_advisor.errors import RecipeError
+
+    with pytest.raises((RecipeError, ValueError), match="head_init probe"):
+        apply_overrides(tiny_recipe(tiny_model_folder, tiny_csv), ["model.task=label-words", "model.head_init=probe"])
