@@ -44,8 +44,11 @@ class ProfileConfig:
     ridge: float = 1e-3  # LOO kernel ridge strength, relative to the kernel's mean diagonal
     modules: tuple[str, ...] = ()  # restrict to these module names (default: every Linear)
     dtype: str = "float32"  # model dtype; kernels are always contracted in float64
+    capture_mib: int = 512  # captured x and δ per forward pass; more modules take further passes
 
     def validate(self) -> None:
+        if self.capture_mib < 1:
+            raise ProfileError(f"--capture-mib must be at least 1, got {self.capture_mib}")
         if self.samples < 2:
             raise ProfileError(f"--samples must be at least 2, got {self.samples}")
         if self.max_length < 1:
@@ -65,7 +68,8 @@ class ProfileConfig:
 Progress = Callable[[str, int, int], None]
 
 
-def fit_probe_head(loaded: models.LoadedModel, train, validation, config: ProfileConfig, exclude: set[str]) -> dict:
+def fit_probe_head(loaded: models.LoadedModel, train, validation, *, seed: int, examples: int, max_length: int,
+                   exclude: frozenset[str] = frozenset()) -> dict:
     """Fit the new head as a logistic-regression probe on frozen features; load it in place.
 
     Binary tasks: sklearn gives one direction w; the 2-logit head gets (−w/2, +w/2) so that
@@ -73,14 +77,14 @@ def fit_probe_head(loaded: models.LoadedModel, train, validation, config: Profil
     """
     from sklearn.linear_model import LogisticRegression
 
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(seed)
     pool = [i for i in range(len(train)) if train.texts[i] not in exclude]
-    chosen = sorted(rng.permutation(pool)[: config.head_train_examples].tolist())
+    chosen = sorted(rng.permutation(pool)[:examples].tolist())
     fit_set = train.subset(chosen)
-    val_set = validation.subset(list(range(min(len(validation), config.head_train_examples))))
+    val_set = validation.subset(list(range(min(len(validation), examples))))
     features = {}
     for split_name, split in (("fit", fit_set), ("validation", val_set)):
-        batch = loaded.encode(split.texts, config.max_length)
+        batch = loaded.encode(split.texts, max_length)
         features[split_name] = models.head_inputs(loaded, batch).to(torch.float64).numpy()
     if len(set(fit_set.labels)) < 2:
         raise ProfileError("the head's training pool holds a single class: use --head random or more data")
@@ -145,7 +149,9 @@ def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkPr
             warnings.append("the model has no new head to fit: profiling the checkpoint's own head")
         else:
             progress("fit head", 0, 1)
-            head_report = fit_probe_head(loaded, splits.train, splits.validation, config, set(sample.texts))
+            head_report = fit_probe_head(loaded, splits.train, splits.validation, seed=config.seed,
+                                         examples=config.head_train_examples, max_length=config.max_length,
+                                         exclude=frozenset(sample.texts))
             progress("fit head", 1, 1)
             if not any(p.abs().max() > 0 for p in loaded.backbone.get_submodule(loaded.head_name).parameters()):
                 warnings.append("the probe came out exactly zero (the frozen features do not separate the classes), "
@@ -185,7 +191,8 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
     with torch.enable_grad():
         if config.method == "structured":
             modules = {prefix + t.name: loaded.backbone.get_submodule(t.name) for t in targets}
-            raw = structured_kernels(loaded.logits_model, batch, modules, spec, on_progress=progress)
+            raw = structured_kernels(loaded.logits_model, batch, modules, spec, on_progress=progress,
+                                     max_group_bytes=config.capture_mib * 2**20)
         else:
             weights = {prefix + t.name: (prefix + t.name + ".weight", t.transposed) for t in targets}
             raw = jacobian_kernels(loaded.logits_model, batch, weights, spec, on_progress=progress)

@@ -224,3 +224,28 @@ def test_route_choice_follows_cost():
     assert choose_route(rows=64, tokens=32, d_out=384, d_in=384) == "per-example"
     assert choose_route(rows=4, tokens=2, d_out=4096, d_in=4096) == "gram"
     assert choose_route(rows=64, tokens=32, d_out=8192, d_in=8192, max_gradient_bytes=2**20) == "gram"
+
+
+@pytest.mark.parametrize("reduction", ["trace", "full"])
+def test_module_groups_give_the_same_kernels_with_less_captured(tiny_model, reduction):
+    from ntk_advisor.ntk.kernels import module_groups
+
+    spec = OutputSpec(reduction, 2, LABELS3 % 2)
+    _, modules = modules_of(tiny_model)
+    batch = tiny_batch()
+    tokens = batch["input_ids"].numel()
+    cap = 3 * tokens * 24 * 8  # about two of the tiny model's modules' x and δ per group
+    groups = module_groups(modules, tokens, spec, cap)
+    assert [n for g in groups for n in g] == list(modules) and len(groups) > 2
+    passes = spec.num_passes if reduction == "full" else 1
+    for group in groups:
+        sizes = [tokens * (modules[n].weight.shape[1] + passes * modules[n].weight.shape[0]) * 8 for n in group]
+        assert sum(sizes) <= cap or len(group) == 1
+    seen = []
+    whole = structured_kernels(tiny_model.logits_model, batch, modules, spec)
+    grouped = structured_kernels(tiny_model.logits_model, batch, modules, spec, max_group_bytes=cap,
+                                 on_progress=lambda stage, done, total: seen.append((done, total)))
+    assert seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    for name in whole:
+        assert rel(grouped[name].kernel, whole[name].kernel) < 1e-12
+        assert rel(grouped[name].row_energy, whole[name].row_energy) < 1e-12

@@ -50,6 +50,9 @@ def profile(
     method: Annotated[str, typer.Option(help="structured (fast, default) or jacobian (vmap(jacrev) reference).")] = "structured",
     dtype: Annotated[str, typer.Option(help="Model dtype: float32 or float64. Kernels are float64 either way.")] = "float32",
     module: Annotated[Optional[list[str]], typer.Option("--module", help="Profile only this module (repeatable).")] = None,
+    capture_mib: Annotated[int, typer.Option(help=(
+        "MiB for the layer inputs and output gradients held at once; past it, modules are profiled in further "
+        "forward/backward passes (same kernels, less memory, a little slower)."))] = 512,
     force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
     top: Annotated[int, typer.Option(help="Rows of the summary table.")] = 10,
     as_json: JsonOption = False,
@@ -65,7 +68,7 @@ def profile(
     config = ProfileConfig(model=model, data=data, text_column=text_column, label_column=label_column,
                            samples=samples, max_length=max_length, seed=seed, reduction=output, head=head,
                            method=method, dtype=dtype, modules=tuple(module or ()), task=task,
-                           **_prompt_options(template, label_word))
+                           capture_mib=capture_mib, **_prompt_options(template, label_word))
     with _progress_bar() as bar:
         result = run_profile(config, on_progress=_progress_callback(bar))
     save_profile(result, out_dir, force=force)

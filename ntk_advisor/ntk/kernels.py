@@ -39,6 +39,7 @@ where the target weights w (k×R) define the target Gram T = wᵀw (``targets.ta
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -168,7 +169,12 @@ _ROUTES = {"per-example": per_example_route, "gram": gram_route}
 
 
 class _Capture:
-    """Forward hooks that keep each target module's input x and output y (for autograd.grad)."""
+    """Forward hooks that keep each target module's input x and output y (for autograd.grad).
+
+    Only the module outputs need gradients, so the forward runs with every parameter frozen
+    and each captured output made a graph leaf where nothing upstream needs a gradient: the
+    graph starts at the first captured module and saves no tensors for weight gradients.
+    """
 
     def __init__(self, modules: Mapping[str, nn.Module]):
         self.inputs: dict[str, torch.Tensor] = {}
@@ -178,13 +184,28 @@ class _Capture:
     def _hook(self, name):
         def hook(module, args, output):
             self.inputs[name] = args[0].detach()
+            if not output.requires_grad:
+                output = output.detach().requires_grad_()
             self.outputs[name] = output
+            return output
 
         return hook
 
     def remove(self):
         for handle in self._handles:
             handle.remove()
+
+
+@contextmanager
+def _frozen_parameters(model: nn.Module):
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 def _as_tokens(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -206,7 +227,8 @@ def module_passes(
     """
     capture = _Capture(modules)
     try:
-        outputs = model(**inputs)
+        with _frozen_parameters(model), torch.enable_grad():
+            outputs = model(**inputs)
     finally:
         capture.remove()
     missing = [name for name in modules if name not in capture.inputs]
@@ -240,17 +262,60 @@ def structured_kernels(
     spec: OutputSpec,
     route: str = "auto",
     on_progress: Progress | None = None,
+    max_group_bytes: int | None = None,
 ) -> dict[str, ModuleKernel]:
     """Per-module weight kernels from one forward and C backward passes (one for `margin`).
 
     model(**inputs) -> (N, C) outputs; ``modules`` maps names to nn.Linear / Conv1D modules
-    of that model. Memory: inputs of every module plus one pass's δ of every module
-    (N·T·Σ(d_in+d_out) floats); with `full`, the δ of all C passes.
+    of that model. Memory: the forward graph, plus x and one pass's δ of every module
+    (N·T·Σ(d_in+d_out) floats; with `full`, the δ of all C passes). ``max_group_bytes`` caps
+    that second part: modules are taken in consecutive groups whose x and δ fit, at the cost
+    of one forward and C backward passes per group (the kernels do not change).
     """
+    steps_per_module = 1 if spec.reduction == "full" else spec.num_passes
+    total = steps_per_module * len(modules)
+    results: dict[str, ModuleKernel] = {}
+    for group in module_groups(modules, _tokens(inputs), spec, max_group_bytes):
+        offset = steps_per_module * len(results)
+
+        def progress(stage: str, done: int, _total=None, offset=offset) -> None:
+            if on_progress:
+                on_progress(stage, offset + done, total)
+
+        results |= _group_kernels(model, inputs, {name: modules[name] for name in group}, spec, route, progress)
+    return results
+
+
+def _tokens(inputs: Mapping[str, torch.Tensor]) -> int:
+    first = next(iter(inputs.values()))
+    return int(first.shape[0] * (first.shape[1] if first.dim() > 1 else 1))
+
+
+def module_groups(modules: Mapping[str, nn.Module], tokens: int, spec: OutputSpec,
+                  max_group_bytes: int | None) -> list[list[str]]:
+    """Consecutive groups of module names whose captured x and δ (tokens·(d_in+d_out) each,
+    C passes of δ for `full`) stay under ``max_group_bytes``; None: one group. A module that
+    alone exceeds the cap gets a group of its own."""
+    names = list(modules)
+    if max_group_bytes is None:
+        return [names]
+    groups, current, used = [], [], 0
+    for name in names:
+        weight = modules[name].weight  # Linear [d_out, d_in]; Conv1D's transpose only shifts the estimate
+        passes = spec.num_passes if spec.reduction == "full" else 1
+        size = tokens * (weight.shape[1] + passes * weight.shape[0]) * weight.element_size()
+        if current and used + size > max_group_bytes:
+            groups.append(current)
+            current, used = [], 0
+        current.append(name)
+        used += size
+    return groups + [current] if current else groups
+
+
+def _group_kernels(model, inputs, modules, spec, route, on_progress) -> dict[str, ModuleKernel]:
     names = list(modules)
     kept: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     results: dict[str, ModuleKernel] = {}
-    total = spec.num_passes * len(names)
     x_by_name: dict[str, torch.Tensor] = {}
     for p, x_by_name, deltas in module_passes(model, inputs, modules, spec):
         for i, name in enumerate(names):
@@ -259,13 +324,11 @@ def structured_kernels(
                 continue
             part = _contract(x_by_name[name], deltas[name], spec.target_weights(), route)
             results[name] = part if name not in results else results[name].add_(part)
-            if on_progress:
-                on_progress("modules", p * len(names) + i + 1, total)
+            on_progress("modules", p * len(names) + i + 1)
     if spec.reduction == "full":
         for i, name in enumerate(names):
             results[name] = _contract(*kernel_rows(x_by_name[name], kept.pop(name), spec), spec.target_weights(), route)
-            if on_progress:
-                on_progress("modules", i + 1, len(names))
+            on_progress("modules", i + 1)
     return results
 
 
