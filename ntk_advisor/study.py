@@ -71,12 +71,27 @@ def summarize(config, plan: dict, results: dict[str, dict], linear: dict | None)
                                     resamples=config.resamples, seed=config.seed)
                 for p in placements[names[0]]["predictors"]}
     ranking = sorted(names, key=lambda n: -placements[n]["test_accuracy"]["mean"])
+    reference = "advised" if "advised" in placements else (names[0] if names else None)
+    paired = {n: paired_difference(placements[reference]["runs"], placements[n]["runs"])
+              for n in names if n != reference} if reference else {}
     document = {"settings": asdict(config), "budget": plan["budget"], "head_parameters": plan["head"],
                 "duplicates": plan["duplicates"], "placements": placements, "correlations": correlations,
-                "ranking": ranking}
+                "ranking": ranking, "paired_reference": reference,
+                "paired": {n: d for n, d in paired.items() if d["n"] >= 2}}
     if linear is not None:
         document["sweep"] = _sweep(config, results, linear)
     return document
+
+
+def paired_difference(runs_a: dict, runs_b: dict, measure: str = "test_accuracy") -> dict:
+    """a − b over the training seeds both arms ran (same seed: same data order and head init).
+
+    Pairing removes the seed's share of the variance; the standard error is sd(d)/√n.
+    """
+    seed_of = lambda path: path.rsplit("/", 1)[-1]  # noqa: E731 — runs/<arm>/seed-<s>
+    a = {seed_of(p): r[measure] for p, r in runs_a.items()}
+    b = {seed_of(p): r[measure] for p, r in runs_b.items()}
+    return _mean_spread([a[s] - b[s] for s in sorted(set(a) & set(b))])
 
 
 def _sweep(config, results: dict[str, dict], linear: dict) -> list[dict]:

@@ -54,6 +54,7 @@ class ValidateConfig:
     seeds: int = 1  # training seeds for every placement
     key_seeds: int = 3  # training seeds for the key placements
     key_placements: tuple[str, ...] = ("advised", "first-k", "lora-qv", "weight-kappa")
+    arms: tuple[str, ...] = ()  # exactly these placements (names as in the plan) instead of K
     steps: int | None = 150  # short runs, the same for every placement; None: train `epochs`
     epochs: int = 1
     learning_rate: float = 2e-3
@@ -70,7 +71,15 @@ class ValidateConfig:
     def validate(self) -> None:
         if self.method not in ("rocoft", "lora"):
             raise ValidateError(f"unknown --method '{self.method}': use rocoft or lora")
-        if self.placements != 0 and self.placements < 3:
+        if self.arms:
+            known = {name for name, _, _ in _names(self.method)}
+            unknown = [a for a in self.arms if a not in known and not _random_seed(a)]
+            if unknown:
+                raise ValidateError(f"unknown arm '{unknown[0]}': use advised, advised-<objective>, a baseline "
+                                    f"({', '.join(sorted(known - {'advised'}))}) or random-<seed>")
+            if len(set(self.arms)) != len(self.arms):
+                raise ValidateError("--arms names a placement twice")
+        elif self.placements != 0 and self.placements < 3:
             raise ValidateError(f"--placements must be at least 3 to rank-correlate, got {self.placements} "
                                 "(0 runs only the --lambdas sweep)")
         if self.placements == 0 and not self.lambdas:
@@ -97,6 +106,12 @@ def _names(method: str) -> list[tuple[str, str, str]]:
     return advised + baselines + cross
 
 
+def _random_seed(name: str) -> int | None:
+    """random-<n>: the random placement drawn with seed + n."""
+    head, _, tail = name.partition("-")
+    return int(tail) if head == "random" and tail.isdigit() and int(tail) > 0 else None
+
+
 def _canonical(placement: dict, method: str) -> str:
     return json.dumps([method, sorted((m, v if method == "lora" else [v[0], sorted(v[1])])
                                       for m, v in placement.items())])
@@ -108,15 +123,23 @@ def build_plan(profile_dir: Path, config: ValidateConfig, progress: Progress) ->
     base = RecommendConfig(method=config.method, budget=config.budget, proximal=config.proximal, seed=config.seed)
     budget, head, biases = weight_budget(captured, base)
     ridge = search_ridge(captured, config.proximal)
-    wanted = config.placements or 1  # the sweep alone still needs the advised placement
+    wanted = len(config.arms) or config.placements or 1  # the sweep alone still needs the advised placement
     plan, seen, duplicates = {}, {}, {}
     candidates = _names(config.method)
+    if config.arms:
+        named = {c[0]: c for c in candidates}
+        candidates = [named.get(a, (a, "random", config.method)) for a in config.arms]
     random_seeds = iter(range(1, 10 * wanted + 10))
     while len(plan) < wanted:
-        if candidates:
+        if candidates and candidates[0][1] == "random" and _random_seed(candidates[0][0]):
+            name, _, method = candidates.pop(0)
+            settings = replace(base, placement="random", seed=config.seed + _random_seed(name))
+        elif candidates:
             name, kind, method = candidates.pop(0)
             settings = replace(base, method=method, **({"objective": kind} if kind in OBJECTIVES
                                                        else {"placement": kind}))
+        elif config.arms:
+            break  # named arms that coincide are recorded as duplicates, not replaced
         else:  # seeded random placements fill K
             extra = next(random_seeds, None)
             if extra is None:
@@ -249,7 +272,7 @@ def _linear_sweep(out: Path, config: ValidateConfig, settings: dict, entry: dict
     recipe = _recipe(settings, config, entry, config.seed, 0.0, "plain")
     dataset = data_lib.load_dataset(recipe.data.source, recipe.data.text_column, recipe.data.label_column)
     splits = data_lib.split_dataset(dataset, seed=recipe.data.seed)
-    loaded = load_for_recipe(recipe, dataset.label_names, seed=config.seed)
+    loaded, _ = load_for_recipe(recipe, dataset.label_names, splits=splits)
     trained, _ = apply_recipe(loaded.backbone, recipe, loaded.head_name)
     logits_model = models.SequenceLogits(trained)
     fit = splits.train.subset(list(range(min(config.kernel_examples, len(splits.train)))))

@@ -203,3 +203,31 @@ def test_a_zero_probe_is_reported_not_silently_profiled(tiny_model_folder, tiny_
 
     result = profile(ProfileConfig(model=str(tiny_model_folder), data=str(tiny_csv), samples=8, max_length=16))
     assert any("exactly zero" in w for w in result.warnings)
+
+
+def test_named_arms_are_exactly_the_plan(tiny_model_folder, tiny_csv, tmp_path):
+    arms = ("first-k", "advised", "random", "random-2")
+    document = validate(tiny_config(tiny_model_folder, tiny_csv, arms=arms, key_placements=()), tmp_path / "s")
+    plan = json.loads((tmp_path / "s" / "plan.json").read_text())
+    # Every arm is trained, or recorded as the duplicate of an earlier arm with the same placement.
+    assert [n for n in arms if n in plan["placements"]] == list(plan["placements"])
+    assert set(plan["placements"]) | set(plan["duplicates"]) == set(arms)
+    assert plan["placements"]["random"]["placement"] != plan["placements"]["random-2"]["placement"]
+    assert set(document["placements"]) == set(plan["placements"])
+
+
+def test_unknown_arms_are_clear_errors(tiny_model_folder, tiny_csv):
+    with pytest.raises(ValidateError, match="unknown arm 'best'"):
+        tiny_config(tiny_model_folder, tiny_csv, arms=("advised", "best")).validate()
+    with pytest.raises(ValidateError, match="twice"):
+        tiny_config(tiny_model_folder, tiny_csv, arms=("advised", "advised")).validate()
+
+
+def test_paired_difference_uses_only_shared_seeds():
+    from ntk_advisor.study import paired_difference
+
+    a = {f"runs/a/seed-{s}": {"test_accuracy": v} for s, v in enumerate([0.80, 0.82, 0.78])}
+    b = {f"runs/b/seed-{s}": {"test_accuracy": v} for s, v in enumerate([0.79, 0.80, 0.77, 0.99])}
+    d = paired_difference(a, b)
+    assert d["n"] == 3 and d["mean"] == pytest.approx(0.08 / 6, abs=1e-12)
+    assert d["sem"] == pytest.approx(np.std([0.01, 0.02, 0.01], ddof=1) / math.sqrt(3))

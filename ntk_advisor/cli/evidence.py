@@ -35,6 +35,9 @@ def validate(
     placements: Annotated[int, typer.Option("--placements", "-k", help=(
         "K placements: advised per objective, every baseline, then seeded random ones. 0 with --lambdas runs "
         "only the sweep."))] = 12,
+    arms: Annotated[Optional[str], typer.Option(help=(
+        "Exactly these placements instead of K, comma-separated: advised, advised-<objective>, baselines such as "
+        "first-k,wanda-max,weight-kappa,random, lora-qv, or random-<n> for more random draws."))] = None,
     seeds: Annotated[int, typer.Option(help="Training seeds for every placement.")] = 1,
     key_seeds: Annotated[int, typer.Option(help="Training seeds for the key placements.")] = 3,
     key: Annotated[str, typer.Option(help="Key placements, comma-separated.")] = "advised,first-k,lora-qv,weight-kappa",
@@ -60,6 +63,7 @@ def validate(
     config = ValidateConfig(model=model, data=data, text_column=text_column, label_column=label_column,
                             method=method, budget=budget, placements=placements, seeds=seeds, key_seeds=key_seeds,
                             key_placements=tuple(k.strip() for k in key.split(",") if k.strip()),
+                            arms=tuple(a.strip() for a in (arms or "").split(",") if a.strip()),
                             steps=None if epochs else steps, epochs=epochs or 1, learning_rate=learning_rate,
                             batch_size=batch_size, samples=samples, max_length=max_length, proximal=proximal,
                             lambdas=_floats(lambdas, "--lambdas"), kernel_examples=kernel_examples, seed=seed)
