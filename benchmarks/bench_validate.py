@@ -50,12 +50,16 @@ def markdown(document: dict) -> str:
     lines = []
     placements = document["placements"]
     if placements:
-        lines += ["| placement | test accuracy | seeds | validation | final train loss |", "|---|---|---|---|---|"]
+        common = ", ".join(document.get("common_seeds", ["seed-0"]))
+        lines += [f"| placement | test accuracy ({common}) | test accuracy (all seeds) | seeds | validation | "
+                  "final train loss |", "|---|---|---|---|---|---|"]
         for name in document["ranking"]:
             p = placements[name]
             acc = p["test_accuracy"]
             spread = f" ± {acc['std']:.4f}" if acc["n"] > 1 else ""
-            lines.append(f"| {name} | {acc['mean']:.4f}{spread} | {acc['n']} | {p['validation_accuracy']['mean']:.4f} "
+            shared = p.get("common_seeds", {}).get("test_accuracy", acc)["mean"]
+            lines.append(f"| {name} | {shared:.4f} | {acc['mean']:.4f}{spread} | {acc['n']} | "
+                         f"{p['validation_accuracy']['mean']:.4f} "
                          f"| {p['final_train_loss']['mean']:.3f} |")
         lines += ["", "| predictor | Spearman ρ [95% CI] | Kendall τ [95% CI] | ρ with final train loss |",
                   "|---|---|---|---|"]

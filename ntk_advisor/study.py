@@ -62,25 +62,35 @@ def summarize(config, plan: dict, results: dict[str, dict], linear: dict | None)
             **{m: _mean_spread([r[m] for r in runs.values()]) for m in MEASURES + ("linearization_gap",)},
         }
     names = list(placements)
+    # Rank and correlate on the training seeds every placement ran: a seed moves all arms
+    # together, so a mean over 3 seeds next to a single seed-0 run compares seeds, not arms.
+    common = sorted(set.intersection(*(set(map(_seed_of, placements[n]["runs"])) for n in names))) if names else []
+    for name in names:
+        shared = [r for path, r in placements[name]["runs"].items() if _seed_of(path) in common]
+        placements[name]["common_seeds"] = {m: _mean_spread([r[m] for r in shared]) for m in MEASURES}
     correlations = {}
     if len(names) >= 3:
         for measure in MEASURES:  # final_train_loss: does the kernel predict how fast training goes?
-            target = [placements[n][measure]["mean"] for n in names]
+            target = [placements[n]["common_seeds"][measure]["mean"] for n in names]
             correlations[measure] = {
                 p: rank_correlation([placements[n]["predictors"][p] for n in names], target,
                                     resamples=config.resamples, seed=config.seed)
                 for p in placements[names[0]]["predictors"]}
-    ranking = sorted(names, key=lambda n: -placements[n]["test_accuracy"]["mean"])
+    ranking = sorted(names, key=lambda n: -placements[n]["common_seeds"]["test_accuracy"]["mean"])
     reference = "advised" if "advised" in placements else (names[0] if names else None)
     paired = {n: paired_difference(placements[reference]["runs"], placements[n]["runs"])
               for n in names if n != reference} if reference else {}
     document = {"settings": asdict(config), "budget": plan["budget"], "head_parameters": plan["head"],
                 "duplicates": plan["duplicates"], "placements": placements, "correlations": correlations,
-                "ranking": ranking, "paired_reference": reference,
+                "ranking": ranking, "common_seeds": common, "paired_reference": reference,
                 "paired": {n: d for n, d in paired.items() if d["n"] >= 2}}
     if linear is not None:
         document["sweep"] = _sweep(config, results, linear)
     return document
+
+
+def _seed_of(run_path: str) -> str:
+    return run_path.rsplit("/", 1)[-1]  # runs/<placement>/seed-<s>
 
 
 def paired_difference(runs_a: dict, runs_b: dict, measure: str = "test_accuracy") -> dict:
@@ -88,9 +98,8 @@ def paired_difference(runs_a: dict, runs_b: dict, measure: str = "test_accuracy"
 
     Pairing removes the seed's share of the variance; the standard error is sd(d)/√n.
     """
-    seed_of = lambda path: path.rsplit("/", 1)[-1]  # noqa: E731 — runs/<arm>/seed-<s>
-    a = {seed_of(p): r[measure] for p, r in runs_a.items()}
-    b = {seed_of(p): r[measure] for p, r in runs_b.items()}
+    a = {_seed_of(p): r[measure] for p, r in runs_a.items()}
+    b = {_seed_of(p): r[measure] for p, r in runs_b.items()}
     return _mean_spread([a[s] - b[s] for s in sorted(set(a) & set(b))])
 
 

@@ -145,12 +145,24 @@ def test_validate_and_report_commands_on_a_tiny_model(tiny_model_folder, tiny_cs
             "--key-seeds", "1", "--steps", "2", "--samples", "8", "--max-length", "16", "--out", str(study)]
     code, out, err = run_cli(args, capsys, monkeypatch)
     assert code == 0, err
-    assert "placements ranked by measured test accuracy" in out and "Spearman" in out
+    assert "placements ranked by test accuracy on the seeds all ran (seed-0)" in out and "Spearman" in out
     code, out, err = run_cli(["report", str(study), "--out", str(tmp_path / "r.html")], capsys, monkeypatch)
     assert code == 0 and "validate folder" in out and (tmp_path / "r.html").stat().st_size > 10_000
     changed = [a if a != "400" else "500" for a in args]  # same folder, another budget: refused
     code, _, err = run_cli(changed, capsys, monkeypatch)
     assert_one_line_error(code, err, r"other settings \(budget\)")
+
+
+def test_validate_named_arms_print_paired_differences(tiny_model_folder, tiny_csv, tmp_path, capsys, monkeypatch):
+    args = ["validate", "--model", str(tiny_model_folder), "--data", str(tiny_csv), "--budget", "400", "--arms",
+            "advised,first-k,random", "--seeds", "2", "--steps", "2", "--samples", "8", "--max-length", "16",
+            "--out", str(tmp_path / "study")]
+    code, out, err = run_cli(args, capsys, monkeypatch)
+    assert code == 0, err
+    assert "advised − first-k:" in out and "paired over 2 shared training seeds" in out
+    code, _, err = run_cli(args[:-1] + [str(tmp_path / "other")] + ["--arms", "advised,best"], capsys, monkeypatch)
+    assert_one_line_error(code, err, "unknown arm 'best'")
+    assert not (tmp_path / "other").exists()
 
 
 def test_cli_default_objective_is_the_librarys():

@@ -176,7 +176,7 @@ def test_summary_of_synthetic_runs_ranks_and_correlates():
     """study.summarize on made-up numbers: means, spreads, ranking and the sign of ρ are exact."""
     from ntk_advisor.study import best_predictor, summarize
 
-    accuracies = {"a": [0.9, 0.8], "b": [0.7], "c": [0.6], "d": [0.5]}
+    accuracies = {"a": [0.9, 0.3], "b": [0.7], "c": [0.6], "d": [0.5]}  # a's seed-1 run alone is bad
     plan = {"budget": 100, "head": 10, "duplicates": {}, "placements": {
         name: {"method": "rocoft", "kind": "baseline", "objective": None, "placement": {}, "scores": {},
                "predicted": {"weights": 90, "loo_accuracy": 0.5, "effective_rank": 3.0, "distance_to_full": 0.1,
@@ -188,7 +188,10 @@ def test_summary_of_synthetic_runs_ranks_and_correlates():
                for name, accs in accuracies.items() for s, acc in enumerate(accs)}
     document = summarize(ValidateConfig(resamples=100), plan, results, None)
     a = document["placements"]["a"]["test_accuracy"]
-    assert a["n"] == 2 and a["mean"] == pytest.approx(0.85) and a["std"] == pytest.approx(0.0707107, rel=1e-5)
+    assert a["n"] == 2 and a["mean"] == pytest.approx(0.6) and a["std"] == pytest.approx(0.4242641, rel=1e-5)
+    # Ranked and correlated on the seed every placement ran (seed-0), not on unequal seed sets:
+    # on all-seed means a (0.6) would fall below b (0.7) for a seed that b never ran.
+    assert document["common_seeds"] == ["seed-0"]
     assert document["ranking"] == ["a", "b", "c", "d"]
     table = document["correlations"]["test_accuracy"]
     assert table["objective:alignment"]["spearman"] == pytest.approx(1.0)
@@ -229,5 +232,5 @@ def test_paired_difference_uses_only_shared_seeds():
     a = {f"runs/a/seed-{s}": {"test_accuracy": v} for s, v in enumerate([0.80, 0.82, 0.78])}
     b = {f"runs/b/seed-{s}": {"test_accuracy": v} for s, v in enumerate([0.79, 0.80, 0.77, 0.99])}
     d = paired_difference(a, b)
-    assert d["n"] == 3 and d["mean"] == pytest.approx(0.08 / 6, abs=1e-12)
+    assert d["n"] == 3 and d["mean"] == pytest.approx(0.04 / 3, abs=1e-12)
     assert d["sem"] == pytest.approx(np.std([0.01, 0.02, 0.01], ddof=1) / math.sqrt(3))

@@ -78,17 +78,24 @@ def validate(
 def print_study(document: dict) -> None:
     placements = document["placements"]
     if placements:
-        table = Table("placement", "method", "weights", "test acc (mean ± sd, n)", "val acc", "train loss",
-                      "lin. gap", "alignment", "LOO acc", title=f"placements ranked by measured test accuracy")
+        seeds = ", ".join(document.get("common_seeds", []))
+        table = Table("placement", "method", "weights", f"test acc ({seeds})", "test acc (mean ± sd, n)", "val acc",
+                      "train loss", "lin. gap", "alignment", "LOO acc",
+                      title=f"placements ranked by test accuracy on the seeds all ran ({seeds})")
         for name in document["ranking"]:
             p = placements[name]
             acc = p["test_accuracy"]
             spread = f" ± {acc['std']:.3f}" if acc["n"] > 1 else ""
-            table.add_row(name, p["method"], f"{p['weights']:,}", f"{acc['mean']:.4f}{spread} ({acc['n']})",
+            table.add_row(name, p["method"], f"{p['weights']:,}", f"{p['common_seeds']['test_accuracy']['mean']:.4f}",
+                          f"{acc['mean']:.4f}{spread} ({acc['n']})",
                           f"{p['validation_accuracy']['mean']:.4f}", f"{p['final_train_loss']['mean']:.3f}",
                           _fmt(p["linearization_gap"]["mean"]), _fmt(p["predictors"]["objective:alignment"]),
                           _fmt(p["predictors"]["loo_accuracy"]))
         out.print(table)
+    reference = document.get("paired_reference")
+    for name, d in document.get("paired", {}).items():
+        out.print(f"{reference} − {name}: {100 * d['mean']:+.1f} ± {100 * d['sem']:.1f} points of test accuracy "
+                  f"(paired over {d['n']} shared training seeds, ± one standard error)")
     correlations = document.get("correlations", {}).get("test_accuracy")
     if correlations:
         loss = document["correlations"].get("final_train_loss", {})
