@@ -81,9 +81,10 @@ def comparison(document: dict) -> str:
     if rivals and reference in placements:
         best = max(rivals, key=lambda n: placements[n]["test_accuracy"]["mean"])
         d = paired.get(best, {"mean": math.nan, "sem": math.nan})
-        verdict = "wins by at least 1 point" if d["mean"] >= 0.01 else "does not win by 1 point"
+        verdict = "mean difference of at least 1 point" if d["mean"] >= 0.01 else "mean difference under 1 point"
+        errors = f"{d['mean'] / d['sem']:.1f} standard errors from 0" if d["sem"] > 0 else "no spread over seeds"
         lines.append(f"\nbest rival (highest mean): {best}; {reference} − {best} = {_pts(d['mean'])} ± "
-                     f"{100 * d['sem']:.1f} points ({d['mean'] / d['sem']:.1f} standard errors from 0): {verdict}")
+                     f"{100 * d['sem']:.1f} points ({errors}): {verdict}")
     table = document["correlations"].get("test_accuracy", {})
     if len(placements) >= 12 and table:
         c = table[f"objective:{DEFAULT_OBJECTIVE}"]

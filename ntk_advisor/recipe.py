@@ -32,7 +32,8 @@ class ModelSpec(_Strict):
         "classifier", description="classifier: a new head on pooled features; label-words: prompting (decoder LMs).")
     head_init: Literal["random", "probe"] = Field(
         "random", description="classifier: start the new head from its seeded random init, or from a logistic-"
-                              "regression probe on frozen features (the head `profile --head probe` measured).")
+                              "regression probe on frozen features, fitted as `profile --head probe` fits its head (on the "
+                              "recipe's training split; the profile also leaves its probe sample out).")
 
     @model_validator(mode="after")
     def _head_init_needs_a_new_head(self):

@@ -65,8 +65,8 @@ def summarize(config, plan: dict, results: dict[str, dict], linear: dict | None)
     # Rank and correlate on the training seeds every placement ran: a seed moves all arms
     # together, so a mean over 3 seeds next to a single seed-0 run compares seeds, not arms.
     common = sorted(set.intersection(*(set(map(_seed_of, placements[n]["runs"])) for n in names))) if names else []
-    for name in names:
-        shared = [r for path, r in placements[name]["runs"].items() if _seed_of(path) in common]
+    for name in names:  # no seed shared by all: fall back to every run
+        shared = [r for path, r in placements[name]["runs"].items() if not common or _seed_of(path) in common]
         placements[name]["common_seeds"] = {m: _mean_spread([r[m] for r in shared]) for m in MEASURES}
     correlations = {}
     if len(names) >= 3:

@@ -32,7 +32,7 @@ from .ntk.linearization import linearization_gap
 from .recipe import Recipe, recipe_to_dict, save_recipe
 
 Progress = Callable[[str, int, int, dict], None]
-PROBE_HEAD_EXAMPLES = 1000  # as `profile --head probe`, so a recipe's probe head matches the profiled one
+PROBE_HEAD_EXAMPLES = 1000  # as many as `profile --head probe` fits its probe on
 CHECKPOINTS = "checkpoints"
 
 
@@ -139,7 +139,10 @@ def load_for_recipe(recipe: Recipe, label_names=None, seed: int | None = None,
                                     label_names=label_names if label_names is not None else
                                     (dataset.label_names if dataset else None))
     if recipe.model.head_init != "probe" or loaded.head_name is None:
-        return loaded, {"kind": "label-words" if loaded.prompt else "random", "seed": seed}
+        new_head = loaded.head_name is not None and any(n.startswith(loaded.head_name + ".")
+                                                        for n in loaded.new_parameter_names)
+        kind = "label-words" if loaded.prompt else ("random" if new_head else "checkpoint")
+        return loaded, {"kind": kind, "seed": seed} if kind == "random" else {"kind": kind}
     from .profiler import fit_probe_head
 
     splits = splits or data_lib.split_dataset(dataset, seed=recipe.data.seed)

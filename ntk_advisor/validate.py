@@ -205,6 +205,9 @@ def _write_json(path: Path, document) -> None:
 def _check_settings(out: Path, config: ValidateConfig, force: bool) -> dict:
     wanted = json.loads(json.dumps(json_safe(asdict(config))))  # as it reads back: tuples become lists
     stored = _read_json(out / "settings.json")
+    if stored is not None:  # a study from before a setting existed ran with that setting's default
+        defaults = json.loads(json.dumps(json_safe(asdict(ValidateConfig()))))
+        stored = {**{k: v for k, v in defaults.items() if k not in stored}, **stored}
     if stored is not None and stored != wanted and not force:
         changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
         raise ValidateError(f"'{out}' holds a study with other settings ({', '.join(changed)}): rerun with the same "

@@ -49,6 +49,19 @@ def test_other_settings_in_the_same_folder_are_refused(tiny_model_folder, tiny_c
         validate(tiny_config(tiny_model_folder, tiny_csv), out)
 
 
+def test_a_study_from_before_a_setting_existed_resumes(tmp_path):
+    from dataclasses import asdict
+
+    from ntk_advisor.validate import _check_settings
+
+    config = ValidateConfig()
+    older = {k: v for k, v in json.loads(json.dumps(asdict(config))).items() if k != "arms"}
+    (tmp_path / "settings.json").write_text(json.dumps(older))
+    _check_settings(tmp_path, config, force=False)  # the missing key had its default: same study
+    with pytest.raises(ValidateError, match="other settings \\(arms\\)"):
+        _check_settings(tmp_path, ValidateConfig(arms=("advised", "first-k", "random")), force=False)
+
+
 def test_more_placements_than_fit_the_budget_is_a_clear_error(tiny_model_folder, tiny_csv, tmp_path):
     # A budget of the head plus one row: only a handful of distinct placements exist.
     with pytest.raises(ValidateError, match="distinct placements"):

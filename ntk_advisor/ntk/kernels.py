@@ -301,9 +301,10 @@ def module_groups(modules: Mapping[str, nn.Module], tokens: int, spec: OutputSpe
         return [names]
     groups, current, used = [], [], 0
     for name in names:
-        weight = modules[name].weight  # Linear [d_out, d_in]; Conv1D's transpose only shifts the estimate
+        weight = modules[name].weight
+        d_out, d_in = weight.shape if isinstance(modules[name], nn.Linear) else weight.shape[::-1]  # Conv1D: [d_in, d_out]
         passes = spec.num_passes if spec.reduction == "full" else 1
-        size = tokens * (weight.shape[1] + passes * weight.shape[0]) * weight.element_size()
+        size = tokens * (d_in + passes * d_out) * weight.element_size()
         if current and used + size > max_group_bytes:
             groups.append(current)
             current, used = [], 0
