@@ -121,14 +121,14 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def load_for_recipe(recipe: Recipe, label_names=None, seed: int | None = None,
+def load_for_recipe(recipe: Recipe, label_names=None,
                     splits: data_lib.Splits | None = None) -> tuple[models.LoadedModel, dict]:
     """θ0 of a recipe: the model with its head from the training seed, the label words, or a probe.
 
     Training and export both start here, so an exported run with a frozen head has the head it
     was trained with. Returns the model and a report of how the head was initialized.
     """
-    seed = recipe.training.seed if seed is None else seed
+    seed = recipe.training.seed
     needs_data = (recipe.model.task == "label-words" and not recipe.data.label_words and label_names is None) or \
         (recipe.model.head_init == "probe" and splits is None)
     dataset = data_lib.load_dataset(recipe.data.source, recipe.data.text_column,

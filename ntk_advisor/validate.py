@@ -131,22 +131,20 @@ def build_plan(profile_dir: Path, config: ValidateConfig, progress: Progress) ->
         candidates = [named.get(a, (a, "random", config.method)) for a in config.arms]
     random_seeds = iter(range(1, 10 * wanted + 10))
     while len(plan) < wanted:
-        if candidates and candidates[0][1] == "random" and _random_seed(candidates[0][0]):
-            name, _, method = candidates.pop(0)
-            settings = replace(base, placement="random", seed=config.seed + _random_seed(name))
-        elif candidates:
-            name, kind, method = candidates.pop(0)
-            settings = replace(base, method=method, **({"objective": kind} if kind in OBJECTIVES
-                                                       else {"placement": kind}))
-        elif config.arms:
-            break  # named arms that coincide are recorded as duplicates, not replaced
-        else:  # seeded random placements fill K
-            extra = next(random_seeds, None)
+        if not candidates:
+            if config.arms:
+                break  # named arms that coincide are recorded as duplicates, not replaced
+            extra = next(random_seeds, None)  # seeded random placements fill K
             if extra is None:
                 raise ValidateError(f"--placements {config.placements} is more than the {len(plan)} distinct "
                                     f"placements that fit a budget of {config.budget}: lower --placements")
-            name, method = f"random-{extra}", config.method
-            settings = replace(base, placement="random", seed=config.seed + extra)
+            candidates.append((f"random-{extra}", "random", config.method))
+        name, kind, method = candidates.pop(0)
+        if _random_seed(name):
+            settings = replace(base, placement="random", seed=config.seed + _random_seed(name))
+        else:
+            settings = replace(base, method=method, **({"objective": kind} if kind in OBJECTIVES
+                                                       else {"placement": kind}))
         try:
             placement, scores, search = place(captured, settings, budget, ridge)
         except RecipeError as exc:
@@ -202,12 +200,15 @@ def _write_json(path: Path, document) -> None:
     write_text_atomically(path, json.dumps(json_safe(document), indent=2) + "\n")
 
 
+def _as_stored(config: ValidateConfig) -> dict:
+    return json.loads(json.dumps(json_safe(asdict(config))))  # as it reads back: tuples become lists
+
+
 def _check_settings(out: Path, config: ValidateConfig, force: bool) -> dict:
-    wanted = json.loads(json.dumps(json_safe(asdict(config))))  # as it reads back: tuples become lists
+    wanted = _as_stored(config)
     stored = _read_json(out / "settings.json")
     if stored is not None:  # a study from before a setting existed ran with that setting's default
-        defaults = json.loads(json.dumps(json_safe(asdict(ValidateConfig()))))
-        stored = {**{k: v for k, v in defaults.items() if k not in stored}, **stored}
+        stored = _as_stored(ValidateConfig()) | stored
     if stored is not None and stored != wanted and not force:
         changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
         raise ValidateError(f"'{out}' holds a study with other settings ({', '.join(changed)}): rerun with the same "

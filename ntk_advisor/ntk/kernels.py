@@ -278,7 +278,7 @@ def structured_kernels(
     for group in module_groups(modules, _tokens(inputs), spec, max_group_bytes):
         offset = steps_per_module * len(results)
 
-        def progress(stage: str, done: int, _total=None, offset=offset) -> None:
+        def progress(stage: str, done: int, offset=offset) -> None:
             if on_progress:
                 on_progress(stage, offset + done, total)
 
