@@ -9,8 +9,11 @@ Real minilm-l6, 100 steps per run, the same training settings for every arm. Eac
                            seeds for advised, first-k, wanda-max, weight-kappa and random
     vader-lora-20k         LoRA: advised vs lora-qv vs lora-all, 3 seeds each
     vader-100k, bbc-100k   RoCoFT at 100,000: the five arms, 3 seeds each
+    *-100k-uniform         the same with --allocation uniform (the same number of rows in every
+                           module) for the advised arm; the baseline arms are the same runs
     stability              the advised placement from 3 probe seeds (each seed draws its own split,
-                           probe sample and probe head): Jaccard overlap of the chosen rows
+                           probe sample and probe head): Jaccard overlap of the chosen rows, with
+                           the label-gradient row scores (default) and without (--signal-samples 0)
 
 Prints per study each arm's mean ± standard error, the paired difference advised − arm (same
 training seeds) with its standard error, and the default predictor's Spearman ρ; writes the
@@ -50,6 +53,8 @@ STUDIES = {
     "vader-100k": DATA["vader"] + ["--budget", "100000", "--arms", ARMS, "--seeds", "3"],
     "bbc-100k": DATA["bbc"] + ["--budget", "100000", "--arms", ARMS, "--seeds", "3"],
 }
+for _data in ("vader", "bbc"):
+    STUDIES[f"{_data}-100k-uniform"] = STUDIES[f"{_data}-100k"] + ["--allocation", "uniform"]
 STABILITY_SEEDS = (0, 1, 2)
 
 
@@ -104,25 +109,28 @@ def jaccard(a: set, b: set) -> float:
 
 
 def stability(work: Path, budget: str = SMALL) -> str:
-    """Advised rows from 3 probe seeds, and a random placement's rows per seed for scale."""
+    """Advised rows from 3 probe seeds, with and without the label-gradient row scores, and a
+    random placement's rows per seed for scale."""
     lines = ["| data | budget | placement | Jaccard of seed pairs (0-1, 0-2, 1-2) | mean |", "|---|---|---|---|---|"]
+    variants = {"advised": ("profile", []), "advised, probe-only scores": ("profile-no-signal", ["--signal-samples", "0"]),
+                "random": ("profile", [])}
     for data, options in DATA.items():
         chosen = {}
         for seed in STABILITY_SEEDS:
             folder = work / "stability" / data / f"seed-{seed}"
-            if not (folder / "profile" / "profile.json").exists():
-                _cli(["profile", "--out", str(folder / "profile"), "--model", "minilm-l6", "--samples", "64",
-                      "--seed", str(seed), "--force"] + options)
-            for placement in ("advised", "random"):
-                recipe = folder / f"{placement}.yaml"
+            for variant, (profile, extra) in variants.items():
+                if not (folder / profile / "profile.json").exists():
+                    _cli(["profile", "--out", str(folder / profile), "--model", "minilm-l6", "--samples", "64",
+                          "--seed", str(seed), "--force"] + options + extra)
+                recipe = folder / f"{variant.replace(', ', '-').replace(' ', '-')}.yaml"
                 if not recipe.exists():
-                    _cli(["recommend", str(folder / "profile"), "--budget", budget, "--placement", placement,
-                          "--seed", str(seed), "--out", str(recipe)])
-                chosen[placement, seed] = _chosen_rows(recipe)
-        for placement in ("advised", "random"):
-            pairs = [jaccard(chosen[placement, a], chosen[placement, b])
+                    _cli(["recommend", str(folder / profile), "--budget", budget, "--placement",
+                          "random" if variant == "random" else "advised", "--seed", str(seed), "--out", str(recipe)])
+                chosen[variant, seed] = _chosen_rows(recipe)
+        for variant in variants:
+            pairs = [jaccard(chosen[variant, a], chosen[variant, b])
                      for a, b in itertools.combinations(STABILITY_SEEDS, 2)]
-            lines.append(f"| {data} | {budget} | {placement} | {', '.join(f'{p:.2f}' for p in pairs)} | "
+            lines.append(f"| {data} | {budget} | {variant} | {', '.join(f'{p:.2f}' for p in pairs)} | "
                          f"{sum(pairs) / len(pairs):.2f} |")
     return "## stability\n\n" + "\n".join(lines) + "\n"
 
@@ -136,7 +144,8 @@ def _cli(arguments: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("runs/advice"))
-    order = ["vader-20k", "bbc-20k", "stability", "vader-lora-20k", "vader-100k", "bbc-100k"]
+    order = ["vader-20k", "bbc-20k", "stability", "vader-lora-20k", "vader-100k", "bbc-100k", "vader-100k-uniform",
+             "bbc-100k-uniform"]
     parser.add_argument("--only", nargs="*", choices=order, default=order)
     args = parser.parse_args()
     folder = Path(__file__).parent / "advice"

@@ -4,7 +4,9 @@ Profile folder (format version 1), see README "Profile folder":
     profile.json         settings, versions, timing, per-module summaries, total spectrum
     kernels.safetensors  kernel/<module>, kernel/total (float64 N×N), rows/<module>,
                          cols/<module> (energies), rows_alignment/<module>,
-                         cols_alignment/<module>, inputs/{input_ids,attention_mask,labels}
+                         cols_alignment/<module>, rows_signal/<module>, cols_signal/<module>
+                         (label-gradient scores over M examples; absent with
+                         --signal-samples 0), inputs/{input_ids,attention_mask,labels}
     head.safetensors     weights the checkpoint did not provide (head, pooler), when any
 
 Folders are written under a temporary name beside the target and renamed when complete, so
@@ -27,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from .errors import ProfileError
 
 PROFILE_FORMAT = 1
-_SCORE_GROUPS = ("rows", "cols", "rows_alignment", "cols_alignment")
+_SCORE_GROUPS = ("rows", "cols", "rows_alignment", "cols_alignment", "rows_signal", "cols_signal")
 
 
 @dataclass

@@ -41,6 +41,7 @@ from .recipe import SCHEMA_VERSION, DataSpec, ModelSpec, Proximal, Recipe, Targe
 # three (Spearman 0.29, 0.84, 0.16; alignment: -0.44, -0.19, -0.55), and its advised arm was
 # at least as accurate as the alignment one in each. It is also the cheapest search.
 DEFAULT_OBJECTIVE = "trace"
+ALLOCATIONS = ("greedy", "uniform", "free")
 Progress = Callable[[str, int, int], None]
 
 
@@ -53,7 +54,11 @@ class RecommendConfig:
     axis: str = "rows"  # RoCoFT: rows (output units) or cols (input features)
     proximal: float = 0.0  # λ of (λ/2)‖θ − θ0‖²; also the ridge of the predicted kernel regression
     proximal_mode: str = "selective"
-    coverage: bool = True  # seed the search with the best-aligned row of every module
+    # RoCoFT: how rows are spread over modules before the objective spends what is left.
+    # greedy: one best-aligned row in every module, then the objective; uniform: rounds of one
+    # row per module (each module's next best-aligned) until the budget is spent; free: the
+    # objective alone.
+    allocation: str = "greedy"
     candidates_per_module: int = 64
     module_rank: int = 8  # units per module for module-level baselines, LoRA's largest rank step count
     train_head: bool = True
@@ -72,6 +77,8 @@ class RecommendConfig:
             raise RecipeError(f"--budget must be a positive number of parameters, got {self.budget}")
         if self.train_bias not in ("none", "all"):
             raise RecipeError(f"--train-bias must be none or all when recommending, got '{self.train_bias}'")
+        if self.allocation not in ALLOCATIONS:
+            raise RecipeError(f"unknown --allocation '{self.allocation}': use one of {', '.join(ALLOCATIONS)}")
         if self.proximal < 0:
             raise RecipeError(f"--proximal must be >= 0, got {self.proximal}")
         names = ("advised",) + (LORA_BASELINES if self.method == "lora" else ROCOFT_BASELINES)
@@ -177,8 +184,8 @@ def _advised(captured: Captured, config: RecommendConfig, budget: int, ridge: fl
                 kernels.append(step * base)
                 costs.append(step * unit_cost(t, "rank"))
             continue
+        align = unit_alignment(captured.profile, config.axis, name)
         group = "rows" if config.axis == "rows" else "cols"
-        align = captured.profile.scores[f"{group}_alignment"][name]
         energy = captured.profile.scores[group][name]
         half = max(1, config.candidates_per_module // 2)
         chosen = torch.unique(torch.cat([torch.argsort(align, descending=True)[:half],
@@ -192,18 +199,10 @@ def _advised(captured: Captured, config: RecommendConfig, budget: int, ridge: fl
             costs.append(unit_cost(t, config.axis))
     stacked = torch.stack(kernels).to(torch.float64)
     start = None
-    if config.coverage and config.method == "rocoft":
-        seen, start = set(), []
-        for i, (name, _) in enumerate(items):
-            if name not in seen:
-                seen.add(name)
-                start.append(i)
-        # Best alignment per parameter first: when the budget cannot reach every module, the
-        # seeds go to the most promising ones, not to the first layers in model order.
-        item_align = torch.einsum("irs,rs->i", torch.stack([kernels[i] for i in start]),
-                                  captured.spec.centred_targets() @ captured.spec.centred_targets().T)
-        ratio = item_align / torch.tensor([float(costs[i]) for i in start])
-        start = [start[j] for j in torch.argsort(ratio, descending=True).tolist()]
+    if config.method == "rocoft" and config.allocation != "free":
+        rounds = 1 if config.allocation == "greedy" else config.candidates_per_module
+        start = _coverage_order(items, costs, rounds,
+                                lambda i: float(unit_alignment(captured.profile, config.axis, items[i][0])[items[i][1]]))
     spec = captured.spec
     selection = greedy_select(stacked, torch.tensor(costs), budget, config.objective, spec.centred_targets(),
                               spec.regression_targets(), ridge, start=start)
@@ -222,6 +221,30 @@ def _advised(captured: Captured, config: RecommendConfig, budget: int, ridge: fl
              "skipped_by_weyl_bound": selection.skipped_by_bound, "capped_steps": selection.capped_steps,
              "steps": len(selection.chosen), "objective_value": selection.value}
     return placement, scores, stats
+
+
+def _coverage_order(items: list, costs: list, rounds: int, alignment_of) -> list[int]:
+    """Round r takes every module's r-th best-aligned candidate, best alignment per parameter
+    first, so that when the budget runs out inside a round the most promising modules got
+    their row, not the first layers in model order."""
+    per_module: dict[str, list[int]] = {}
+    for i, (name, _) in enumerate(items):
+        per_module.setdefault(name, []).append(i)  # candidates are listed best-aligned first
+    order = []
+    for r in range(rounds):
+        layer = [indices[r] for indices in per_module.values() if len(indices) > r]
+        order += sorted(layer, key=lambda i: -alignment_of(i) / float(costs[i]))
+    return order
+
+
+def unit_alignment(profile: NtkProfile, axis: str, name: str) -> torch.Tensor:
+    """The score that picks a module's rows (or columns): the label-gradient score over the
+    profile's M examples when it has one (ntk.signal), else the probe sample's alignment
+    numerator. Both measure ⟨K_unit, ỸỸᵀ⟩; the first on 16× more examples by default, which
+    is what makes the chosen rows repeat across probe seeds (README, "Stability")."""
+    group = "rows" if axis == "rows" else "cols"
+    signal = profile.scores.get(f"{group}_signal", {})
+    return signal[name] if name in signal else profile.scores[f"{group}_alignment"][name]
 
 
 def _report(captured: Captured, kernel: torch.Tensor, ridge: float, full: torch.Tensor, excluded_lmax: float) -> dict:

@@ -32,7 +32,6 @@ from .ntk.linearization import linearization_gap
 from .recipe import Recipe, recipe_to_dict, save_recipe
 
 Progress = Callable[[str, int, int, dict], None]
-PROBE_HEAD_EXAMPLES = 1000  # as many as `profile --head probe` fits its probe on
 CHECKPOINTS = "checkpoints"
 
 
@@ -143,7 +142,7 @@ def load_for_recipe(recipe: Recipe, label_names=None,
                                                         for n in loaded.new_parameter_names)
         kind = "label-words" if loaded.prompt else ("random" if new_head else "checkpoint")
         return loaded, {"kind": kind, "seed": seed} if kind == "random" else {"kind": kind}
-    from .profiler import fit_probe_head
+    from .profiler import PROBE_HEAD_EXAMPLES, fit_probe_head
 
     splits = splits or data_lib.split_dataset(dataset, seed=recipe.data.seed)
     return loaded, fit_probe_head(loaded, splits.train, splits.validation, seed=recipe.data.seed,

@@ -67,6 +67,7 @@ class ValidateConfig:
     kernel_examples: int = 512  # training examples the linear model is fitted on
     seed: int = 0
     resamples: int = 2000
+    allocation: str = "greedy"  # the advised placements' RecommendConfig.allocation
 
     def validate(self) -> None:
         if self.method not in ("rocoft", "lora"):
@@ -120,7 +121,8 @@ def _canonical(placement: dict, method: str) -> str:
 def build_plan(profile_dir: Path, config: ValidateConfig, progress: Progress) -> dict:
     """K distinct placements at the budget and what the profile predicts for each."""
     captured = capture(load_profile(profile_dir))
-    base = RecommendConfig(method=config.method, budget=config.budget, proximal=config.proximal, seed=config.seed)
+    base = RecommendConfig(method=config.method, budget=config.budget, proximal=config.proximal, seed=config.seed,
+                           allocation=config.allocation)
     budget, head, biases = weight_budget(captured, base)
     ridge = search_ridge(captured, config.proximal)
     wanted = len(config.arms) or config.placements or 1  # the sweep alone still needs the advised placement

@@ -172,6 +172,12 @@ def test_cli_default_objective_is_the_librarys():
     from ntk_advisor.cli import stages
     from ntk_advisor.recommender import DEFAULT_OBJECTIVE, RecommendConfig
 
+    from ntk_advisor.cli import evidence
+    from ntk_advisor.validate import ValidateConfig
+
     for command in (stages.recommend, stages.advise):
         assert inspect.signature(command).parameters["objective"].default == DEFAULT_OBJECTIVE
+        assert inspect.signature(command).parameters["allocation"].default == RecommendConfig().allocation
+    assert inspect.signature(evidence.validate).parameters["allocation"].default == RecommendConfig().allocation
+    assert ValidateConfig().allocation == RecommendConfig().allocation
     assert RecommendConfig().objective == DEFAULT_OBJECTIVE

@@ -95,6 +95,7 @@ def test_module_filter_and_unknown_module():
 @pytest.mark.parametrize("field,value,message", [
     ("samples", 1, "at least 2"), ("max_length", 0, "at least 1"), ("head", "magic", "unknown --head"),
     ("method", "guess", "unknown --method"), ("reduction", "mean", "unknown --output"),
+    ("signal_samples", -1, "--signal-samples"),
 ])
 def test_config_validation(field, value, message):
     with pytest.raises(ProfileError, match=message):
@@ -110,12 +111,16 @@ def test_margin_needs_binary():
 @pytest.mark.slow
 def test_real_profile_rebuilds_exact_model_and_routes_agree(tmp_path):
     config = ProfileConfig(model="minilm-l6", data="vader-movie", samples=12, max_length=24, seed=1,
-                           head_train_examples=300)
+                           head_train_examples=300, signal_samples=96)
     result = profile(config)
     assert result.head_report["kind"] == "probe" and 0.55 < result.head_report["validation_accuracy"] <= 1.0
     folder = save_profile(result, tmp_path / "prof")
     document = json.loads((folder / "profile.json").read_text())
     assert len(document["modules"]) == 38 and document["settings"]["samples"] == 12
+    assert document["settings"]["signal_samples"] == 96 and document["timing"]["signal_s"] > 0
+    for name, rows in result.scores["rows_signal"].items():  # both sum to ‖G‖²_F of the module
+        assert torch.isfinite(rows).all() and rows.min() >= 0 and rows.sum() > 0
+        assert torch.allclose(rows.sum(), result.scores["cols_signal"][name].sum(), rtol=1e-9)
     head = load_file(str(folder / "head.safetensors"))
     assert set(head) == {"classifier.weight", "classifier.bias"}
     # Rebuild the profiled model from the folder: same logits through the saved head.

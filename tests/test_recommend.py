@@ -147,3 +147,39 @@ def test_bias_free_head_and_small_budget_coverage(tmp_path):
     assert trainable_counts(recipe, targets, head_params=2 * 16)["total"] == recipe.evidence["trainable"]["total"]
     layers = {targets[t.module].layer for t in recipe.targets}
     assert len(recipe.targets) == 3 and layers != {0}  # not simply the first modules in model order
+
+
+def test_coverage_rows_follow_the_label_gradient_scores_when_the_profile_has_them(tmp_path):
+    """recommend picks each module's row by rows_signal (the large-sample score) when present,
+    by the probe sample's rows_alignment otherwise."""
+    loaded = tiny_classifier("bert")
+    loaded.backbone.save_pretrained(tmp_path / "model")
+    config = ProfileConfig(model=str(tmp_path / "model"), data="tiny", samples=6, max_length=7, dtype="float64")
+    result = profile_model(loaded, tiny_batch(), LABELS, config, lambda *a: None)
+    blocks = [t for t in discover_targets(loaded.backbone) if t.layer is not None]
+    budget = 2 * 16 + 2 + sum(t.d_in for t in blocks)  # the head + one row of every block module
+    plain = recommend(save_profile(result, tmp_path / "plain"), RecommendConfig(budget=budget))
+    by_alignment = {t.name: int(result.scores["rows_alignment"][t.name].argmax()) for t in blocks}
+    assert {t.module: t.indices for t in plain.targets} == {n: (i,) for n, i in by_alignment.items()}
+    # A signal whose best row is the probe's worst-aligned one: the choice must follow it.
+    result.scores["rows_signal"] = {n: -v for n, v in result.scores["rows_alignment"].items()}
+    result.scores["cols_signal"] = {n: v.clone() for n, v in result.scores["cols_alignment"].items()}
+    signalled = recommend(save_profile(result, tmp_path / "signal"), RecommendConfig(budget=budget))
+    by_signal = {t.name: int(result.scores["rows_signal"][t.name].argmax()) for t in blocks}
+    assert by_signal != by_alignment
+    assert {t.module: t.indices for t in signalled.targets} == {n: (i,) for n, i in by_signal.items()}
+
+
+def test_uniform_allocation_spreads_rows_evenly_and_bad_allocation_is_refused(tiny_profile_dir):
+    targets = targets_of(None)
+    blocks = [t for t in targets.values() if t.layer is not None]
+    rows = 3
+    budget = 2 * 16 + 2 + rows * sum(t.d_in for t in blocks)  # exactly three rows of every block module
+    recipe = recommend(tiny_profile_dir, RecommendConfig(budget=budget, allocation="uniform"))
+    assert {t.module: len(t.indices) for t in recipe.targets} == {t.name: rows for t in blocks}
+    greedy = recommend(tiny_profile_dir, RecommendConfig(budget=budget, allocation="greedy"))
+    assert {len(t.indices) for t in greedy.targets} != {rows}  # the objective concentrates the extra rows
+    free = recommend(tiny_profile_dir, RecommendConfig(budget=budget, allocation="free"))
+    assert recipe.evidence["trainable"]["total"] <= budget and free.evidence["trainable"]["total"] <= budget
+    with pytest.raises(RecipeError, match="unknown --allocation 'even'"):
+        recommend(tiny_profile_dir, RecommendConfig(allocation="even"))

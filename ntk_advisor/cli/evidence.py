@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from . import JsonOption, LabelColumn, TextColumn_, _fmt, _print_json, _progress_bar, _progress_callback, app, out
-from .stages import MaxLengthOption, MethodOption, ModelOption, DataOption, SamplesOption
+from .stages import AllocationOption, DataOption, MaxLengthOption, MethodOption, ModelOption, SamplesOption
 
 
 def _floats(text: str | None, option: str) -> tuple[float, ...]:
@@ -53,6 +53,7 @@ def validate(
         "linear model's accuracy, the linearization gap and ‖θ−θ0‖."))] = None,
     kernel_examples: Annotated[int, typer.Option(help="Training examples the linear model is fitted on.")] = 512,
     seed: Annotated[int, typer.Option(help="Seed of splits, probe sample, random placements; first training seed.")] = 0,
+    allocation: AllocationOption = "greedy",  # recommender.RecommendConfig.allocation (tested equal)
     force: Annotated[bool, typer.Option(help="Discard a study in --out made with other settings.")] = False,
     as_json: JsonOption = False,
 ):
@@ -66,7 +67,8 @@ def validate(
                             arms=tuple(a.strip() for a in (arms or "").split(",") if a.strip()),
                             steps=None if epochs else steps, epochs=epochs or 1, learning_rate=learning_rate,
                             batch_size=batch_size, samples=samples, max_length=max_length, proximal=proximal,
-                            lambdas=_floats(lambdas, "--lambdas"), kernel_examples=kernel_examples, seed=seed)
+                            lambdas=_floats(lambdas, "--lambdas"), kernel_examples=kernel_examples, seed=seed,
+                            allocation=allocation)
     with _progress_bar() as bar:
         document = run_validate(config, out_dir, force=force, on_progress=_progress_callback(bar))
     if as_json:

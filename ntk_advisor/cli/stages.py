@@ -53,6 +53,9 @@ def profile(
     capture_mib: Annotated[int, typer.Option(help=(
         "MiB for the layer inputs and output gradients held at once; past it, modules are profiled in further "
         "forward/backward passes (same kernels, less memory, a little slower)."))] = 512,
+    signal_samples: Annotated[int, typer.Option(help=(
+        "M, training examples for the label-gradient row/column scores that pick which rows to train "
+        "(cost grows linearly in M; 0 skips them and recommend falls back to the probe sample's alignment)."))] = 1024,
     force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
     top: Annotated[int, typer.Option(help="Rows of the summary table.")] = 10,
     as_json: JsonOption = False,
@@ -68,7 +71,8 @@ def profile(
     config = ProfileConfig(model=model, data=data, text_column=text_column, label_column=label_column,
                            samples=samples, max_length=max_length, seed=seed, reduction=output, head=head,
                            method=method, dtype=dtype, modules=tuple(module or ()), task=task,
-                           capture_mib=capture_mib, **_prompt_options(template, label_word))
+                           capture_mib=capture_mib, signal_samples=signal_samples,
+                           **_prompt_options(template, label_word))
     with _progress_bar() as bar:
         result = run_profile(config, on_progress=_progress_callback(bar))
     save_profile(result, out_dir, force=force)
@@ -117,13 +121,16 @@ PlacementOption = Annotated[str, typer.Option(
     "lora-qv, lora-all.")]
 ProximalOption = Annotated[float, typer.Option(help="λ of the proximal term (λ/2)‖θ−θ0‖²; 0 turns it off.")]
 AxisOption = Annotated[str, typer.Option(help="RoCoFT axis: rows (output units) or cols (input features).")]
+AllocationOption = Annotated[str, typer.Option(help=(
+    "RoCoFT rows per module before the objective spends the rest: greedy (one best-aligned row in every module), "
+    "uniform (the same number in every module, each module's best-aligned rows) or free (the objective alone)."))]
 
 
-def _recommend_config(method, budget, objective, placement, proximal, axis, train_head, seed):
+def _recommend_config(method, budget, objective, placement, proximal, axis, train_head, seed, allocation):
     from ..recommender import RecommendConfig
 
     return RecommendConfig(method=method, budget=budget, objective=objective, placement=placement, proximal=proximal,
-                           axis=axis, train_head=train_head, seed=seed)
+                           axis=axis, train_head=train_head, seed=seed, allocation=allocation)
 
 
 def _write_recipe(recipe, out_path: Path, as_json: bool) -> None:
@@ -157,6 +164,7 @@ def recommend(
     placement: PlacementOption = "advised",
     proximal: ProximalOption = 0.0,
     axis: AxisOption = "rows",
+    allocation: AllocationOption = "greedy",  # recommender.RecommendConfig.allocation (tested equal)
     train_head: Annotated[bool, typer.Option(help="Train the classification head (counted in the budget).")] = True,
     seed: Annotated[int, typer.Option(help="Seed of random placements and training.")] = 0,
     as_json: JsonOption = False,
@@ -164,7 +172,7 @@ def recommend(
     """Place a parameter budget from a profile and write a YAML recipe with the evidence behind it."""
     from ..recommender import recommend as run_recommend
 
-    config = _recommend_config(method, budget, objective, placement, proximal, axis, train_head, seed)
+    config = _recommend_config(method, budget, objective, placement, proximal, axis, train_head, seed, allocation)
     with _progress_bar() as bar:
         recipe = run_recommend(profile_dir, config, on_progress=_progress_callback(bar))
     _write_recipe(recipe, out_path, as_json)
@@ -186,6 +194,7 @@ def advise(
     placement: PlacementOption = "advised",
     proximal: ProximalOption = 0.0,
     axis: AxisOption = "rows",
+    allocation: AllocationOption = "greedy",  # recommender.RecommendConfig.allocation (tested equal)
     seed: Annotated[int, typer.Option(help="Seed of splits, probe sample, head and placements.")] = 0,
     task: TaskOption = "auto",
     template: TemplateOption = None,
@@ -200,7 +209,7 @@ def advise(
     from ..profiler import profile as run_profile
     from ..recommender import recommend as run_recommend
 
-    config = _recommend_config(method, budget, objective, placement, proximal, axis, True, seed)
+    config = _recommend_config(method, budget, objective, placement, proximal, axis, True, seed, allocation)
     config.validate()
     with tempfile.TemporaryDirectory() as scratch, _progress_bar() as bar:
         folder = profile_dir or Path(scratch) / "profile"

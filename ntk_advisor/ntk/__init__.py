@@ -11,10 +11,11 @@ from .spectral import (
     spectral_summary,
     weyl_eigenvalue_bounds,
 )
+from .signal import label_gradient_scores
 from .targets import REDUCTIONS, OutputSpec
 
 __all__ = [
     "REDUCTIONS", "ModuleKernel", "OutputSpec", "choose_route", "condition_number_bounds", "distance_bound",
-    "eigenvalues", "gram_route", "jacobian_kernels", "kernel_report", "kernel_target_alignment",
+    "eigenvalues", "gram_route", "jacobian_kernels", "kernel_report", "kernel_target_alignment", "label_gradient_scores",
     "loo_kernel_ridge", "per_example_route", "spectral_summary", "structured_kernels", "weyl_eigenvalue_bounds",
 ]

@@ -73,6 +73,14 @@ class OutputSpec:
         y = self.regression_targets()
         return y - y.mean(0)
 
+    def output_targets(self) -> torch.Tensor:
+        """(N, passes) centred targets, one per differentiated output: Ỹ for trace and full,
+        centred ±1 for margin. Σ_n,o Ỹ[n,o] f[n,o] is what the label gradient differentiates."""
+        if self.reduction == "margin":
+            return self.centred_targets()
+        y = self.one_hot()
+        return y - y.mean(0)
+
     def target_weights(self) -> torch.Tensor:
         """(k, rows) weights w, the same for every pass: Σ_passes ⟨K_pass, wᵀw⟩ = ⟨K, T⟩."""
         return self.centred_targets().T.contiguous()

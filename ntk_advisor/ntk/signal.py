@@ -1,0 +1,79 @@
+"""Label-gradient row and column scores over a large sample, in O(M) (no M×M kernel).
+
+Which row of a module to train is decided by its label alignment (METHOD.md §4), and on a
+64-example probe that score is noisy: the best row of a module changes with the sample. The
+alignment numerator needs no kernel, so it can be taken over many more examples. With M
+examples, model outputs stacked as f (M, O) (``OutputSpec.stack_outputs``) and centred
+targets Ỹ (M, O) (``OutputSpec.output_targets``), define the label-weighted output mean
+
+    s = (1/M) Σ_n Σ_o Ỹ[n, o] f[n, o],      G = ∂s/∂W   (d_out, d_in)
+
+and score row i by ‖G[i, :]‖² and column j by ‖G[:, j]‖². G = (1/M) Σ_r w_r g_r with w = vec(Ỹ)
+is the `full` reduction's projected gradient, so M² × these scores are exactly that
+reduction's row / column alignment numerators a_i (kernels.py) on the same sample; for the
+`margin` output they are the margin kernel's. At a head with uniform predictions, G is minus
+the gradient of the mean cross-entropy with the class prior in place of the predictions.
+
+Cost: one forward and one backward pass with weight gradients per batch, i.e. about
+6·M·T·Σ P flops; memory: one batch's activations and one gradient per scored weight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+Progress = Callable[[str, int, int], None]
+
+
+@contextmanager
+def _only_these_trainable(model: nn.Module, weights: Iterable[nn.Parameter]):
+    """Gradients for ``weights`` only: every other parameter is frozen for the duration."""
+    previous = {p: p.requires_grad for p in model.parameters()}
+    for p in previous:
+        p.requires_grad_(False)
+    chosen = list(weights)
+    for p in chosen:
+        p.requires_grad_(True)
+    try:
+        yield chosen
+    finally:
+        for p, flag in previous.items():
+            p.requires_grad_(flag)
+
+
+def label_gradient_scores(
+    model: nn.Module,
+    batches: Iterable[tuple[Mapping[str, torch.Tensor], torch.Tensor]],
+    weights: Mapping[str, tuple[nn.Parameter, bool]],
+    stack_outputs: Callable[[torch.Tensor], torch.Tensor],
+    examples: int,
+    on_progress: Progress | None = None,
+    total_batches: int = 0,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """name -> (row scores (d_out,), column scores (d_in,)), float64, as in the module docstring.
+
+    ``batches`` yields (inputs for model(**inputs) -> (B, C) outputs, Ỹ rows (B, O)); the Ỹ
+    rows must already be centred over all M = ``examples`` examples. ``weights`` maps a name
+    to (weight parameter, transposed), transposed for Conv1D weights stored [d_in, d_out].
+    """
+    names = list(weights)
+    total = {name: torch.zeros(weights[name][0].shape, dtype=torch.float64) for name in names}
+    with _only_these_trainable(model, (weights[n][0] for n in names)) as params, torch.enable_grad():
+        for done, (inputs, targets) in enumerate(batches, start=1):
+            outputs = stack_outputs(model(**inputs))
+            weighted = (targets.to(outputs.dtype) * outputs).sum() / examples
+            for name, grad in zip(names, torch.autograd.grad(weighted, params, allow_unused=True,
+                                                             materialize_grads=True)):
+                total[name] += grad.to(torch.float64)
+            if on_progress:
+                on_progress("label gradient", done, total_batches)
+    scores = {}
+    for name in names:
+        gradient = total[name].T if weights[name][1] else total[name]  # always (d_out, d_in)
+        squared = gradient.square()
+        scores[name] = (squared.sum(1), squared.sum(0))
+    return scores
