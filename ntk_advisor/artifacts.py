@@ -4,8 +4,8 @@ Profile folder (format version 1), see README "Profile folder":
     profile.json         settings, versions, timing, per-module summaries, total spectrum
     kernels.safetensors  kernel/<module>, kernel/total (float64 N×N), rows/<module>,
                          cols/<module> (energies), rows_alignment/<module>,
-                         cols_alignment/<module>, rows_signal/<module>, cols_signal/<module>
-                         (label-gradient scores over M examples; absent with
+                         cols_alignment/<module>, rows_signal/<module>, cols_signal/<module>,
+                         signal_spectrum/<module> (label-gradient scores over M examples; absent with
                          --signal-samples 0), inputs/{input_ids,attention_mask,labels}
     head.safetensors     weights the checkpoint did not provide (head, pooler), when any
 
@@ -29,7 +29,8 @@ from safetensors.torch import load_file, save_file
 from .errors import ProfileError
 
 PROFILE_FORMAT = 1
-_SCORE_GROUPS = ("rows", "cols", "rows_alignment", "cols_alignment", "rows_signal", "cols_signal")
+_SCORE_GROUPS = ("rows", "cols", "rows_alignment", "cols_alignment", "rows_signal", "cols_signal",
+                 "signal_spectrum")
 
 
 @dataclass

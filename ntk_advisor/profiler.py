@@ -275,8 +275,8 @@ def label_signal(loaded: models.LoadedModel, train, config: ProfileConfig, modul
                for i in starts)
     scores = label_gradient_scores(loaded.logits_model, batches, weights, spec.stack_outputs, len(texts),
                                    on_progress=progress, total_batches=len(starts))
-    return {"rows_signal": {n: rows for n, (rows, _) in scores.items()},
-            "cols_signal": {n: cols for n, (_, cols) in scores.items()}}
+    return {"rows_signal": {n: v.rows for n, v in scores.items()}, "cols_signal": {n: v.cols for n, v in scores.items()},
+            "signal_spectrum": {n: v.spectrum for n, v in scores.items()}}
 
 
 def _rebuild_names(loaded: models.LoadedModel, config: ProfileConfig) -> set[str]:

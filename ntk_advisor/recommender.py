@@ -57,7 +57,8 @@ class RecommendConfig:
     # RoCoFT: how rows are spread over modules before the objective spends what is left.
     # greedy: one best-aligned row in every module, then the objective; uniform: rounds of one
     # row per module (each module's next best-aligned) until the budget is spent; free: the
-    # objective alone.
+    # objective alone. LoRA: greedy gives ranks by the label gradient's spectrum (when the
+    # profile has it); free (or uniform) the kernel objective alone.
     allocation: str = "greedy"
     candidates_per_module: int = 64
     module_rank: int = 8  # units per module for module-level baselines, LoRA's largest rank step count
@@ -172,8 +173,55 @@ def placement_kernel(captured: Captured, placement: dict, method: str) -> torch.
                torch.zeros_like(captured.profile.kernels["total"]))
 
 
+def signal_captured(captured: Captured, placement: dict, method: str) -> float:
+    """Share of the placeable modules' label-gradient energy ‖G‖²_F (ntk.signal) that a placement
+    can move: its rows' (columns') scores for RoCoFT, the top-r squared singular values of G
+    for a rank-r LoRA module (the most any rank-r update holds). NaN without the scores."""
+    spectra = captured.profile.scores.get("signal_spectrum", {})
+    if not all(name in spectra for name in captured.targets):
+        return math.nan
+    total = sum(float(spectra[name].sum()) for name in captured.targets)
+    if method == "lora":
+        held = sum(float(spectra[name][:rank].sum()) for name, rank in placement.items())
+    else:
+        held = sum(float(unit_alignment(captured.profile, axis, name)[list(idx)].sum())
+                   for name, (axis, idx) in placement.items())
+    return held / total if total > 0 else math.nan
+
+
+def _lora_by_spectrum(captured: Captured, config: RecommendConfig, budget: int):
+    """LoRA ranks where the label gradient's energy is: rank step j of module m is worth
+    σ_2j² + σ_2j+1² of G_m per d_in + d_out weights each. σ_j falls with j, so every module's
+    returns diminish and the greedy by value per weight, which takes each module's steps in
+    order, spreads rank over modules instead of piling it into one."""
+    spectra = captured.profile.scores["signal_spectrum"]
+    step = 2
+    steps = []
+    for name, t in captured.targets.items():
+        values = spectra[name][: config.module_rank * 4]
+        cost = step * unit_cost(t, "rank")
+        for j in range(0, len(values), step):
+            steps.append((float(values[j:j + step].sum()) / cost, name, cost, float(values[j:j + step].sum())))
+    steps.sort(key=lambda item: -item[0])  # stable: equal ratios keep module order
+    placement: dict[str, int] = {}
+    scores: dict[str, float] = {}
+    spent = 0
+    for _, name, cost, value in steps:
+        if spent + cost <= budget:
+            placement[name] = placement.get(name, 0) + step
+            scores[name] = scores.get(name, 0.0) + value
+            spent += cost
+    if not placement:
+        raise RecipeError(f"--budget {config.budget} buys no LoRA rank step of {step}: raise it")
+    return placement, scores, {"candidate_items": len(steps), "steps": sum(r // step for r in placement.values()),
+                               "objective_value": signal_captured(captured, placement, "lora")}
+
+
 def _advised(captured: Captured, config: RecommendConfig, budget: int, ridge: float):
     """Greedy search; returns (placement, per-module score, search statistics)."""
+    if (config.method == "lora" and config.allocation == "greedy"
+            and "signal_spectrum" in captured.profile.scores and captured.profile.scores["signal_spectrum"]):
+        return _lora_by_spectrum(captured, config, budget)
     items, kernels, costs = [], [], []
     for name, t in captured.targets.items():
         if config.method == "lora":
@@ -315,6 +363,7 @@ def predicted_report(captured: Captured, placement: dict, method: str, ridge: fl
     kernel = sum(parts.values(), torch.zeros_like(full))
     report = _report(captured, kernel, ridge, full, _excluded_lambda_max(captured, parts, method))
     report["weights"] = placement_weights(placement, captured.targets, method)
+    report["label_signal"] = signal_captured(captured, placement, method)
     spec = captured.spec
     report["objectives"] = {name: objective_value(kernel, name, spec.centred_targets(), spec.regression_targets(),
                                                   ridge) for name in OBJECTIVES}

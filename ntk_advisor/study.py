@@ -17,7 +17,8 @@ from .ntk.select import OBJECTIVES
 MEASURES = ("test_accuracy", "validation_accuracy", "final_train_loss")
 # Predicted figures correlated with the measured accuracy: every objective's value of K_S
 # (higher is better by construction) and the profile's summaries.
-PREDICTORS = tuple(f"objective:{o}" for o in OBJECTIVES) + ("loo_accuracy", "effective_rank", "distance_to_full")
+PREDICTORS = tuple(f"objective:{o}" for o in OBJECTIVES) + ("loo_accuracy", "effective_rank", "distance_to_full",
+                                                            "label_signal")
 
 
 def measured(metrics: dict) -> dict:

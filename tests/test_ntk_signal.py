@@ -42,9 +42,13 @@ def test_scores_match_jacobian_oracle(tiny_model, reduction, num_labels):
         if t.transposed:
             jac = jac.reshape(*jac.shape[:-1], t.d_in, t.d_out).transpose(-1, -2)
         gradient = torch.einsum("no,noij->ij", y, jac.reshape(*jac.shape[:2], t.d_out, t.d_in)) / len(y)
-        rows, cols = got[t.name]
+        rows, cols, spectrum = got[t.name].rows, got[t.name].cols, got[t.name].spectrum
         assert rel(rows, gradient.square().sum(1)) < _tolerance(loaded), t.name
         assert rel(cols, gradient.square().sum(0)) < _tolerance(loaded), t.name
+        assert rel(spectrum, torch.linalg.svdvals(gradient).square()) < _tolerance(loaded), t.name
+        assert (spectrum[:-1] >= spectrum[1:]).all()
+        best_rank_one = torch.linalg.matrix_norm(gradient, ord=2) ** 2  # Eckart-Young: σ_1² = best rank-1 energy
+        assert torch.allclose(spectrum[0], best_rank_one.detach(), rtol=1e-6)
 
 
 def test_scores_are_the_full_reductions_alignment_over_m_squared(tiny_model):
@@ -55,7 +59,7 @@ def test_scores_are_the_full_reductions_alignment_over_m_squared(tiny_model):
     kernels = structured_kernels(loaded.logits_model, batch, modules, OutputSpec("full", 3, LABELS3))
     got = _scores(loaded, targets, OutputSpec("trace", 3, LABELS3), batch, batch_size=6)
     for t in targets:
-        rows, cols = got[t.name]
+        rows, cols = got[t.name].rows, got[t.name].cols
         assert rel(rows * 36, kernels[PREFIX + t.name].row_alignment) < _tolerance(loaded)
         assert rel(cols * 36, kernels[PREFIX + t.name].col_alignment) < _tolerance(loaded)
 
@@ -70,9 +74,10 @@ def test_batching_and_padding_do_not_change_scores(batch_size):
     base = tiny_batch()
     padded = {k: torch.cat([base[k], torch.zeros(6, 4, dtype=base[k].dtype)], 1) for k in base}
     split = _scores(loaded, targets, spec, padded, batch_size=batch_size)
-    for name, (rows, cols) in whole.items():
-        assert rel(split[name][0], rows) < 1e-10 and rel(split[name][1], cols) < 1e-10
-        assert torch.allclose(rows.sum(), cols.sum())  # both are ‖G‖²_F
+    for name, scores in whole.items():
+        assert rel(split[name].rows, scores.rows) < 1e-10 and rel(split[name].cols, scores.cols) < 1e-10
+        for total in (scores.cols.sum(), scores.spectrum.sum()):  # all three are ‖G‖²_F
+            assert torch.allclose(scores.rows.sum(), total)
 
 
 def test_trainable_flags_restored_and_single_class_is_zero():
@@ -83,5 +88,5 @@ def test_trainable_flags_restored_and_single_class_is_zero():
     spec = OutputSpec("trace", 2, torch.zeros(6, dtype=torch.long))  # one class: Ỹ = 0
     targets, _ = modules_of(loaded)
     got = _scores(loaded, targets, spec, tiny_batch(), batch_size=3)
-    assert all(float(rows.abs().max()) == 0.0 for rows, _ in got.values())
+    assert all(float(scores.rows.abs().max()) == 0.0 for scores in got.values())
     assert flags == {n: p.requires_grad for n, p in loaded.backbone.named_parameters()}

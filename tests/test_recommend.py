@@ -183,3 +183,27 @@ def test_uniform_allocation_spreads_rows_evenly_and_bad_allocation_is_refused(ti
     assert recipe.evidence["trainable"]["total"] <= budget and free.evidence["trainable"]["total"] <= budget
     with pytest.raises(RecipeError, match="unknown --allocation 'even'"):
         recommend(tiny_profile_dir, RecommendConfig(allocation="even"))
+
+
+def test_lora_ranks_follow_the_label_gradient_spectrum_with_diminishing_returns(tmp_path):
+    """Module A's spectrum (9, 9, 1, 1, ...) and B's (4, 4, ...): A's first step, then B's, then
+    A's second; every other module is flat zero and gets nothing."""
+    loaded = tiny_classifier("bert")
+    loaded.backbone.save_pretrained(tmp_path / "model")
+    config = ProfileConfig(model=str(tmp_path / "model"), data="tiny", samples=6, max_length=7, dtype="float64")
+    result = profile_model(loaded, tiny_batch(), LABELS, config, lambda *a: None)
+    blocks = [t for t in discover_targets(loaded.backbone) if t.layer is not None]
+    a, b = blocks[0], blocks[1]  # both 16x16: one rank costs 32 weights
+    spectra = {t.name: torch.zeros(min(t.d_in, t.d_out), dtype=torch.float64) for t in blocks}
+    spectra[a.name][:4] = torch.tensor([9.0, 9.0, 1.0, 1.0])
+    spectra[b.name][:2] = torch.tensor([4.0, 4.0])
+    result.scores["signal_spectrum"] = spectra
+    folder = save_profile(result, tmp_path / "p")
+    head = 2 * 16 + 2
+    recipe = recommend(folder, RecommendConfig(method="lora", budget=head + 3 * 2 * 32))  # three rank-2 steps
+    assert {t.module: t.rank for t in recipe.targets} == {a.name: 4, b.name: 2}
+    assert recipe.evidence["predicted"]["label_signal"] == pytest.approx((9 + 9 + 1 + 1 + 4 + 4) / 28)
+    smaller = recommend(folder, RecommendConfig(method="lora", budget=head + 2 * 2 * 32))
+    assert {t.module: t.rank for t in smaller.targets} == {a.name: 2, b.name: 2}  # diminishing returns in A
+    free = recommend(folder, RecommendConfig(method="lora", budget=head + 3 * 2 * 32, allocation="free"))
+    assert {t.module for t in free.targets} != {a.name, b.name}  # the kernel objective ignores the spectrum

@@ -8,25 +8,36 @@ targets Ỹ (M, O) (``OutputSpec.output_targets``), define the label-weighted ou
 
     s = (1/M) Σ_n Σ_o Ỹ[n, o] f[n, o],      G = ∂s/∂W   (d_out, d_in)
 
-and score row i by ‖G[i, :]‖² and column j by ‖G[:, j]‖². G = (1/M) Σ_r w_r g_r with w = vec(Ỹ)
+and score row i by ‖G[i, :]‖² and column j by ‖G[:, j]‖²; a rank-r update (LoRA) can hold at most
+Σ_{j≤r} σ_j(G)², so the squared singular values of G are kept too. Rows, columns and the
+spectrum each sum to ‖G‖²_F. G = (1/M) Σ_r w_r g_r with w = vec(Ỹ)
 is the `full` reduction's projected gradient, so M² × these scores are exactly that
 reduction's row / column alignment numerators a_i (kernels.py) on the same sample; for the
 `margin` output they are the margin kernel's. At a head with uniform predictions, G is minus
 the gradient of the mean cross-entropy with the class prior in place of the predictions.
 
 Cost: one forward and one backward pass with weight gradients per batch, i.e. about
-6·M·T·Σ P flops; memory: one batch's activations and one gradient per scored weight.
+6·M·T·Σ P flops, plus one SVD per module (min(d_out, d_in)²·max(d_out, d_in)); memory: one
+batch's activations and one gradient per scored weight.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class LabelGradient:
+    rows: torch.Tensor  # (d_out,) ‖G[i, :]‖²
+    cols: torch.Tensor  # (d_in,) ‖G[:, j]‖²
+    spectrum: torch.Tensor  # (min(d_out, d_in),) σ_j(G)², descending
 
 
 @contextmanager
@@ -53,8 +64,8 @@ def label_gradient_scores(
     examples: int,
     on_progress: Progress | None = None,
     total_batches: int = 0,
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """name -> (row scores (d_out,), column scores (d_in,)), float64, as in the module docstring.
+) -> dict[str, LabelGradient]:
+    """name -> LabelGradient (rows (d_out,), columns (d_in,), spectrum), float64, as in the module docstring.
 
     ``batches`` yields (inputs for model(**inputs) -> (B, C) outputs, Ỹ rows (B, O)); the Ỹ
     rows must already be centred over all M = ``examples`` examples. ``weights`` maps a name
@@ -75,5 +86,5 @@ def label_gradient_scores(
     for name in names:
         gradient = total[name].T if weights[name][1] else total[name]  # always (d_out, d_in)
         squared = gradient.square()
-        scores[name] = (squared.sum(1), squared.sum(0))
+        scores[name] = LabelGradient(squared.sum(1), squared.sum(0), torch.linalg.svdvals(gradient).square())
     return scores
