@@ -22,6 +22,7 @@ from _memory import peak_rss  # noqa: E402
 
 from ntk_advisor import data, models  # noqa: E402
 from ntk_advisor.ntk import OutputSpec, jacobian_kernels, structured_kernels  # noqa: E402
+from ntk_advisor.ntk.kernels import _contract, choose_route, module_passes, route_costs  # noqa: E402
 
 GIB = 2**30
 
@@ -87,7 +88,39 @@ def main() -> None:
         sub_spec = OutputSpec("trace", 2, spec.labels[:n])
         times = [timed(structured, loaded, sub, sub_spec, targets[:k])[1]["seconds"] for _ in range(3)]
         print(f"{n:>5}{k:>9}{statistics.median(times):>9.2f}")
+    breakdown(loaded, batch, spec, targets)
     print(f"\nspeedup {slow_rec['seconds'] / fast_s:.1f}x")
+
+
+def breakdown(loaded, batch, spec, targets, repeats: int = 3) -> None:
+    """Where the structured route's time goes, against this machine's matrix-multiply rate:
+    the contractions' flops (route_costs, 2 per multiply-add) over their wall time."""
+    modules = {"backbone." + t.name: loaded.backbone.get_submodule(t.name) for t in targets}
+    weights = spec.target_weights()
+    rows = []
+    for _ in range(repeats):
+        start, contract_s, flops = time.perf_counter(), 0.0, 0.0
+        with torch.enable_grad():
+            for _, xs, deltas in module_passes(loaded.logits_model, batch, modules, spec):
+                for name in modules:
+                    x, d = xs[name], deltas[name]
+                    route = choose_route(x.shape[0], x.shape[1], d.shape[-1], x.shape[-1])
+                    flops += 2 * route_costs(x.shape[0], x.shape[1], d.shape[-1], x.shape[-1])[route]
+                    tick = time.perf_counter()
+                    _contract(x, d, weights, "auto")
+                    contract_s += time.perf_counter() - tick
+        rows.append((time.perf_counter() - start - contract_s, contract_s, flops))
+    passes_s = statistics.median(r[0] for r in rows)
+    contract_s = statistics.median(r[1] for r in rows)
+    square = torch.randn(2048, 2048)
+    square @ square
+    tick = time.perf_counter()
+    for _ in range(5):
+        square @ square
+    peak = 5 * 2 * 2048**3 / (time.perf_counter() - tick)
+    print(f"\nbreakdown (median of {repeats}): forward + backward passes {passes_s:.2f} s, contractions "
+          f"{contract_s:.2f} s = {rows[0][2] / 1e9:.0f} GFLOP at {rows[0][2] / contract_s / 1e9:.0f} GFLOP/s; "
+          f"this machine's 2048² float32 matmul: {peak / 1e9:.0f} GFLOP/s")
 
 
 if __name__ == "__main__":
