@@ -177,10 +177,11 @@ def signal_captured(captured: Captured, placement: dict, method: str) -> float:
     """Share of the placeable modules' label-gradient energy ‖G‖²_F (ntk.signal) that a placement
     can move: its rows' (columns') scores for RoCoFT, the top-r squared singular values of G
     for a rank-r LoRA module (the most any rank-r update holds). NaN without the scores."""
+    rows = captured.profile.scores.get("rows_signal", {})
     spectra = captured.profile.scores.get("signal_spectrum", {})
-    if not all(name in spectra for name in captured.targets):
+    if not all(name in rows for name in captured.targets) or (method == "lora" and not spectra):
         return math.nan
-    total = sum(float(spectra[name].sum()) for name in captured.targets)
+    total = sum(float(rows[name].sum()) for name in captured.targets)  # each module's ‖G‖²_F
     if method == "lora":
         held = sum(float(spectra[name][:rank].sum()) for name, rank in placement.items())
     else:

@@ -198,6 +198,9 @@ def test_lora_ranks_follow_the_label_gradient_spectrum_with_diminishing_returns(
     spectra[a.name][:4] = torch.tensor([9.0, 9.0, 1.0, 1.0])
     spectra[b.name][:2] = torch.tensor([4.0, 4.0])
     result.scores["signal_spectrum"] = spectra
+    result.scores["rows_signal"] = {t.name: torch.cat([spectra[t.name], torch.zeros(t.d_out - len(spectra[t.name]),
+                                                                                   dtype=torch.float64)])
+                                    for t in blocks}  # each module's rows sum to its spectrum's ‖G‖²_F
     folder = save_profile(result, tmp_path / "p")
     head = 2 * 16 + 2
     recipe = recommend(folder, RecommendConfig(method="lora", budget=head + 3 * 2 * 32))  # three rank-2 steps
@@ -207,3 +210,6 @@ def test_lora_ranks_follow_the_label_gradient_spectrum_with_diminishing_returns(
     assert {t.module: t.rank for t in smaller.targets} == {a.name: 2, b.name: 2}  # diminishing returns in A
     free = recommend(folder, RecommendConfig(method="lora", budget=head + 3 * 2 * 32, allocation="free"))
     assert {t.module for t in free.targets} != {a.name, b.name}  # the kernel objective ignores the spectrum
+    rocoft = recommend(folder, RecommendConfig(budget=head + 16))  # one 16-weight row: module A's row 0
+    assert [(t.module, t.indices) for t in rocoft.targets] == [(a.name, (0,))]
+    assert rocoft.evidence["predicted"]["label_signal"] == pytest.approx(9 / 28)
