@@ -2,10 +2,13 @@
 
 The profile folder holds the probe sample and the head, so the exact profiled model is
 rebuilt and one forward / C backward passes give each module's x and δ again; from them the
-kernel of any row or column set is exact (ntk.rows_cols). The advised placement is a greedy
-search (ntk.select) over the best candidate rows / columns of every module, or over LoRA
-rank steps with LoRA's expected kernel E[K_LoRA(r)] = r·σ²·K_W (METHOD.md §5; α = r, and
-PEFT's kaiming-uniform A has σ² = 1/(3·d_in)).
+kernel of any row or column set is exact (ntk.rows_cols). The advised RoCoFT placement seeds
+every module with its best-aligned row (or rows, --allocation uniform), aligned meaning the
+profile's label-gradient score over 1,024 examples (ntk.signal) when it has one, then runs a
+greedy search (ntk.select) over the best candidate rows / columns of every module. LoRA ranks
+follow the label gradient's singular values (diminishing returns per module), or, without
+them or with --allocation free, a greedy search over rank steps with LoRA's expected kernel
+E[K_LoRA(r)] = r·σ²·K_W (METHOD.md §5; α = r, PEFT's kaiming-uniform A has σ² = 1/(3·d_in)).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from .placement import (
     placement_weights,
     unit_cost,
 )
+from .signal_placement import coverage_order, lora_by_spectrum, signal_captured, unit_alignment
 from .recipe import SCHEMA_VERSION, DataSpec, ModelSpec, Proximal, Recipe, Target, Training, peft_section
 
 # Default objective, chosen by `validate` on real minilm-l6 (README, "What the study found"):
@@ -173,56 +177,11 @@ def placement_kernel(captured: Captured, placement: dict, method: str) -> torch.
                torch.zeros_like(captured.profile.kernels["total"]))
 
 
-def signal_captured(captured: Captured, placement: dict, method: str) -> float:
-    """Share of the placeable modules' label-gradient energy ‖G‖²_F (ntk.signal) that a placement
-    can move: its rows' (columns') scores for RoCoFT, the top-r squared singular values of G
-    for a rank-r LoRA module (the most any rank-r update holds). NaN without the scores."""
-    rows = captured.profile.scores.get("rows_signal", {})
-    spectra = captured.profile.scores.get("signal_spectrum", {})
-    if not all(name in rows for name in captured.targets) or (method == "lora" and not spectra):
-        return math.nan
-    total = sum(float(rows[name].sum()) for name in captured.targets)  # each module's ‖G‖²_F
-    if method == "lora":
-        held = sum(float(spectra[name][:rank].sum()) for name, rank in placement.items())
-    else:
-        held = sum(float(unit_alignment(captured.profile, axis, name)[list(idx)].sum())
-                   for name, (axis, idx) in placement.items())
-    return held / total if total > 0 else math.nan
-
-
-def _lora_by_spectrum(captured: Captured, config: RecommendConfig, budget: int):
-    """LoRA ranks where the label gradient's energy is: rank step j of module m is worth
-    σ_2j² + σ_2j+1² of G_m per d_in + d_out weights each. σ_j falls with j, so every module's
-    returns diminish and the greedy by value per weight, which takes each module's steps in
-    order, spreads rank over modules instead of piling it into one."""
-    spectra = captured.profile.scores["signal_spectrum"]
-    step = 2
-    steps = []
-    for name, t in captured.targets.items():
-        values = spectra[name][: config.module_rank * 4]
-        cost = step * unit_cost(t, "rank")
-        for j in range(0, len(values), step):
-            steps.append((float(values[j:j + step].sum()) / cost, name, cost, float(values[j:j + step].sum())))
-    steps.sort(key=lambda item: -item[0])  # stable: equal ratios keep module order
-    placement: dict[str, int] = {}
-    scores: dict[str, float] = {}
-    spent = 0
-    for _, name, cost, value in steps:
-        if spent + cost <= budget:
-            placement[name] = placement.get(name, 0) + step
-            scores[name] = scores.get(name, 0.0) + value
-            spent += cost
-    if not placement:
-        raise RecipeError(f"--budget {config.budget} buys no LoRA rank step of {step}: raise it")
-    return placement, scores, {"candidate_items": len(steps), "steps": sum(r // step for r in placement.values()),
-                               "objective_value": signal_captured(captured, placement, "lora")}
-
-
 def _advised(captured: Captured, config: RecommendConfig, budget: int, ridge: float):
     """Greedy search; returns (placement, per-module score, search statistics)."""
     if (config.method == "lora" and config.allocation == "greedy"
             and "signal_spectrum" in captured.profile.scores and captured.profile.scores["signal_spectrum"]):
-        return _lora_by_spectrum(captured, config, budget)
+        return lora_by_spectrum(captured, config, budget)
     items, kernels, costs = [], [], []
     for name, t in captured.targets.items():
         if config.method == "lora":
@@ -250,7 +209,7 @@ def _advised(captured: Captured, config: RecommendConfig, budget: int, ridge: fl
     start = None
     if config.method == "rocoft" and config.allocation != "free":
         rounds = 1 if config.allocation == "greedy" else config.candidates_per_module
-        start = _coverage_order(items, costs, rounds,
+        start = coverage_order(items, costs, rounds,
                                 lambda i: float(unit_alignment(captured.profile, config.axis, items[i][0])[items[i][1]]))
     spec = captured.spec
     selection = greedy_select(stacked, torch.tensor(costs), budget, config.objective, spec.centred_targets(),
@@ -270,30 +229,6 @@ def _advised(captured: Captured, config: RecommendConfig, budget: int, ridge: fl
              "skipped_by_weyl_bound": selection.skipped_by_bound, "capped_steps": selection.capped_steps,
              "steps": len(selection.chosen), "objective_value": selection.value}
     return placement, scores, stats
-
-
-def _coverage_order(items: list, costs: list, rounds: int, alignment_of) -> list[int]:
-    """Round r takes every module's r-th best-aligned candidate, best alignment per parameter
-    first, so that when the budget runs out inside a round the most promising modules got
-    their row, not the first layers in model order."""
-    per_module: dict[str, list[int]] = {}
-    for i, (name, _) in enumerate(items):
-        per_module.setdefault(name, []).append(i)  # candidates are listed best-aligned first
-    order = []
-    for r in range(rounds):
-        layer = [indices[r] for indices in per_module.values() if len(indices) > r]
-        order += sorted(layer, key=lambda i: -alignment_of(i) / float(costs[i]))
-    return order
-
-
-def unit_alignment(profile: NtkProfile, axis: str, name: str) -> torch.Tensor:
-    """The score that picks a module's rows (or columns): the label-gradient score over the
-    profile's M examples when it has one (ntk.signal), else the probe sample's alignment
-    numerator. Both measure ⟨K_unit, ỸỸᵀ⟩; the first on 16× more examples by default, which
-    is what makes the chosen rows repeat across probe seeds (README, "Stability")."""
-    group = "rows" if axis == "rows" else "cols"
-    signal = profile.scores.get(f"{group}_signal", {})
-    return signal[name] if name in signal else profile.scores[f"{group}_alignment"][name]
 
 
 def _report(captured: Captured, kernel: torch.Tensor, ridge: float, full: torch.Tensor, excluded_lmax: float) -> dict:
