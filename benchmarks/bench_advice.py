@@ -92,10 +92,13 @@ def comparison(document: dict) -> str:
                      f"{100 * d['sem']:.1f} points ({errors}): {verdict}")
     table = document["correlations"].get("test_accuracy", {})
     if len(placements) >= 12 and table:
-        c = table[f"objective:{DEFAULT_OBJECTIVE}"]
-        lines.append(f"default predictor objective:{DEFAULT_OBJECTIVE}: Spearman ρ {c['spearman']:+.2f} "
-                     f"[{c['spearman_ci'][0]:+.2f}, {c['spearman_ci'][1]:+.2f}] over {len(placements)} placements; "
-                     f"best predictor: {max(table, key=lambda p: table[p]['spearman'] if table[p]['spearman'] == table[p]['spearman'] else -2)}")
+        # label_signal is what picks the advised rows; the objective only spends what coverage leaves.
+        for name in ("label_signal", f"objective:{DEFAULT_OBJECTIVE}"):
+            c = table.get(name)
+            if c:
+                lines.append(f"predictor {name}: Spearman ρ {c['spearman']:+.2f} [{c['spearman_ci'][0]:+.2f}, "
+                             f"{c['spearman_ci'][1]:+.2f}] over {c['n']} placements")
+        lines.append(f"best predictor: {max(table, key=lambda p: table[p]['spearman'] if table[p]['spearman'] == table[p]['spearman'] else -2)}")
     return "\n".join(lines) + "\n"
 
 
