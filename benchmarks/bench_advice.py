@@ -10,13 +10,15 @@ Real minilm-l6, 100 steps per run, the same training settings for every arm. Eac
     vader-lora-20k         LoRA: advised vs lora-qv vs lora-all, 3 seeds each
     vader-100k, bbc-100k   RoCoFT at 100,000: the five arms, 3 seeds each
     *-100k-uniform         the same with --allocation uniform (the same number of rows in every
-                           module) for the advised arm; the baseline arms are the same runs
+                           module) for the advised arm; the baseline arms are trained again in
+                           their own folder (training is deterministic: the same numbers)
     stability              the advised placement from 3 probe seeds (each seed draws its own split,
                            probe sample and probe head): Jaccard overlap of the chosen rows, with
                            the label-gradient row scores (default) and without (--signal-samples 0)
 
 Prints per study each arm's mean ± standard error, the paired difference advised − arm (same
-training seeds) with its standard error, and the default predictor's Spearman ρ; writes the
+training seeds) with its standard error, and the Spearman ρ of label_signal and of the default
+objective over the 12 placements; writes the
 tables to benchmarks/advice/<study>.txt.
 
     .venv/bin/python benchmarks/bench_advice.py [--work runs/advice] [--only vader-20k ...]

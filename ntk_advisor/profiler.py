@@ -55,8 +55,8 @@ class ProfileConfig:
     def validate(self) -> None:
         if self.capture_mib < 1:
             raise ProfileError(f"--capture-mib must be at least 1, got {self.capture_mib}")
-        if self.signal_samples < 0:
-            raise ProfileError(f"--signal-samples must be 0 (off) or a number of examples, got {self.signal_samples}")
+        if self.signal_samples < 0 or self.signal_samples == 1:
+            raise ProfileError(f"--signal-samples must be 0 (off) or at least 2 examples, got {self.signal_samples}")
         if self.samples < 2:
             raise ProfileError(f"--samples must be at least 2, got {self.samples}")
         if self.max_length < 1:
@@ -170,9 +170,10 @@ def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkPr
     result = profile_model(loaded, batch, labels, config, progress, timing, warnings)
     if config.signal_samples:
         started_signal = time.perf_counter()
-        result.scores |= label_signal(loaded, splits.train, config, result.settings["modules"], result.warnings,
-                                      progress)
-        result.settings["signal_samples"] = min(config.signal_samples, len(splits.train))
+        scores = label_signal(loaded, splits.train, config, result.settings["modules"], result.warnings, progress)
+        result.scores |= scores
+        if scores:
+            result.settings["signal_samples"] = min(config.signal_samples, len(splits.train))
         result.timing["signal_s"] = time.perf_counter() - started_signal
     result.settings.update({"model": config.model, "data": config.data, "text_column": config.text_column,
                             "label_column": config.label_column, "label_names": list(dataset.label_names),
@@ -275,6 +276,11 @@ def label_signal(loaded: models.LoadedModel, train, config: ProfileConfig, modul
                for i in starts)
     scores = label_gradient_scores(loaded.logits_model, batches, weights, spec.stack_outputs, len(texts),
                                    on_progress=progress, total_batches=len(starts))
+    broken = [name for name, value in scores.items() if not torch.isfinite(value.rows).all()]
+    if broken:
+        raise ProfileError(f"the label gradient of {len(broken)} module(s) has NaN or Inf entries (first: "
+                           f"'{broken[0]}'): the model or the inputs overflow; check the weights, try --dtype float64, "
+                           "or pass --signal-samples 0")
     return {"rows_signal": {n: v.rows for n, v in scores.items()}, "cols_signal": {n: v.cols for n, v in scores.items()},
             "signal_spectrum": {n: v.spectrum for n, v in scores.items()}}
 

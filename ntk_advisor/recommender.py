@@ -329,7 +329,7 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
     evidence = {
         "profile": str(profile_dir),
         "placement": config.placement,
-        "objective": config.objective if config.placement == "advised" else None,
+        "objective": search.get("objective", config.objective) if config.placement == "advised" else None,
         "budget": config.budget,
         "trainable": {"weights": weights_used, "head": head_params, "biases": bias_params,
                       "total": weights_used + head_params + bias_params},

@@ -38,8 +38,10 @@ def coverage_order(items: list, costs: list, rounds: int, alignment_of) -> list[
 def unit_alignment(profile: NtkProfile, axis: str, name: str) -> torch.Tensor:
     """The score that picks a module's rows (or columns): the label-gradient score over the
     profile's M examples when it has one (ntk.signal), else the probe sample's alignment
-    numerator. Both measure ⟨K_unit, ỸỸᵀ⟩; the first on 16× more examples by default, which
-    is what makes the chosen rows repeat across probe seeds (README, "Stability")."""
+    numerator. Both measure how far a row's kernel points at the labels (the first is the
+    `full` reduction's ⟨K_row, vec(Ỹ)vec(Ỹ)ᵀ⟩/M², the second the profile reduction's
+    ⟨K_row, ỸỸᵀ⟩); the first on 16× more examples by default, which is what makes the chosen
+    rows repeat across probe seeds (README, "Stability")."""
     group = "rows" if axis == "rows" else "cols"
     signal = profile.scores.get(f"{group}_signal", {})
     return signal[name] if name in signal else profile.scores[f"{group}_alignment"][name]
@@ -73,7 +75,7 @@ def lora_by_spectrum(captured: Captured, config: RecommendConfig, budget: int):
     for name, t in captured.targets.items():
         values = spectra[name][: config.module_rank * 4]
         cost = step * unit_cost(t, "rank")
-        for j in range(0, len(values), step):
+        for j in range(0, len(values) - step + 1, step):  # whole steps only: rank ≤ min(d_out, d_in)
             steps.append((float(values[j:j + step].sum()) / cost, name, cost, float(values[j:j + step].sum())))
     steps.sort(key=lambda item: -item[0])  # stable: equal ratios keep module order
     placement: dict[str, int] = {}
@@ -86,5 +88,5 @@ def lora_by_spectrum(captured: Captured, config: RecommendConfig, budget: int):
             spent += cost
     if not placement:
         raise RecipeError(f"--budget {config.budget} buys no LoRA rank step of {step}: raise it")
-    return placement, scores, {"candidate_items": len(steps), "steps": sum(r // step for r in placement.values()),
+    return placement, scores, {"objective": "label_signal", "candidate_items": len(steps), "steps": sum(r // step for r in placement.values()),
                                "objective_value": signal_captured(captured, placement, "lora")}

@@ -89,6 +89,10 @@ class ValidateConfig:
             raise ValidateError("--seeds and --key-seeds must be at least 1")
         if any(lam < 0 for lam in self.lambdas):
             raise ValidateError(f"--lambdas must all be >= 0, got {list(self.lambdas)}")
+        from .recommender import ALLOCATIONS
+
+        if self.allocation not in ALLOCATIONS:
+            raise ValidateError(f"unknown --allocation '{self.allocation}': use one of {', '.join(ALLOCATIONS)}")
         if self.steps is not None and self.steps < 1:
             raise ValidateError(f"--steps must be at least 1, got {self.steps}")
 

@@ -70,8 +70,7 @@ def test_batching_and_padding_do_not_change_scores(batch_size):
     spec = OutputSpec("trace", 3, LABELS3)
     targets, _ = modules_of(loaded)
     whole = _scores(loaded, targets, spec, tiny_batch(), batch_size=6)
-    padded = tiny_batch(t=11)  # the same token ids, padded further
-    base = tiny_batch()
+    base = tiny_batch()  # the same token ids, padded 4 tokens further
     padded = {k: torch.cat([base[k], torch.zeros(6, 4, dtype=base[k].dtype)], 1) for k in base}
     split = _scores(loaded, targets, spec, padded, batch_size=batch_size)
     for name, scores in whole.items():

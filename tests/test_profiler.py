@@ -95,7 +95,7 @@ def test_module_filter_and_unknown_module():
 @pytest.mark.parametrize("field,value,message", [
     ("samples", 1, "at least 2"), ("max_length", 0, "at least 1"), ("head", "magic", "unknown --head"),
     ("method", "guess", "unknown --method"), ("reduction", "mean", "unknown --output"),
-    ("signal_samples", -1, "--signal-samples"),
+    ("signal_samples", -1, "--signal-samples"), ("signal_samples", 1, "at least 2 examples"),
 ])
 def test_config_validation(field, value, message):
     with pytest.raises(ProfileError, match=message):

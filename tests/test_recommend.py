@@ -205,6 +205,7 @@ def test_lora_ranks_follow_the_label_gradient_spectrum_with_diminishing_returns(
     head = 2 * 16 + 2
     recipe = recommend(folder, RecommendConfig(method="lora", budget=head + 3 * 2 * 32))  # three rank-2 steps
     assert {t.module: t.rank for t in recipe.targets} == {a.name: 4, b.name: 2}
+    assert recipe.evidence["objective"] == "label_signal"
     assert recipe.evidence["predicted"]["label_signal"] == pytest.approx((9 + 9 + 1 + 1 + 4 + 4) / 28)
     smaller = recommend(folder, RecommendConfig(method="lora", budget=head + 2 * 2 * 32))
     assert {t.module: t.rank for t in smaller.targets} == {a.name: 2, b.name: 2}  # diminishing returns in A

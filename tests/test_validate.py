@@ -179,6 +179,8 @@ def test_bad_study_settings_are_clear_errors(tiny_model_folder, tiny_csv, tmp_pa
         tiny_config(tiny_model_folder, tiny_csv, placements=0).validate()
     with pytest.raises(ValidateError, match="lambdas"):
         tiny_config(tiny_model_folder, tiny_csv, lambdas=(-1.0,)).validate()
+    with pytest.raises(ValidateError, match="unknown --allocation 'even'"):
+        tiny_config(tiny_model_folder, tiny_csv, allocation="even").validate()
     from ntk_advisor.errors import RecipeError
 
     with pytest.raises(RecipeError, match="budget"):  # smaller than the head alone

@@ -13,12 +13,12 @@ and score row i by ‖G[i, :]‖² and column j by ‖G[:, j]‖²; a rank-r upd
 spectrum each sum to ‖G‖²_F. G = (1/M) Σ_r w_r g_r with w = vec(Ỹ)
 is the `full` reduction's projected gradient, so M² × these scores are exactly that
 reduction's row / column alignment numerators a_i (kernels.py) on the same sample; for the
-`margin` output they are the margin kernel's. At a head with uniform predictions, G is minus
-the gradient of the mean cross-entropy with the class prior in place of the predictions.
+`margin` output they are the margin kernel's. G is minus the gradient of the mean
+cross-entropy with the sample's class shares in place of the predicted probabilities.
 
 Cost: one forward and one backward pass with weight gradients per batch, i.e. about
 6·M·T·Σ P flops, plus one SVD per module (min(d_out, d_in)²·max(d_out, d_in)); memory: one
-batch's activations and one gradient per scored weight.
+batch's activations, a float32 gradient and a float64 running sum per scored weight.
 """
 
 from __future__ import annotations
