@@ -179,10 +179,9 @@ def placement_kernel(captured: Captured, placement: dict, method: str) -> torch.
 
 def _advised(captured: Captured, config: RecommendConfig, budget: int, ridge: float):
     """Greedy search; returns (placement, per-module score, search statistics)."""
-    if (config.method == "lora" and config.allocation == "greedy"
-            and "signal_spectrum" in captured.profile.scores and captured.profile.scores["signal_spectrum"]):
+    if config.method == "lora" and config.allocation == "greedy" and captured.profile.scores.get("signal_spectrum"):
         return lora_by_spectrum(captured, config, budget)
-    items, kernels, costs = [], [], []
+    items, kernels, costs, alignments = [], [], [], []
     for name, t in captured.targets.items():
         if config.method == "lora":
             step = 2
@@ -205,12 +204,12 @@ def _advised(captured: Captured, config: RecommendConfig, budget: int, ridge: fl
             items.append((name, index))
             kernels.append(block[position])
             costs.append(unit_cost(t, config.axis))
+            alignments.append(float(align[index]))
     stacked = torch.stack(kernels).to(torch.float64)
     start = None
     if config.method == "rocoft" and config.allocation != "free":
         rounds = 1 if config.allocation == "greedy" else config.candidates_per_module
-        start = coverage_order(items, costs, rounds,
-                                lambda i: float(unit_alignment(captured.profile, config.axis, items[i][0])[items[i][1]]))
+        start = coverage_order(items, costs, alignments, rounds)
     spec = captured.spec
     selection = greedy_select(stacked, torch.tensor(costs), budget, config.objective, spec.centred_targets(),
                               spec.regression_targets(), ridge, start=start)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .recommender import Captured, RecommendConfig
 
 
-def coverage_order(items: list, costs: list, rounds: int, alignment_of) -> list[int]:
+def coverage_order(items: list, costs: list, alignments: list[float], rounds: int) -> list[int]:
     """Round r takes every module's r-th best-aligned candidate, best alignment per parameter
     first, so that when the budget runs out inside a round the most promising modules got
     their row, not the first layers in model order."""
@@ -31,7 +31,7 @@ def coverage_order(items: list, costs: list, rounds: int, alignment_of) -> list[
     order = []
     for r in range(rounds):
         layer = [indices[r] for indices in per_module.values() if len(indices) > r]
-        order += sorted(layer, key=lambda i: -alignment_of(i) / float(costs[i]))
+        order += sorted(layer, key=lambda i: -alignments[i] / float(costs[i]))
     return order
 
 
@@ -76,7 +76,8 @@ def lora_by_spectrum(captured: Captured, config: RecommendConfig, budget: int):
         values = spectra[name][: config.module_rank * 4]
         cost = step * unit_cost(t, "rank")
         for j in range(0, len(values) - step + 1, step):  # whole steps only: rank ≤ min(d_out, d_in)
-            steps.append((float(values[j:j + step].sum()) / cost, name, cost, float(values[j:j + step].sum())))
+            value = float(values[j:j + step].sum())
+            steps.append((value / cost, name, cost, value))
     steps.sort(key=lambda item: -item[0])  # stable: equal ratios keep module order
     placement: dict[str, int] = {}
     scores: dict[str, float] = {}
@@ -88,5 +89,6 @@ def lora_by_spectrum(captured: Captured, config: RecommendConfig, budget: int):
             spent += cost
     if not placement:
         raise RecipeError(f"--budget {config.budget} buys no LoRA rank step of {step}: raise it")
-    return placement, scores, {"objective": "label_signal", "candidate_items": len(steps), "steps": sum(r // step for r in placement.values()),
+    return placement, scores, {"objective": "label_signal", "candidate_items": len(steps),
+                               "steps": sum(r // step for r in placement.values()),
                                "objective_value": signal_captured(captured, placement, "lora")}

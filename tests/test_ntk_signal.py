@@ -89,3 +89,14 @@ def test_trainable_flags_restored_and_single_class_is_zero():
     got = _scores(loaded, targets, spec, tiny_batch(), batch_size=3)
     assert all(float(scores.rows.abs().max()) == 0.0 for scores in got.values())
     assert flags == {n: p.requires_grad for n, p in loaded.backbone.named_parameters()}
+
+
+def test_overflowed_gradient_gives_nan_scores_not_a_linear_algebra_error():
+    """The profiler names the module from NaN scores; the SVD must not fail first."""
+    loaded = tiny_classifier("bert", num_labels=2)
+    targets, _ = modules_of(loaded)
+    with torch.no_grad():
+        loaded.backbone.get_submodule(targets[0].name).weight[0, 0] = float("nan")
+    got = _scores(loaded, targets, OutputSpec("trace", 2, LABELS3 % 2), tiny_batch(), batch_size=6)
+    assert not torch.isfinite(got[targets[0].name].rows).all()
+    assert torch.isnan(got[targets[0].name].spectrum).all()

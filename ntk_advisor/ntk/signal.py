@@ -86,5 +86,8 @@ def label_gradient_scores(
     for name in names:
         gradient = total[name].T if weights[name][1] else total[name]  # always (d_out, d_in)
         squared = gradient.square()
-        scores[name] = LabelGradient(squared.sum(1), squared.sum(0), torch.linalg.svdvals(gradient).square())
+        # An overflowed G has no SVD; NaN spectra let the caller name the module instead of LAPACK failing.
+        spectrum = (torch.linalg.svdvals(gradient).square() if torch.isfinite(gradient).all()
+                    else torch.full((min(gradient.shape),), torch.nan, dtype=torch.float64))
+        scores[name] = LabelGradient(squared.sum(1), squared.sum(0), spectrum)
     return scores

@@ -76,10 +76,10 @@ class OutputSpec:
     def output_targets(self) -> torch.Tensor:
         """(N, passes) centred targets, one per differentiated output: Ỹ for trace and full,
         centred ±1 for margin. Σ_n,o Ỹ[n,o] f[n,o] is what the label gradient differentiates."""
-        if self.reduction == "margin":
-            return self.centred_targets()
-        y = self.one_hot()
-        return y - y.mean(0)
+        if self.reduction == "full":  # centred_targets flattens these into one column
+            y = self.one_hot()
+            return y - y.mean(0)
+        return self.centred_targets()
 
     def target_weights(self) -> torch.Tensor:
         """(k, rows) weights w, the same for every pass: Σ_passes ⟨K_pass, wᵀw⟩ = ⟨K, T⟩."""
