@@ -17,7 +17,7 @@ from . import data as data_lib
 from . import models
 from .artifacts import ModuleSummary, NtkProfile
 from .errors import ProfileError
-from .ntk import (OutputSpec, choose_route, jacobian_kernels, kernel_report, label_gradient_scores,
+from .ntk import (OutputSpec, jacobian_kernels, kernel_report, label_gradient_scores,
                   structured_kernels)
 from .ntk.spectral import eigenvalues
 
@@ -225,7 +225,7 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
     summaries = []
     for t in targets:
         stats = results[t.name]
-        route = "jacobian" if config.method == "jacobian" else choose_route(rows, tokens, t.d_out, t.d_in)
+        route = "jacobian" if config.method == "jacobian" else stats.route
         summaries.append(ModuleSummary(t.name, t.role, t.layer, t.d_out, t.d_in, t.num_weights, route,
                                        **kernel_report(stats.kernel, **report_args)))
     total_kernel = sum(r.kernel for r in results.values())

@@ -26,7 +26,8 @@ from . import models
 from .artifacts import NtkProfile, load_profile
 from .errors import RecipeError
 from .ntk import OutputSpec, kernel_report
-from .ntk.kernels import _projection, kernel_rows, module_passes
+from .ntk.contractions import projection
+from .ntk.kernels import kernel_rows, module_passes
 from .ntk.rows_cols import per_col_kernels, per_row_kernels, slice_kernel
 from .ntk.select import OBJECTIVES, greedy_select, objective_value
 from .placement import (
@@ -156,10 +157,10 @@ def _relative_gradient_norms(targets, x, deltas, weights, logits, spec) -> dict[
     norms = {}
     for name in targets:
         if spec.reduction == "full":  # rows r = n·C + c carry the residual of logit c
-            grad = _projection(residual.reshape(1, -1).to(x[name].dtype), deltas[name][0], x[name])[0]
+            grad = projection(residual.reshape(1, -1).to(x[name].dtype), deltas[name][0], x[name])[0]
         else:  # Σ_c r_c δ_c first: one d_out×d_in product instead of C
             combined = sum(residual[:, p, None, None].to(d.dtype) * d for p, d in enumerate(deltas[name]))
-            grad = _projection(torch.ones(1, n, dtype=x[name].dtype), combined, x[name])[0]
+            grad = projection(torch.ones(1, n, dtype=x[name].dtype), combined, x[name])[0]
         norms[name] = float(grad.norm() / n / weights[name].norm())
     return norms
 

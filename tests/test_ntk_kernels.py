@@ -15,7 +15,8 @@ from torch.func import functional_call, jacrev, vmap
 
 from ntk_advisor.models import discover_targets
 from ntk_advisor.ntk import OutputSpec, jacobian_kernels, structured_kernels
-from ntk_advisor.ntk.kernels import choose_route, module_passes
+from ntk_advisor.ntk.contractions import choose_route
+from ntk_advisor.ntk.kernels import module_passes
 from ntk_advisor.ntk.rows_cols import per_col_kernels, per_row_kernels, slice_kernel
 
 PREFIX = "backbone."

@@ -1,6 +1,7 @@
 """The math: empirical NTK per module, rows and columns, spectra and bounds. Imports only torch."""
 
-from .kernels import ModuleKernel, choose_route, gram_route, jacobian_kernels, per_example_route, structured_kernels
+from .contractions import ModuleKernel, choose_route, gram_route, per_example_route
+from .kernels import jacobian_kernels, structured_kernels
 from .spectral import (
     condition_number_bounds,
     distance_bound,

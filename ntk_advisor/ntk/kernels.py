@@ -16,156 +16,24 @@ Why structured: in a transformer the examples of a batch never interact (padding
 masked, there is no batch norm), so ONE forward pass and one backward pass per output give
 every δ for every module at once; a reference route needs a Jacobian per module.
 
-Routes, with their cost per module and pass (R kernel rows, P = d_out·d_in):
-
-=============  ===========================================  ==================================
-route          flops                                        wins when
-=============  ===========================================  ==================================
-per-example    R·T·P (form g_r) + R²·P (inner products)     T is large or d_in·d_out moderate
-gram           R²·T²·(d_in + d_out) (token Grams)           R·T is small against d_in·d_out
-jacobian       vmap(jacrev) per module: ~R forward+backward  never; it is the test oracle
-=============  ===========================================  ==================================
-
-`structured` picks the cheaper of the first two per module (and the Gram route when the
-per-example gradients would not fit in ``max_gradient_bytes``). Neither route ever holds the
-Jacobian of the whole model: the per-example route holds one module's g at a time.
-
-Every route also returns row and column scores (METHOD.md §4): energies
-e_i = Σ_r ‖g_r[i,:]‖² and label-alignment numerators a_i = Σ_k ‖Σ_r w_{k,r} g_r[i,:]‖²,
-where the target weights w (k×R) define the target Gram T = wᵀw (``targets.target_weights``).
-Σ_i e_i = tr K and Σ_i a_i = ⟨K, T⟩, for rows and for columns alike.
+The contractions themselves (per-example and Gram routes, their costs and the row and
+column scores) are in `contractions`. Neither route ever holds the Jacobian of the whole
+model: the per-example route holds one module's g at a time, in one reused buffer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
+from .contractions import GradientBuffer, ModuleKernel, contract, from_gradients
 from .targets import OutputSpec
 
 Progress = Callable[[str, int, int], None]
-
-
-@dataclass
-class ModuleKernel:
-    """One module's kernel (R×R, float64) and its row (d_out) / column (d_in) scores."""
-
-    kernel: torch.Tensor
-    row_energy: torch.Tensor
-    col_energy: torch.Tensor
-    row_alignment: torch.Tensor
-    col_alignment: torch.Tensor
-
-    def add_(self, other: "ModuleKernel") -> "ModuleKernel":
-        for field in ("kernel", "row_energy", "col_energy", "row_alignment", "col_alignment"):
-            getattr(self, field).add_(getattr(other, field))
-        return self
-
-
-def _projected_scores(projected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """projected (k, d_out, d_in) -> row and column squared norms summed over k."""
-    squared = projected.square()
-    return squared.sum((0, 2)), squared.sum((0, 1))
-
-
-def from_gradients(grads: torch.Tensor, target_weights: torch.Tensor) -> ModuleKernel:
-    """Kernel and scores from per-row gradients.
-
-    grads: (R, d_out, d_in); target_weights: (k, R). Cost R²·P + k·R·P flops, R·P memory.
-    """
-    flat = grads.reshape(grads.shape[0], -1)
-    squared = grads.square()
-    row_a, col_a = _projected_scores(torch.einsum("kr,rij->kij", target_weights, grads))
-    return ModuleKernel(flat @ flat.T, squared.sum((0, 2)), squared.sum((0, 1)), row_a, col_a)
-
-
-def per_example_route(
-    x: torch.Tensor, delta: torch.Tensor, target_weights: torch.Tensor, chunk_bytes: int = 8 * 2**20
-) -> ModuleKernel:
-    """x (R, T, d_in), δ (R, T, d_out) -> ModuleKernel via g_r = Σ_t δ_{r,t} x_{r,t}ᵀ.
-
-    g is formed a block of output rows at a time (about ``chunk_bytes`` each): the full
-    R×P tensor would be hundreds of MB per module, and fresh allocations that size cost
-    more in page faults than the arithmetic. Blocks are contracted in the inputs' dtype and
-    accumulated in float64.
-    """
-    R, _, d_in = x.shape
-    d_out = delta.shape[-1]
-    f64 = torch.float64
-    weights = target_weights.to(x.dtype)
-    step = max(1, chunk_bytes // (R * d_in * x.element_size()))
-    result = ModuleKernel(torch.zeros(R, R, dtype=f64), torch.zeros(d_out, dtype=f64), torch.zeros(d_in, dtype=f64),
-                          torch.zeros(d_out, dtype=f64), torch.zeros(d_in, dtype=f64))
-    for start in range(0, d_out, step):
-        rows = slice(start, start + step)
-        g = torch.bmm(delta[..., rows].transpose(1, 2), x)  # (R, rows, d_in)
-        flat = g.reshape(R, -1)
-        result.kernel += (flat @ flat.T).to(f64)
-        # Σ_r w_{k,r} g_r as one (k×R)@(R×P) product, squared in place; then g itself is
-        # squared in place (K no longer needs it). Summing over r first leaves one small
-        # (rows, d_in) array for both the row and the column scores: one pass over g, no copies.
-        projected = (weights @ flat).reshape(-1, g.shape[1], d_in).square_().sum(0)
-        result.row_alignment[rows] = projected.sum(1).to(f64)
-        result.col_alignment += projected.sum(0).to(f64)
-        energy = g.square_().sum(0)
-        result.row_energy[rows] = energy.sum(1).to(f64)
-        result.col_energy += energy.sum(0).to(f64)
-    return result
-
-
-def gram_route(x: torch.Tensor, delta: torch.Tensor, target_weights: torch.Tensor) -> ModuleKernel:
-    """Same result as `per_example_route` from token Grams, never forming g_r.
-
-    K[r,q] = Σ_{t,s} X[r,t,q,s] D[r,t,q,s] with X, D the (R·T)×(R·T) token Grams;
-    e_i = Σ_r δ_r[:,i]ᵀ (x_r x_rᵀ) δ_r[:,i]; a needs only k matrices Σ_r w_{k,r} g_r = (w∘δ)ᵀ x.
-    """
-    R, T, _ = x.shape
-    x_gram = (x.reshape(R * T, -1) @ x.reshape(R * T, -1).T).reshape(R, T, R, T)
-    d_gram = (delta.reshape(R * T, -1) @ delta.reshape(R * T, -1).T).reshape(R, T, R, T)
-    kernel = (x_gram * d_gram).sum((1, 3))
-    x_self = torch.einsum("rti,rsi->rts", x, x)  # (R, T, T) per-row token Grams
-    d_self = torch.einsum("rti,rsi->rts", delta, delta)
-    row_e = torch.einsum("rts,rti,rsi->i", x_self, delta, delta)
-    col_e = torch.einsum("rts,rtj,rsj->j", d_self, x, x)
-    row_a, col_a = _projected_scores(_projection(target_weights.to(x.dtype), delta, x))
-    return ModuleKernel(*(t.to(torch.float64) for t in (kernel, row_e, col_e, row_a, col_a)))
-
-
-def _projection(w: torch.Tensor, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Σ_r w_{k,r} g_r = Σ_{r,t} w_{k,r} δ_{r,t} x_{r,t}ᵀ, one (d_out×R·T)@(R·T×d_in) product per k."""
-    R, T, d_out = delta.shape
-    flat_x = x.reshape(R * T, -1)
-    return torch.stack([(delta * w_k[:, None, None]).reshape(R * T, d_out).T @ flat_x for w_k in w])
-
-
-def route_costs(rows: int, tokens: int, d_out: int, d_in: int) -> dict[str, float]:
-    """Flop estimates of the two structured contractions for one module and pass."""
-    params = d_out * d_in
-    return {
-        "per-example": rows * tokens * params + rows * rows * params,
-        "gram": rows * rows * tokens * tokens * (d_in + d_out) + rows * tokens * tokens * (d_in + d_out),
-    }
-
-
-def choose_route(rows: int, tokens: int, d_out: int, d_in: int, max_gradient_bytes: float = 2**30) -> str:
-    """The cheaper route by flops, unless per-example blocks would not fit in memory.
-
-    The Gram route runs as a few large square matrix products, which BLAS executes more
-    efficiently than the per-example route's batched thin ones; a 1.2× flop allowance
-    matches the crossover measured on 2 CPU cores (benchmarks/bench_profile.py, T=8..64).
-    """
-    costs = route_costs(rows, tokens, d_out, d_in)
-    if rows * d_in * 8 > max_gradient_bytes:  # one output row's block no longer fits
-        return "gram"
-    return "per-example" if costs["per-example"] <= 1.2 * costs["gram"] else "gram"
-
-
-_ROUTES = {"per-example": per_example_route, "gram": gram_route}
 
 
 class _Capture:
@@ -270,8 +138,11 @@ def structured_kernels(
     of that model. Memory: the forward graph, plus x and one pass's δ of every module
     (N·T·Σ(d_in+d_out) floats; with `full`, the δ of all C passes). ``max_group_bytes`` caps
     that second part: modules are taken in consecutive groups whose x and δ fit, at the cost
-    of one forward and C backward passes per group (the kernels do not change).
+    of one forward and C backward passes per group (the kernels do not change). The
+    per-example route adds one reused buffer of R·P floats for the largest module (at most
+    512 MiB; larger modules are formed in blocks).
     """
+    buffer = GradientBuffer()
     steps_per_module = 1 if spec.reduction == "full" else spec.num_passes
     total = steps_per_module * len(modules)
     results: dict[str, ModuleKernel] = {}
@@ -282,7 +153,8 @@ def structured_kernels(
             if on_progress:
                 on_progress(stage, offset + done, total)
 
-        results |= _group_kernels(model, inputs, {name: modules[name] for name in group}, spec, route, progress)
+        group_modules = {name: modules[name] for name in group}
+        results |= _group_kernels(model, inputs, group_modules, spec, route, progress, buffer)
     return results
 
 
@@ -313,7 +185,7 @@ def module_groups(modules: Mapping[str, nn.Module], tokens: int, spec: OutputSpe
     return groups + [current] if current else groups
 
 
-def _group_kernels(model, inputs, modules, spec, route, on_progress) -> dict[str, ModuleKernel]:
+def _group_kernels(model, inputs, modules, spec, route, on_progress, buffer) -> dict[str, ModuleKernel]:
     names = list(modules)
     kept: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     results: dict[str, ModuleKernel] = {}
@@ -323,21 +195,15 @@ def _group_kernels(model, inputs, modules, spec, route, on_progress) -> dict[str
             if spec.reduction == "full":
                 kept[name].append(deltas[name])  # the cross-output blocks need every pass at once
                 continue
-            part = _contract(x_by_name[name], deltas[name], spec.target_weights(), route)
+            part = contract(x_by_name[name], deltas[name], spec.target_weights(), route, buffer)
             results[name] = part if name not in results else results[name].add_(part)
             on_progress("modules", p * len(names) + i + 1)
     if spec.reduction == "full":
         for i, name in enumerate(names):
-            results[name] = _contract(*kernel_rows(x_by_name[name], kept.pop(name), spec), spec.target_weights(), route)
+            x_rows, delta_rows = kernel_rows(x_by_name[name], kept.pop(name), spec)
+            results[name] = contract(x_rows, delta_rows, spec.target_weights(), route, buffer)
             on_progress("modules", i + 1)
     return results
-
-
-def _contract(x: torch.Tensor, delta: torch.Tensor, target_weights: torch.Tensor, route: str) -> ModuleKernel:
-    """Contract in the model's dtype (float64 models are exact), accumulate and return float64."""
-    delta = delta.to(x.dtype)
-    chosen = route if route != "auto" else choose_route(x.shape[0], x.shape[1], delta.shape[-1], x.shape[-1])
-    return _ROUTES[chosen](x, delta, target_weights)
 
 
 def jacobian_kernels(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .kernels import per_example_route
+from .contractions import per_example_route
 
 
 def slice_kernel(x: torch.Tensor, delta: torch.Tensor, rows=None, cols=None) -> torch.Tensor:

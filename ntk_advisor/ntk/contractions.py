@@ -1,0 +1,206 @@
+"""Contractions of captured activations x and output gradients δ into one module's kernel.
+
+Notation (METHOD.md §1-4): R kernel rows, T tokens, a Linear module y = W x + b with
+W[d_out, d_in], P = d_out·d_in. For kernel row r, δ_{r,t} = ∂f_r/∂y_t and
+
+    g_r = ∂f_r/∂W = Σ_t δ_{r,t} x_{r,t}ᵀ                       (d_out, d_in)
+    K[r, q] = ⟨g_r, g_q⟩ = Σ_{t,s} (x_{r,t}·x_{q,s}) (δ_{r,t}·δ_{q,s})
+
+Two exact routes, with their cost per module and pass:
+
+=============  ===========================================  ==================================
+route          flops (multiply-adds)                        wins when
+=============  ===========================================  ==================================
+per-example    R·T·P (form g_r) + R²·P (inner products)     T is large or d_in·d_out moderate
+gram           R²·T²·(d_in + d_out) (token Grams)           R·T is small against d_in·d_out
+=============  ===========================================  ==================================
+
+Both also return row and column scores (METHOD.md §4): energies e_i = Σ_r ‖g_r[i,:]‖² and
+label-alignment numerators a_i = Σ_k ‖Σ_r w_{k,r} g_r[i,:]‖², with target weights w (k×R)
+(``targets.target_weights``). Σ_i e_i = tr K and Σ_i a_i = ⟨K, wᵀw⟩, for rows and columns.
+
+T counts only *active* tokens: a token whose δ is zero in every row adds nothing to any g_r
+(padding shared by all rows; every token but the pooled one in a BERT model's last layer),
+so `active_tokens` drops it before a route is chosen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class ModuleKernel:
+    """One module's kernel (R×R, float64), its row (d_out) / column (d_in) scores, and the
+    route that contracted it (of its first pass, for kernels summed over passes)."""
+
+    kernel: torch.Tensor
+    row_energy: torch.Tensor
+    col_energy: torch.Tensor
+    row_alignment: torch.Tensor
+    col_alignment: torch.Tensor
+    route: str = ""
+
+    def add_(self, other: "ModuleKernel") -> "ModuleKernel":
+        for field in ("kernel", "row_energy", "col_energy", "row_alignment", "col_alignment"):
+            getattr(self, field).add_(getattr(other, field))
+        return self
+
+    def transposed(self) -> "ModuleKernel":
+        """The same kernel with rows and columns swapped (the module of Wᵀ)."""
+        return ModuleKernel(self.kernel, self.col_energy, self.row_energy, self.col_alignment, self.row_alignment,
+                            self.route)
+
+
+class GradientBuffer:
+    """One reusable buffer for the per-example gradients g of every module and pass.
+
+    Why: g is R·P floats (151 MB for a MiniLM FFN weight at R=64). A fresh tensor that size
+    is fresh pages, and the first-touch page faults land inside the BLAS call; reused, the
+    buffer faults once. ``max_bytes`` caps it: larger modules are formed a block at a time.
+    """
+
+    def __init__(self, max_bytes: int = 512 * 2**20):
+        self.max_bytes = max_bytes
+        self._storage: torch.Tensor | None = None
+
+    def view(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        numel = 1
+        for size in shape:
+            numel *= size
+        if self._storage is None or self._storage.dtype != dtype or self._storage.numel() < numel:
+            self._storage = None  # release the old buffer before the new one is allocated
+            self._storage = torch.empty(numel, dtype=dtype)
+        return self._storage[:numel].view(shape)
+
+
+def active_tokens(x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the token positions whose δ is zero in every row (they add nothing to g_r)."""
+    active = delta.abs().amax(dim=(0, 2)) > 0
+    if bool(active.all()):
+        return x, delta
+    if not bool(active.any()):  # the module does not reach the outputs: one zero token keeps shapes valid
+        active[0] = True
+    return x[:, active], delta[:, active]
+
+
+def token_gram_energies(x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column energies without forming g, from each row's own token Grams:
+
+    e_i = Σ_r δ_r[:,i]ᵀ (x_r x_rᵀ) δ_r[:,i],   c_j = Σ_r x_r[:,j]ᵀ (δ_r δ_rᵀ) x_r[:,j].
+    x (R, T, d_in), δ (R, T, d_out). Cost 2·R·T²·(d_in + d_out).
+    """
+    x_self = torch.bmm(x, x.transpose(1, 2))
+    d_self = torch.bmm(delta, delta.transpose(1, 2))
+    rows = (torch.bmm(x_self, delta) * delta).sum((0, 1))
+    cols = (torch.bmm(d_self, x) * x).sum((0, 1))
+    return rows, cols
+
+
+def per_example_route(x: torch.Tensor, delta: torch.Tensor, target_weights: torch.Tensor,
+                      buffer: GradientBuffer | None = None) -> ModuleKernel:
+    """x (R, T, d_in), δ (R, T, d_out) -> ModuleKernel via g_r = Σ_t δ_{r,t} x_{r,t}ᵀ.
+
+    g is written into ``buffer`` as one (R, d_out, d_in) block when it fits, else in blocks
+    along the longer side of W; K accumulates F Fᵀ over blocks (F = the block as R×m) and the
+    alignment projects each block while it is in cache: w F, k·R·m. Contracted in the inputs'
+    dtype, returned in float64. Memory: the buffer plus R² and d_out + d_in scores.
+    """
+    if x.shape[-1] > delta.shape[-1]:  # block along d_in instead: the same kernel, rows and columns swapped
+        return per_example_route(delta, x, target_weights, buffer).transposed()
+    buffer = buffer or GradientBuffer()
+    R, _, d_in = x.shape
+    d_out = delta.shape[-1]
+    f64 = torch.float64
+    weights = target_weights.to(x.dtype)
+    step = max(1, min(d_out, buffer.max_bytes // (R * d_in * x.element_size())))
+    block = buffer.view((R, step, d_in), x.dtype)
+    kernel = torch.zeros(R, R, dtype=x.dtype)
+    row_alignment = torch.empty(d_out, dtype=f64)
+    col_alignment = torch.zeros(d_in, dtype=f64)
+    delta_by_unit = delta.transpose(1, 2)  # (R, d_out, T)
+    for start in range(0, d_out, step):
+        width = min(step, d_out - start)
+        g = block[:, :width]
+        torch.bmm(delta_by_unit[:, start:start + width], x, out=g)
+        flat = g.view(R, -1)
+        kernel.addmm_(flat, flat.T)
+        projected = (weights @ flat).view(-1, width, d_in).square_().sum(0)  # Σ_k (Σ_r w_kr g_r)², (width, d_in)
+        row_alignment[start:start + width] = projected.sum(1)
+        col_alignment += projected.sum(0)
+    row_energy, col_energy = token_gram_energies(x, delta)
+    return ModuleKernel(kernel.to(f64), row_energy.to(f64), col_energy.to(f64), row_alignment, col_alignment)
+
+
+def gram_route(x: torch.Tensor, delta: torch.Tensor, target_weights: torch.Tensor,
+               buffer: GradientBuffer | None = None) -> ModuleKernel:
+    """Same result as `per_example_route` from token Grams, never forming g_r.
+
+    K[r,q] = Σ_{t,s} X[r,t,q,s] D[r,t,q,s] with X, D the (R·T)×(R·T) token Grams; the energies
+    come from `token_gram_energies`; the alignment needs only k matrices Σ_r w_{k,r} g_r.
+    """
+    R, T, _ = x.shape
+    x_gram = (x.reshape(R * T, -1) @ x.reshape(R * T, -1).T).reshape(R, T, R, T)
+    d_gram = (delta.reshape(R * T, -1) @ delta.reshape(R * T, -1).T).reshape(R, T, R, T)
+    kernel = (x_gram * d_gram).sum((1, 3))
+    row_e, col_e = token_gram_energies(x, delta)
+    squared = projection(target_weights.to(x.dtype), delta, x).square()
+    row_a, col_a = squared.sum((0, 2)), squared.sum((0, 1))
+    return ModuleKernel(*(t.to(torch.float64) for t in (kernel, row_e, col_e, row_a, col_a)))
+
+
+def projection(w: torch.Tensor, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Σ_r w_{k,r} g_r = Σ_{r,t} w_{k,r} δ_{r,t} x_{r,t}ᵀ, one (d_out×R·T)@(R·T×d_in) product per k."""
+    R, T, d_out = delta.shape
+    flat_x = x.reshape(R * T, -1)
+    return torch.stack([(delta * w_k[:, None, None]).reshape(R * T, d_out).T @ flat_x for w_k in w])
+
+
+def from_gradients(grads: torch.Tensor, target_weights: torch.Tensor) -> ModuleKernel:
+    """Kernel and scores from materialized per-row gradients (the Jacobian route).
+
+    grads: (R, d_out, d_in); target_weights: (k, R). Cost R²·P + k·R·P flops, R·P memory.
+    """
+    flat = grads.reshape(grads.shape[0], -1)
+    squared = grads.square()
+    projected = torch.einsum("kr,rij->kij", target_weights, grads).square()
+    return ModuleKernel(flat @ flat.T, squared.sum((0, 2)), squared.sum((0, 1)),
+                        projected.sum((0, 2)), projected.sum((0, 1)))
+
+
+def route_costs(rows: int, tokens: int, d_out: int, d_in: int) -> dict[str, float]:
+    """Multiply-adds of the two contractions for one module and pass (energies excluded)."""
+    params = d_out * d_in
+    return {
+        "per-example": rows * tokens * params + rows * rows * params,
+        "gram": rows * rows * tokens * tokens * (d_in + d_out) + rows * tokens * tokens * (d_in + d_out),
+    }
+
+
+def choose_route(rows: int, tokens: int, d_out: int, d_in: int, max_gradient_bytes: float = 2**30) -> str:
+    """The cheaper route by flops, unless per-example blocks would not fit in memory.
+
+    The Gram route runs as a few large square matrix products, which BLAS executes more
+    efficiently than the per-example route's batched thin ones; a 1.2× flop allowance
+    matches the crossover measured on 2 CPU cores (benchmarks/bench_profile.py, T=8..64).
+    """
+    costs = route_costs(rows, tokens, d_out, d_in)
+    if rows * min(d_in, d_out) * 8 > max_gradient_bytes:  # one block row no longer fits
+        return "gram"
+    return "per-example" if costs["per-example"] <= 1.2 * costs["gram"] else "gram"
+
+
+ROUTES = {"per-example": per_example_route, "gram": gram_route}
+
+
+def contract(x: torch.Tensor, delta: torch.Tensor, target_weights: torch.Tensor, route: str = "auto",
+             buffer: GradientBuffer | None = None) -> ModuleKernel:
+    """One module and pass: drop inactive tokens, pick the route by cost unless ``route`` names
+    one, contract in the model's dtype (float64 models are exact), return float64."""
+    x, delta = active_tokens(x, delta.to(x.dtype))
+    chosen = route if route != "auto" else choose_route(x.shape[0], x.shape[1], delta.shape[-1], x.shape[-1])
+    result = ROUTES[chosen](x, delta, target_weights, buffer)
+    result.route = chosen
+    return result

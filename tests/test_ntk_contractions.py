@@ -1,0 +1,90 @@
+"""The contraction routes against explicit per-example gradients (einsum oracle, float64)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ntk_advisor.ntk.contractions import (GradientBuffer, active_tokens, choose_route, contract, gram_route,
+                                          per_example_route)
+
+
+def oracle(x, delta, w):
+    """K, row/col energies and alignments from g_r = Σ_t δ_{r,t} x_{r,t}ᵀ formed explicitly."""
+    g = torch.einsum("rti,rtj->rij", delta, x)
+    projected = torch.einsum("kr,rij->kij", w, g).square()
+    return (torch.einsum("rij,qij->rq", g, g), g.square().sum((0, 2)), g.square().sum((0, 1)),
+            projected.sum((0, 2)), projected.sum((0, 1)))
+
+
+def sample(rows, tokens, d_in, d_out, seed, lengths=None):
+    """Random x, δ with each row's δ zero past its length, as padding leaves it."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, tokens, d_in, generator=gen, dtype=torch.float64)
+    delta = torch.randn(rows, tokens, d_out, generator=gen, dtype=torch.float64)
+    if lengths is not None:
+        delta *= (torch.arange(tokens)[None, :] < torch.tensor(lengths)[:, None])[..., None]
+    w = torch.randn(2, rows, generator=gen, dtype=torch.float64)
+    return x, delta, w
+
+
+def assert_matches(result, expected):
+    names = ("kernel", "row_energy", "col_energy", "row_alignment", "col_alignment")
+    for name, want in zip(names, expected):
+        got = getattr(result, name)
+        assert got.dtype == torch.float64 and got.shape == want.shape, name
+        assert float((got - want).norm() / want.norm()) < 1e-12, name
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 5), st.integers(1, 9), st.integers(1, 9), st.integers(0, 2**16),
+       st.sampled_from([None, 64, 400, 2**20]))
+def test_per_example_route_matches_oracle_in_any_block_size(rows, tokens, d_in, d_out, seed, max_bytes):
+    x, delta, w = sample(rows, tokens, d_in, d_out, seed)
+    buffer = GradientBuffer() if max_bytes is None else GradientBuffer(max_bytes)
+    assert_matches(per_example_route(x, delta, w, buffer), oracle(x, delta, w))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 5), st.integers(1, 9), st.integers(1, 9), st.integers(0, 2**16))
+def test_gram_route_matches_oracle(rows, tokens, d_in, d_out, seed):
+    x, delta, w = sample(rows, tokens, d_in, d_out, seed)
+    assert_matches(gram_route(x, delta, w), oracle(x, delta, w))
+
+
+@pytest.mark.parametrize("route", ["auto", "per-example", "gram"])
+def test_inactive_tokens_are_dropped_without_changing_anything(route):
+    x, delta, w = sample(5, 7, 6, 4, seed=1, lengths=[3, 7, 1, 5, 2])
+    delta[:, 0] = 0.0  # a position no row uses (as every non-pooled token in a last layer)
+    kept_x, kept_delta = active_tokens(x, delta)
+    assert kept_x.shape[1] == 6 and kept_delta.shape[1] == 6
+    assert_matches(contract(x, delta, w, route), oracle(x, delta, w))
+
+
+def test_a_module_that_does_not_reach_the_outputs_has_a_zero_kernel():
+    x, delta, w = sample(4, 3, 5, 6, seed=2)
+    delta.zero_()
+    for route in ("per-example", "gram"):
+        result = contract(x, delta, w, route)
+        assert result.kernel.shape == (4, 4) and not result.kernel.any() and not result.row_energy.any()
+
+
+def test_route_is_chosen_on_active_tokens_and_recorded():
+    x, delta, w = sample(64, 32, 384, 384, seed=3)
+    x, delta, w = x.float(), delta.float(), w.float()
+    assert choose_route(64, 32, 384, 384) == "per-example"
+    assert contract(x, delta, w).route == "per-example"
+    delta[:, 1:] = 0.0  # only the first token reaches the outputs
+    assert choose_route(64, 1, 384, 384) == "gram"
+    assert contract(x, delta, w).route == "gram"
+
+
+def test_gradient_buffer_is_reused_and_grows_only_when_needed():
+    buffer = GradientBuffer()
+    first = buffer.view((4, 5), torch.float32)
+    assert buffer.view((2, 3), torch.float32).data_ptr() == first.data_ptr()
+    bigger = buffer.view((10, 10), torch.float32)
+    assert bigger.shape == (10, 10)
+    assert buffer.view((3, 3), torch.float64).dtype == torch.float64
