@@ -92,8 +92,7 @@ def fit_probe_head(loaded: models.LoadedModel, train, validation, *, seed: int, 
     val_set = validation.subset(list(range(min(len(validation), examples))))
     features = {}
     for split_name, split in (("fit", fit_set), ("validation", val_set)):
-        batch = loaded.encode(split.texts, max_length)
-        features[split_name] = models.head_inputs(loaded, batch).to(torch.float64).numpy()
+        features[split_name] = models.head_inputs(loaded, list(split.texts), max_length).to(torch.float64).numpy()
     if len(set(fit_set.labels)) < 2:
         raise ProfileError("the head's training pool holds a single class: use --head random or more data")
     probe = LogisticRegression(max_iter=2000, C=1.0)
@@ -271,11 +270,10 @@ def label_signal(loaded: models.LoadedModel, train, config: ProfileConfig, modul
     weights = {name: (loaded.backbone.get_submodule(name).weight, targets[name].transposed) for name in module_names}
     centred = spec.output_targets()
     texts = list(sample.texts)
-    starts = range(0, len(texts), SIGNAL_BATCH)
-    batches = ((loaded.encode(texts[i:i + SIGNAL_BATCH], config.max_length), centred[i:i + SIGNAL_BATCH])
-               for i in starts)
+    groups = models.length_batches(texts, SIGNAL_BATCH)  # G is a sum over examples: any order
+    batches = ((loaded.encode([texts[i] for i in group], config.max_length), centred[group]) for group in groups)
     scores = label_gradient_scores(loaded.logits_model, batches, weights, spec.stack_outputs, len(texts),
-                                   on_progress=progress, total_batches=len(starts))
+                                   on_progress=progress, total_batches=len(groups))
     broken = [name for name, value in scores.items() if not torch.isfinite(value.rows).all()]
     if broken:
         raise ProfileError(f"the label gradient of {len(broken)} module(s) has NaN or Inf entries (first: "

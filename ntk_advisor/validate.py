@@ -20,12 +20,10 @@ The folder (every file written whole, so an interrupted study resumes where it s
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
 
 from .artifacts import json_safe, load_profile, read_json, save_profile, write_text_atomically
 from .errors import NtkAdvisorError, RecipeError
@@ -153,7 +151,7 @@ def build_plan(profile_dir: Path, config: ValidateConfig, progress: Progress) ->
                                                        else {"placement": kind}))
         try:
             placement, scores, search = place(captured, settings, budget, ridge)
-        except RecipeError as exc:
+        except RecipeError:
             if name.startswith("lora-qv") and method != config.method:
                 continue  # a model without query/value modules simply has no cross-method arm
             raise

@@ -13,6 +13,8 @@ from ntk_advisor.models import (
     additive_mask,
     discover_targets,
     encode,
+    head_inputs,
+    length_batches,
     load_classifier,
     resolve_model_source,
     weight_matrix,
@@ -110,3 +112,23 @@ def test_real_smollm2_alias_is_cached_and_sane():
     with torch.no_grad():
         next_token = lm(**batch).logits[0, -1].argmax()
     assert classifier.tokenizer.decode(next_token).strip() == "Paris"
+
+
+def test_length_batches_cover_every_index_once_in_length_order():
+    texts = ["a" * n for n in (9, 1, 5, 30, 2, 2, 17)]
+    batches = length_batches(texts, 3)
+    assert sorted(i for b in batches for i in b) == list(range(len(texts)))
+    assert [len(b) for b in batches] == [3, 3, 1]
+    lengths = [len(texts[i]) for b in batches for i in b]
+    assert lengths == sorted(lengths)
+
+
+def test_head_inputs_keep_text_order_and_do_not_depend_on_padding(tiny_model_folder):
+    from conftest import WORDS
+
+    loaded = load_classifier(str(tiny_model_folder), num_labels=2, dtype=torch.float64)
+    texts = [" ".join(WORDS[: 1 + (7 * i) % len(WORDS)]) for i in range(11)]  # lengths 1..len(WORDS), shuffled
+    got = head_inputs(loaded, texts, 32, batch_size=4)
+    alone = torch.cat([head_inputs(loaded, [text], 32) for text in texts])  # no padding at all
+    assert got.shape == alone.shape
+    assert torch.allclose(got, alone, rtol=1e-10, atol=1e-12)

@@ -7,7 +7,7 @@ import torch
 
 from ntk_advisor import models
 from ntk_advisor.errors import DataError, ModelError
-from ntk_advisor.prompts import encode_prompts, resolve_prompt
+from ntk_advisor.prompts import encode_prompts
 
 NAMES = ("negative", "positive")
 

@@ -149,7 +149,7 @@ def test_linear_model_of_a_trainable_head_is_ridge_regression_on_its_features(ti
     got = linear_model_predictions(kernels, labels, strength)
 
     def features(texts):
-        h = models.head_inputs(loaded, models.encode(loaded.tokenizer, texts, 16)).double()
+        h = models.head_inputs(loaded, texts, 16).double()
         return torch.cat([h, torch.ones(len(texts), 1, dtype=h.dtype)], 1)
 
     phi, phi_test = features(fit_texts), features(test_texts)
