@@ -24,7 +24,7 @@ from _memory import peak_rss  # noqa: E402
 from ntk_advisor import data, models  # noqa: E402
 from ntk_advisor.ntk import OutputSpec, jacobian_kernels, structured_kernels  # noqa: E402
 from ntk_advisor.ntk.contractions import GradientBuffer, active_tokens, contract, route_costs  # noqa: E402
-from ntk_advisor.ntk.kernels import module_passes  # noqa: E402
+from ntk_advisor.ntk.kernels import bucketed_inputs, module_passes  # noqa: E402
 
 GIB = 2**30
 
@@ -110,21 +110,26 @@ def main() -> None:
 
 def breakdown(loaded, batch, spec, targets, repeats: int = 3) -> tuple[float, float, float]:
     """Where the structured route's time goes, against this machine's matrix-multiply rate:
-    the contractions' flops (route_costs, 2 per multiply-add) over their wall time."""
+    the contractions' flops (route_costs on the active tokens of each length bucket, 2 per
+    multiply-add) over their wall time. Mirrors structured_kernels step by step."""
     modules = {"backbone." + t.name: loaded.backbone.get_submodule(t.name) for t in targets}
-    weights = spec.target_weights()
+    _, buckets, sorted_spec = bucketed_inputs(batch, spec)
+    weights = sorted_spec.target_weights()
     buffer = GradientBuffer()
     rows = []
     for _ in range(repeats):
         start, contract_s, flops = time.perf_counter(), 0.0, 0.0
         with torch.enable_grad():
-            for _, xs, deltas in module_passes(loaded.logits_model, batch, modules, spec):
+            for per_bucket in zip(*(module_passes(loaded.logits_model, b, modules, sorted_spec) for b in buckets)):
                 for name in modules:
+                    parts = [(x[name], d[name]) for _, x, d in per_bucket]
                     tick = time.perf_counter()
-                    route = contract(xs[name], deltas[name], weights, "auto", buffer).route
+                    route = contract(parts, weights, "auto", buffer).route
                     contract_s += time.perf_counter() - tick
-                    x, d = active_tokens(xs[name], deltas[name])
-                    flops += 2 * route_costs(x.shape[0], x.shape[1], d.shape[-1], x.shape[-1])[route]
+                    active = [active_tokens(x, d) for x, d in parts]
+                    n = sum(x.shape[0] for x, _ in active)
+                    tokens = sum(x.shape[0] * x.shape[1] for x, _ in active) / n
+                    flops += 2 * route_costs(n, tokens, active[0][1].shape[-1], active[0][0].shape[-1])[route]
         rows.append((time.perf_counter() - start - contract_s, contract_s, flops))
     passes_s = statistics.median(r[0] for r in rows)
     contract_s = statistics.median(r[1] for r in rows)
@@ -134,9 +139,9 @@ def breakdown(loaded, batch, spec, targets, repeats: int = 3) -> tuple[float, fl
     for _ in range(5):
         square @ square
     peak = 5 * 2 * 2048**3 / (time.perf_counter() - tick)
-    print(f"\nbreakdown (median of {repeats}): forward + backward passes {passes_s:.2f} s, contractions "
-          f"{contract_s:.2f} s = {rows[0][2] / 1e9:.0f} GFLOP at {rows[0][2] / contract_s / 1e9:.0f} GFLOP/s; "
-          f"this machine's 2048² float32 matmul: {peak / 1e9:.0f} GFLOP/s")
+    print(f"\nbreakdown (median of {repeats}; {len(buckets)} length buckets): forward + backward passes {passes_s:.2f} s, "
+          f"contractions {contract_s:.2f} s = {rows[0][2] / 1e9:.0f} GFLOP at {rows[0][2] / contract_s / 1e9:.0f} "
+          f"GFLOP/s; this machine's 2048² float32 matmul: {peak / 1e9:.0f} GFLOP/s")
     return passes_s, rows[0][2], peak
 
 

@@ -44,14 +44,14 @@ def assert_matches(result, expected):
 def test_per_example_route_matches_oracle_in_any_block_size(rows, tokens, d_in, d_out, seed, max_bytes):
     x, delta, w = sample(rows, tokens, d_in, d_out, seed)
     buffer = GradientBuffer() if max_bytes is None else GradientBuffer(max_bytes)
-    assert_matches(per_example_route(x, delta, w, buffer), oracle(x, delta, w))
+    assert_matches(per_example_route([(x, delta)], w, buffer), oracle(x, delta, w))
 
 
 @settings(max_examples=20, deadline=None)
 @given(st.integers(1, 6), st.integers(1, 5), st.integers(1, 9), st.integers(1, 9), st.integers(0, 2**16))
 def test_gram_route_matches_oracle(rows, tokens, d_in, d_out, seed):
     x, delta, w = sample(rows, tokens, d_in, d_out, seed)
-    assert_matches(gram_route(x, delta, w), oracle(x, delta, w))
+    assert_matches(gram_route([(x, delta)], w), oracle(x, delta, w))
 
 
 @pytest.mark.parametrize("route", ["auto", "per-example", "gram"])
@@ -60,14 +60,14 @@ def test_inactive_tokens_are_dropped_without_changing_anything(route):
     delta[:, 0] = 0.0  # a position no row uses (as every non-pooled token in a last layer)
     kept_x, kept_delta = active_tokens(x, delta)
     assert kept_x.shape[1] == 6 and kept_delta.shape[1] == 6
-    assert_matches(contract(x, delta, w, route), oracle(x, delta, w))
+    assert_matches(contract([(x, delta)], w, route), oracle(x, delta, w))
 
 
 def test_a_module_that_does_not_reach_the_outputs_has_a_zero_kernel():
     x, delta, w = sample(4, 3, 5, 6, seed=2)
     delta.zero_()
     for route in ("per-example", "gram"):
-        result = contract(x, delta, w, route)
+        result = contract([(x, delta)], w, route)
         assert result.kernel.shape == (4, 4) and not result.kernel.any() and not result.row_energy.any()
 
 
@@ -75,10 +75,10 @@ def test_route_is_chosen_on_active_tokens_and_recorded():
     x, delta, w = sample(64, 32, 384, 384, seed=3)
     x, delta, w = x.float(), delta.float(), w.float()
     assert choose_route(64, 32, 384, 384) == "per-example"
-    assert contract(x, delta, w).route == "per-example"
+    assert contract([(x, delta)], w).route == "per-example"
     delta[:, 1:] = 0.0  # only the first token reaches the outputs
     assert choose_route(64, 1, 384, 384) == "gram"
-    assert contract(x, delta, w).route == "gram"
+    assert contract([(x, delta)], w).route == "gram"
 
 
 def test_gradient_buffer_is_reused_and_grows_only_when_needed():
@@ -88,3 +88,16 @@ def test_gradient_buffer_is_reused_and_grows_only_when_needed():
     bigger = buffer.view((10, 10), torch.float32)
     assert bigger.shape == (10, 10)
     assert buffer.view((3, 3), torch.float64).dtype == torch.float64
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.integers(1, 6), min_size=2, max_size=7), st.integers(1, 3), st.integers(0, 2**16))
+def test_row_blocks_padded_to_their_own_length_give_the_padded_answer(lengths, blocks, seed):
+    """Rows split into consecutive blocks, each cut to its own longest row, as length buckets do."""
+    tokens = max(lengths)
+    x, delta, w = sample(len(lengths), tokens, 5, 3, seed, lengths=lengths)
+    cuts = [round(i * len(lengths) / blocks) for i in range(blocks + 1)]
+    parts = [(x[a:b, :max(lengths[a:b])], delta[a:b, :max(lengths[a:b])]) for a, b in zip(cuts, cuts[1:]) if b > a]
+    expected = oracle(x, delta, w)
+    for route in ("per-example", "gram"):
+        assert_matches(contract(parts, w, route, GradientBuffer(200)), expected)

@@ -250,3 +250,37 @@ def test_module_groups_give_the_same_kernels_with_less_captured(tiny_model, redu
     for name in whole:
         assert rel(grouped[name].kernel, whole[name].kernel) < 1e-12
         assert rel(grouped[name].row_energy, whole[name].row_energy) < 1e-12
+
+
+@pytest.mark.parametrize("reduction", ["trace", "full"])
+def test_length_buckets_change_nothing_but_the_padding(tiny_model, reduction):
+    from ntk_advisor.ntk.kernels import length_buckets
+
+    spec = OutputSpec(reduction, 2, torch.tensor([0, 1, 1, 0, 1, 0, 0, 1]))
+    _, modules = modules_of(tiny_model)
+    batch = tiny_batch(n=8, t=9)
+    order, bounds = length_buckets(batch)
+    assert len(bounds) > 1  # the ragged batch is worth cutting
+    bucketed = structured_kernels(tiny_model.logits_model, batch, modules, spec)
+    padded = structured_kernels(tiny_model.logits_model, batch, modules, spec, bucket_by_length=False)
+    for name in padded:
+        for field in ("kernel", "row_energy", "col_energy", "row_alignment", "col_alignment"):
+            assert rel(getattr(bucketed[name], field), getattr(padded[name], field)) < 1e-10, (name, field)
+
+
+def test_length_buckets_sort_by_last_real_token_and_skip_what_they_cannot_cut():
+    from ntk_advisor.ntk.kernels import length_buckets
+
+    mask = torch.zeros(8, 10, dtype=torch.long)
+    for i, length in enumerate([10, 2, 9, 3, 10, 2, 3, 9]):
+        mask[i, :length] = 1
+    order, bounds = length_buckets({"input_ids": mask.clone(), "attention_mask": mask})
+    lengths = mask.sum(1)[order]
+    assert lengths.tolist() == sorted(lengths.tolist())
+    assert bounds[0][0] == 0 and bounds[-1][1] == 8
+    for start, end, length in bounds:
+        assert length == int(lengths[start:end].max())
+    assert sum((end - start) * length for start, end, length in bounds) < 8 * 10
+    same = torch.ones(4, 6, dtype=torch.long)
+    assert length_buckets({"input_ids": same, "attention_mask": same})[1] == [(0, 4, 6)]
+    assert length_buckets({"x": torch.zeros(4, 6, 3)}) is None

@@ -76,6 +76,11 @@ class GradientBuffer:
         return self._storage[:numel].view(shape)
 
 
+Parts = list[tuple[torch.Tensor, torch.Tensor]]
+"""Consecutive blocks of kernel rows, each (x (n_b, T_b, d_in), δ (n_b, T_b, d_out)): rows of
+similar length share a block padded only to its own T_b (`kernels.length_buckets`)."""
+
+
 def active_tokens(x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Drop the token positions whose δ is zero in every row (they add nothing to g_r)."""
     active = delta.abs().amax(dim=(0, 2)) > 0
@@ -86,67 +91,81 @@ def active_tokens(x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, t
     return x[:, active], delta[:, active]
 
 
-def token_gram_energies(x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def token_gram_energies(parts: Parts) -> tuple[torch.Tensor, torch.Tensor]:
     """Row and column energies without forming g, from each row's own token Grams:
 
     e_i = Σ_r δ_r[:,i]ᵀ (x_r x_rᵀ) δ_r[:,i],   c_j = Σ_r x_r[:,j]ᵀ (δ_r δ_rᵀ) x_r[:,j].
-    x (R, T, d_in), δ (R, T, d_out). Cost 2·R·T²·(d_in + d_out).
+    Cost 2·Σ_b n_b·T_b²·(d_in + d_out).
     """
-    x_self = torch.bmm(x, x.transpose(1, 2))
-    d_self = torch.bmm(delta, delta.transpose(1, 2))
-    rows = (torch.bmm(x_self, delta) * delta).sum((0, 1))
-    cols = (torch.bmm(d_self, x) * x).sum((0, 1))
+    rows, cols = 0, 0
+    for x, delta in parts:
+        x_self = torch.bmm(x, x.transpose(1, 2))
+        d_self = torch.bmm(delta, delta.transpose(1, 2))
+        rows = rows + (torch.bmm(x_self, delta) * delta).sum((0, 1))
+        cols = cols + (torch.bmm(d_self, x) * x).sum((0, 1))
     return rows, cols
 
 
-def per_example_route(x: torch.Tensor, delta: torch.Tensor, target_weights: torch.Tensor,
-                      buffer: GradientBuffer | None = None) -> ModuleKernel:
-    """x (R, T, d_in), δ (R, T, d_out) -> ModuleKernel via g_r = Σ_t δ_{r,t} x_{r,t}ᵀ.
+def per_example_route(parts: Parts, target_weights: torch.Tensor, buffer: GradientBuffer | None = None) -> ModuleKernel:
+    """Row blocks of x and δ -> ModuleKernel via g_r = Σ_t δ_{r,t} x_{r,t}ᵀ.
 
-    g is written into ``buffer`` as one (R, d_out, d_in) block when it fits, else in blocks
+    g (R, d_out, d_in) is written into ``buffer`` in one piece when it fits, else in blocks
     along the longer side of W; K accumulates F Fᵀ over blocks (F = the block as R×m) and the
     alignment projects each block while it is in cache: w F, k·R·m. Contracted in the inputs'
     dtype, returned in float64. Memory: the buffer plus R² and d_out + d_in scores.
     """
-    if x.shape[-1] > delta.shape[-1]:  # block along d_in instead: the same kernel, rows and columns swapped
-        return per_example_route(delta, x, target_weights, buffer).transposed()
+    x0, d0 = parts[0]
+    if x0.shape[-1] > d0.shape[-1]:  # block along d_in instead: the same kernel, rows and columns swapped
+        return per_example_route([(delta, x) for x, delta in parts], target_weights, buffer).transposed()
     buffer = buffer or GradientBuffer()
-    R, _, d_in = x.shape
-    d_out = delta.shape[-1]
+    R, d_in, d_out, dtype = sum(x.shape[0] for x, _ in parts), x0.shape[-1], d0.shape[-1], x0.dtype
     f64 = torch.float64
-    weights = target_weights.to(x.dtype)
-    step = max(1, min(d_out, buffer.max_bytes // (R * d_in * x.element_size())))
-    block = buffer.view((R, step, d_in), x.dtype)
-    kernel = torch.zeros(R, R, dtype=x.dtype)
+    weights = target_weights.to(dtype)
+    step = max(1, min(d_out, buffer.max_bytes // (R * d_in * x0.element_size())))
+    kernel = torch.zeros(R, R, dtype=dtype)
     row_alignment = torch.empty(d_out, dtype=f64)
     col_alignment = torch.zeros(d_in, dtype=f64)
-    delta_by_unit = delta.transpose(1, 2)  # (R, d_out, T)
     for start in range(0, d_out, step):
         width = min(step, d_out - start)
-        g = block[:, :width]
-        torch.bmm(delta_by_unit[:, start:start + width], x, out=g)
+        g = buffer.view((R, width, d_in), dtype)
+        offset = 0
+        for x, delta in parts:
+            torch.bmm(delta[..., start:start + width].transpose(1, 2), x, out=g[offset:offset + x.shape[0]])
+            offset += x.shape[0]
         flat = g.view(R, -1)
         kernel.addmm_(flat, flat.T)
         projected = (weights @ flat).view(-1, width, d_in).square_().sum(0)  # Σ_k (Σ_r w_kr g_r)², (width, d_in)
         row_alignment[start:start + width] = projected.sum(1)
         col_alignment += projected.sum(0)
-    row_energy, col_energy = token_gram_energies(x, delta)
+    row_energy, col_energy = token_gram_energies(parts)
     return ModuleKernel(kernel.to(f64), row_energy.to(f64), col_energy.to(f64), row_alignment, col_alignment)
 
 
-def gram_route(x: torch.Tensor, delta: torch.Tensor, target_weights: torch.Tensor,
-               buffer: GradientBuffer | None = None) -> ModuleKernel:
+def gram_route(parts: Parts, target_weights: torch.Tensor, buffer: GradientBuffer | None = None) -> ModuleKernel:
     """Same result as `per_example_route` from token Grams, never forming g_r.
 
-    K[r,q] = Σ_{t,s} X[r,t,q,s] D[r,t,q,s] with X, D the (R·T)×(R·T) token Grams; the energies
-    come from `token_gram_energies`; the alignment needs only k matrices Σ_r w_{k,r} g_r.
+    For row blocks b, c: K[b,c][r,q] = Σ_{t,s} X[r,t,q,s] D[r,t,q,s] with X, D their token
+    Grams, (n_b·T_b)×(n_c·T_c); the energies come from `token_gram_energies`; the alignment
+    needs only k matrices Σ_r w_{k,r} g_r.
     """
-    R, T, _ = x.shape
-    x_gram = (x.reshape(R * T, -1) @ x.reshape(R * T, -1).T).reshape(R, T, R, T)
-    d_gram = (delta.reshape(R * T, -1) @ delta.reshape(R * T, -1).T).reshape(R, T, R, T)
-    kernel = (x_gram * d_gram).sum((1, 3))
-    row_e, col_e = token_gram_energies(x, delta)
-    squared = projection(target_weights.to(x.dtype), delta, x).square()
+    R, dtype = sum(x.shape[0] for x, _ in parts), parts[0][0].dtype
+    offsets = [0]
+    for x, _ in parts:
+        offsets.append(offsets[-1] + x.shape[0])
+    kernel = torch.empty(R, R, dtype=dtype)
+    for b, (xb, db) in enumerate(parts):
+        for c in range(b, len(parts)):
+            xc, dc = parts[c]
+            shape = (xb.shape[0], xb.shape[1], xc.shape[0], xc.shape[1])
+            x_gram = (xb.flatten(0, 1) @ xc.flatten(0, 1).T).view(shape)
+            d_gram = (db.flatten(0, 1) @ dc.flatten(0, 1).T).view(shape)
+            block = (x_gram * d_gram).sum((1, 3))
+            kernel[offsets[b]:offsets[b + 1], offsets[c]:offsets[c + 1]] = block
+            kernel[offsets[c]:offsets[c + 1], offsets[b]:offsets[b + 1]] = block.T
+    row_e, col_e = token_gram_energies(parts)
+    weights = target_weights.to(dtype)
+    projected = sum(projection(weights[:, offsets[b]:offsets[b + 1]], db, xb) for b, (xb, db) in enumerate(parts))
+    squared = projected.square()
     row_a, col_a = squared.sum((0, 2)), squared.sum((0, 1))
     return ModuleKernel(*(t.to(torch.float64) for t in (kernel, row_e, col_e, row_a, col_a)))
 
@@ -170,8 +189,9 @@ def from_gradients(grads: torch.Tensor, target_weights: torch.Tensor) -> ModuleK
                         projected.sum((0, 2)), projected.sum((0, 1)))
 
 
-def route_costs(rows: int, tokens: int, d_out: int, d_in: int) -> dict[str, float]:
-    """Multiply-adds of the two contractions for one module and pass (energies excluded)."""
+def route_costs(rows: int, tokens: float, d_out: int, d_in: int) -> dict[str, float]:
+    """Multiply-adds of the two contractions for one module and pass (energies excluded);
+    ``tokens`` is the mean per row, so rows·tokens counts every token of every block."""
     params = d_out * d_in
     return {
         "per-example": rows * tokens * params + rows * rows * params,
@@ -179,7 +199,7 @@ def route_costs(rows: int, tokens: int, d_out: int, d_in: int) -> dict[str, floa
     }
 
 
-def choose_route(rows: int, tokens: int, d_out: int, d_in: int, max_gradient_bytes: float = 2**30) -> str:
+def choose_route(rows: int, tokens: float, d_out: int, d_in: int, max_gradient_bytes: float = 2**30) -> str:
     """The cheaper route by flops, unless per-example blocks would not fit in memory.
 
     The Gram route runs as a few large square matrix products, which BLAS executes more
@@ -195,12 +215,15 @@ def choose_route(rows: int, tokens: int, d_out: int, d_in: int, max_gradient_byt
 ROUTES = {"per-example": per_example_route, "gram": gram_route}
 
 
-def contract(x: torch.Tensor, delta: torch.Tensor, target_weights: torch.Tensor, route: str = "auto",
+def contract(parts: Parts, target_weights: torch.Tensor, route: str = "auto",
              buffer: GradientBuffer | None = None) -> ModuleKernel:
-    """One module and pass: drop inactive tokens, pick the route by cost unless ``route`` names
-    one, contract in the model's dtype (float64 models are exact), return float64."""
-    x, delta = active_tokens(x, delta.to(x.dtype))
-    chosen = route if route != "auto" else choose_route(x.shape[0], x.shape[1], delta.shape[-1], x.shape[-1])
-    result = ROUTES[chosen](x, delta, target_weights, buffer)
+    """One module and pass: drop each block's inactive tokens, pick the route by cost unless
+    ``route`` names one, contract in the model's dtype (float64 models are exact), return float64."""
+    parts = [active_tokens(x, delta.to(x.dtype)) for x, delta in parts]
+    rows = sum(x.shape[0] for x, _ in parts)
+    tokens = sum(x.shape[0] * x.shape[1] for x, _ in parts) / rows
+    x0, d0 = parts[0]
+    chosen = route if route != "auto" else choose_route(rows, tokens, d0.shape[-1], x0.shape[-1])
+    result = ROUTES[chosen](parts, target_weights, buffer)
     result.route = chosen
     return result

@@ -131,6 +131,7 @@ def structured_kernels(
     route: str = "auto",
     on_progress: Progress | None = None,
     max_group_bytes: int | None = None,
+    bucket_by_length: bool = True,
 ) -> dict[str, ModuleKernel]:
     """Per-module weight kernels from one forward and C backward passes (one for `margin`).
 
@@ -140,8 +141,11 @@ def structured_kernels(
     that second part: modules are taken in consecutive groups whose x and δ fit, at the cost
     of one forward and C backward passes per group (the kernels do not change). The
     per-example route adds one reused buffer of R·P floats for the largest module (at most
-    512 MiB; larger modules are formed in blocks).
+    512 MiB; larger modules are formed in blocks). With ``bucket_by_length`` the passes run
+    per `length_buckets` bucket, each padded only to its own longest example; the kernels
+    come back in the order of ``inputs``.
     """
+    order, buckets, spec = bucketed_inputs(inputs, spec) if bucket_by_length else (None, [dict(inputs)], spec)
     buffer = GradientBuffer()
     steps_per_module = 1 if spec.reduction == "full" else spec.num_passes
     total = steps_per_module * len(modules)
@@ -154,8 +158,60 @@ def structured_kernels(
                 on_progress(stage, offset + done, total)
 
         group_modules = {name: modules[name] for name in group}
-        results |= _group_kernels(model, inputs, group_modules, spec, route, progress, buffer)
+        results |= _group_kernels(model, buckets, group_modules, spec, route, progress, buffer)
+    if order is not None:
+        rows = torch.argsort(order)  # example n sits at sorted position rows[n]
+        if spec.reduction == "full":
+            rows = (rows[:, None] * spec.num_outputs + torch.arange(spec.num_outputs)).flatten()
+        for result in results.values():
+            result.kernel = result.kernel[rows][:, rows]
     return results
+
+
+def bucketed_inputs(inputs: Mapping[str, torch.Tensor], spec: OutputSpec
+                    ) -> tuple[torch.Tensor | None, list[dict[str, torch.Tensor]], OutputSpec]:
+    """(order, bucket inputs, spec over the sorted examples) from `length_buckets`;
+    (None, [inputs], spec) when the inputs cannot be cut."""
+    plan = length_buckets(inputs)
+    if plan is None:
+        return None, [dict(inputs)], spec
+    order, bounds = plan
+    ordered = {key: value[order] for key, value in inputs.items()}
+    buckets = [{key: value[start:end, :length] for key, value in ordered.items()} for start, end, length in bounds]
+    return order, buckets, OutputSpec(spec.reduction, spec.num_outputs, spec.labels[order])
+
+
+BUCKET_OVERHEAD = 0.08
+
+
+def length_buckets(inputs: Mapping[str, torch.Tensor], max_buckets: int = 4
+                   ) -> tuple[torch.Tensor, list[tuple[int, int, int]]] | None:
+    """Examples sorted by length and cut into consecutive buckets padded to their own longest.
+
+    A batch pads to its longest example, and the passes and the per-example contraction pay
+    for every padded token. Length is the last attention-mask position + 1, so trailing
+    padding is cut (left padding stays: no gain, no harm). Of equal-count cuts into
+    B = 1..max_buckets buckets, the one with the fewest Σ_b n_b·T_b·(1 + 0.08·(B − 1)) wins:
+    each extra, smaller batch costs about 8 % in the passes (minilm-l6 on 2 cores: two
+    buckets were fastest at T = 32, four at T = 54, eight slower than four).
+    Returns (order, [(start, end, T_b)]) over the sorted order, or None when the inputs are
+    not (N, T) tensors with a 2-D attention mask.
+    """
+    mask = inputs.get("attention_mask")
+    if mask is None or mask.dim() != 2 or any(value.shape[:2] != mask.shape for value in inputs.values()):
+        return None
+    n, t = mask.shape
+    lengths = (mask.ne(0) * torch.arange(1, t + 1)).amax(1).clamp_min(1)
+    order = torch.argsort(lengths, stable=True)
+    ordered = lengths[order].tolist()
+    best: tuple[float, list[tuple[int, int, int]]] | None = None
+    for count in range(1, min(max_buckets, n) + 1):
+        cuts = [round(i * n / count) for i in range(count + 1)]
+        bounds = [(start, end, ordered[end - 1]) for start, end in zip(cuts, cuts[1:])]
+        cost = sum((end - start) * length for start, end, length in bounds) * (1 + BUCKET_OVERHEAD * (count - 1))
+        if best is None or cost < best[0]:
+            best = (cost, bounds)
+    return order, best[1]
 
 
 def _tokens(inputs: Mapping[str, torch.Tensor]) -> int:
@@ -185,23 +241,29 @@ def module_groups(modules: Mapping[str, nn.Module], tokens: int, spec: OutputSpe
     return groups + [current] if current else groups
 
 
-def _group_kernels(model, inputs, modules, spec, route, on_progress, buffer) -> dict[str, ModuleKernel]:
+def _group_kernels(model, buckets, modules, spec, route, on_progress, buffer) -> dict[str, ModuleKernel]:
+    """The passes of every bucket in lockstep, so that each module and pass is contracted
+    over all rows at once (the kernel's cross-bucket blocks need every bucket's x and δ)."""
     names = list(modules)
-    kept: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    kept: dict[str, list[list[torch.Tensor]]] = {name: [[] for _ in buckets] for name in names}
     results: dict[str, ModuleKernel] = {}
-    x_by_name: dict[str, torch.Tensor] = {}
-    for p, x_by_name, deltas in module_passes(model, inputs, modules, spec):
+    xs: list[dict[str, torch.Tensor]] = []
+    for per_bucket in zip(*(module_passes(model, bucket, modules, spec) for bucket in buckets)):
+        p, xs = per_bucket[0][0], [x for _, x, _ in per_bucket]
         for i, name in enumerate(names):
             if spec.reduction == "full":
-                kept[name].append(deltas[name])  # the cross-output blocks need every pass at once
+                for b, (_, _, deltas) in enumerate(per_bucket):
+                    kept[name][b].append(deltas[name])  # the cross-output blocks need every pass at once
                 continue
-            part = contract(x_by_name[name], deltas[name], spec.target_weights(), route, buffer)
+            parts = [(x[name], deltas[name]) for _, x, deltas in per_bucket]
+            part = contract(parts, spec.target_weights(), route, buffer)
             results[name] = part if name not in results else results[name].add_(part)
             on_progress("modules", p * len(names) + i + 1)
     if spec.reduction == "full":
         for i, name in enumerate(names):
-            x_rows, delta_rows = kernel_rows(x_by_name[name], kept.pop(name), spec)
-            results[name] = contract(x_rows, delta_rows, spec.target_weights(), route, buffer)
+            parts = [kernel_rows(x[name], kept[name][b], spec) for b, x in enumerate(xs)]
+            kept.pop(name)
+            results[name] = contract(parts, spec.target_weights(), route, buffer)
             on_progress("modules", i + 1)
     return results
 

@@ -26,7 +26,7 @@ def slice_kernel(x: torch.Tensor, delta: torch.Tensor, rows=None, cols=None) -> 
     x = x.to(torch.float64) if cols is None else x[..., cols].to(torch.float64)
     delta = delta.to(torch.float64) if rows is None else delta[..., rows].to(torch.float64)
     no_targets = torch.zeros(0, x.shape[0], dtype=torch.float64)
-    return per_example_route(x, delta, no_targets).kernel
+    return per_example_route([(x, delta)], no_targets).kernel
 
 
 def per_row_kernels(x: torch.Tensor, delta: torch.Tensor, rows) -> torch.Tensor:
