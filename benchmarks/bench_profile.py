@@ -1,11 +1,16 @@
 """Structured vs reference (vmap(jacrev)) profile of every Linear module of real minilm-l6.
 
-Same process, same probe sample (vader-movie, N=64, T=32, trace output, random head). Prints
-wall time and peak memory of each route, their agreement, the scaling of the structured
-route in N and in the number of modules, and ends with `speedup <ratio>x`.
+Same process, same probe sample (vader-movie, N=64, T=32, trace output). Prints wall time
+and peak memory of each route, their agreement, the scaling of the structured route in N and
+in the number of modules, where its time goes, and ends with `speedup <ratio>x`.
+
+--head probe (the profile's default) fits the binary head as `profile` does, rows (−w/2,
++w/2): rank 1, so the structured route needs one backward pass instead of two
+(`merged_head_passes`). --head random keeps a seeded random head of rank 2: two passes.
+The reference route differentiates both outputs either way.
 
     .venv/bin/python benchmarks/bench_profile.py [--samples 64] [--max-length 32] [--repeats 5]
-                                                 [--reference-repeats 2]
+                                                 [--reference-repeats 2] [--head probe|random]
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _memory import peak_rss  # noqa: E402
 
 from ntk_advisor import data, models  # noqa: E402
+from ntk_advisor.profiler import PROBE_HEAD_EXAMPLES, fit_probe_head  # noqa: E402
 from ntk_advisor.ntk import OutputSpec, jacobian_kernels, structured_kernels  # noqa: E402
 from ntk_advisor.ntk.contractions import GradientBuffer, active_tokens, contract, route_costs  # noqa: E402
 from ntk_advisor.ntk.kernels import bucketed_inputs, module_passes  # noqa: E402
@@ -55,17 +61,21 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5, help="structured runs before each reference run")
     parser.add_argument("--reference-repeats", type=int, default=2)
+    parser.add_argument("--head", choices=("probe", "random"), default="probe")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     splits = data.split_dataset(data.load_dataset("vader-movie"), seed=0)
     sample = data.probe_sample(splits.train, args.samples, seed=0)
     loaded = models.load_classifier("minilm-l6", num_labels=2, seed=0)
+    if args.head == "probe":
+        fit_probe_head(loaded, splits.train, splits.validation, seed=0, examples=PROBE_HEAD_EXAMPLES,
+                       max_length=args.max_length, exclude=frozenset(sample.texts))
     batch = models.encode(loaded.tokenizer, sample.texts, args.max_length)
     batch = {k: v[:, : args.max_length] for k, v in batch.items()}
     spec = OutputSpec("trace", 2, torch.tensor(sample.labels))
     targets = models.discover_targets(loaded.backbone)
     print(f"minilm-l6, {len(targets)} Linear modules, N={args.samples}, T={batch['input_ids'].shape[1]}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, {args.head} head")
 
     for _ in range(2):  # warm-up: first-call allocations and kernels
         structured(loaded, batch, spec, targets)
@@ -93,13 +103,15 @@ def main() -> None:
           f"{max(r['added_bytes'] for r in slow_recs) / GIB:>11.2f}   (median of {len(slow_recs)})")
     print(f"max relative difference of module kernels (float32 model): {worst:.1e}")
 
-    print("\nscaling of the structured route (median of 3, warm)")
+    # Subsets keep the head (the last target): without it a rank-1 head cannot merge passes.
+    print("\nscaling of the structured route (median of 3, warm; the first k − 1 modules and the head)")
     print(f"{'N':>5}{'modules':>9}{'wall s':>9}")
     for n, k in [(16, len(targets)), (32, len(targets)), (64, len(targets)), (64, len(targets) // 2),
                  (64, len(targets) // 4)]:
         sub = {key: v[:n] for key, v in batch.items()}
         sub_spec = OutputSpec("trace", 2, spec.labels[:n])
-        times = [timed(structured, loaded, sub, sub_spec, targets[:k])[1]["seconds"] for _ in range(3)]
+        chosen = targets[:k - 1] + targets[-1:]
+        times = [timed(structured, loaded, sub, sub_spec, chosen)[1]["seconds"] for _ in range(3)]
         print(f"{n:>5}{k:>9}{statistics.median(times):>9.2f}")
     passes_s, flops, peak = breakdown(loaded, batch, spec, targets)
     print(f"ceiling of this algorithm here: the passes plus the contractions' flops at the matmul rate take "
@@ -116,11 +128,13 @@ def breakdown(loaded, batch, spec, targets, repeats: int = 3) -> tuple[float, fl
     _, buckets, sorted_spec = bucketed_inputs(batch, spec)
     weights = sorted_spec.target_weights()
     buffer = GradientBuffer()
-    rows = []
+    rows, info = [], {}
     for _ in range(repeats):
         start, contract_s, flops = time.perf_counter(), 0.0, 0.0
         with torch.enable_grad():
-            for per_bucket in zip(*(module_passes(loaded.logits_model, b, modules, sorted_spec) for b in buckets)):
+            bucket_passes = (module_passes(loaded.logits_model, b, modules, sorted_spec, merge_head_passes=True, info=info)
+                             for b in buckets)
+            for per_bucket in zip(*bucket_passes):
                 for name in modules:
                     parts = [(x[name], d[name]) for _, x, d in per_bucket]
                     tick = time.perf_counter()
@@ -139,7 +153,8 @@ def breakdown(loaded, batch, spec, targets, repeats: int = 3) -> tuple[float, fl
     for _ in range(5):
         square @ square
     peak = 5 * 2 * 2048**3 / (time.perf_counter() - tick)
-    print(f"\nbreakdown (median of {repeats}; {len(buckets)} length buckets): forward + backward passes {passes_s:.2f} s, "
+    print(f"\nbreakdown (median of {repeats}; {len(buckets)} length buckets, {info['passes']} backward pass(es)): "
+          f"forward + backward passes {passes_s:.2f} s, "
           f"contractions {contract_s:.2f} s = {rows[0][2] / 1e9:.0f} GFLOP at {rows[0][2] / contract_s / 1e9:.0f} "
           f"GFLOP/s; this machine's 2048² float32 matmul: {peak / 1e9:.0f} GFLOP/s")
     return passes_s, rows[0][2], peak

@@ -101,3 +101,11 @@ def test_row_blocks_padded_to_their_own_length_give_the_padded_answer(lengths, b
     expected = oracle(x, delta, w)
     for route in ("per-example", "gram"):
         assert_matches(contract(parts, w, route, GradientBuffer(200)), expected)
+
+
+def test_wide_modules_are_contracted_in_column_slices_without_changing_the_answer():
+    from ntk_advisor.ntk.contractions import SLICE_FLOATS
+
+    x, delta, w = sample(3, 4, 190, 230, seed=5, lengths=[4, 2, 3])
+    assert 190 * 230 > 2 * SLICE_FLOATS and (190 * 230) % SLICE_FLOATS  # several slices, the last one partial
+    assert_matches(per_example_route([(x[:1], delta[:1]), (x[1:], delta[1:])], w), oracle(x, delta, w))

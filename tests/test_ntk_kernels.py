@@ -284,3 +284,64 @@ def test_length_buckets_sort_by_last_real_token_and_skip_what_they_cannot_cut():
     same = torch.ones(4, 6, dtype=torch.long)
     assert length_buckets({"input_ids": same, "attention_mask": same})[1] == [(0, 4, 6)]
     assert length_buckets({"x": torch.zeros(4, 6, 3)}) is None
+
+
+def _rank_deficient_head(loaded, rows):
+    """Overwrite the new head with the given rows (C × H) built from random directions."""
+    head = loaded.backbone.get_submodule(loaded.head_name)
+    with torch.no_grad():
+        head.weight.copy_(rows(head.weight.shape[1]).to(head.weight.dtype))
+    return head
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2", "llama"])
+@pytest.mark.parametrize("classes, rank", [(2, 1), (3, 2), (3, 3)])
+def test_a_rank_deficient_head_merges_passes_and_changes_no_number(arch, classes, rank):
+    loaded = tiny_classifier(arch, num_labels=classes)
+    gen = torch.Generator().manual_seed(7)
+
+    def rows(width):
+        w = torch.randn(rank, width, generator=gen, dtype=torch.float64)
+        if classes == 2 and rank == 1:
+            return torch.cat([-w / 2, w / 2])  # as the binary probe head is loaded
+        mix = torch.randn(classes, rank, generator=gen, dtype=torch.float64)
+        return mix @ w
+
+    _rank_deficient_head(loaded, rows)
+    labels = LABELS3 % classes
+    spec = OutputSpec("trace", classes, labels)
+    targets, modules = modules_of(loaded)
+    batch = tiny_batch()
+    info = {}
+    list(module_passes(loaded.logits_model, batch, modules, spec, merge_head_passes=True, info=info))
+    # BERT's classifier output is the model's output; GPT-2 and Llama score every token and pick one.
+    expected_passes = rank if arch == "bert" else classes
+    assert info["passes"] == expected_passes
+    got = structured_kernels(loaded.logits_model, batch, modules, spec)
+    y = torch.nn.functional.one_hot(labels, classes).double()
+    y = y - y.mean(0)
+    for t in targets:
+        jac = oracle_jacobian(loaded.logits_model, batch, {PREFIX + t.name + ".weight"}, spec)
+        if t.transposed:
+            jac = jac.reshape(*jac.shape[:-1], t.d_in, t.d_out).transpose(-1, -2).reshape(jac.shape)
+        result = got[PREFIX + t.name]
+        assert rel(result.kernel, oracle_kernel(jac)) < 1e-10, t.name
+        g = jac.reshape(jac.shape[0], jac.shape[1], t.d_out, t.d_in)
+        assert rel(result.row_energy, g.square().sum((0, 1, 3))) < 1e-10, t.name
+        assert rel(result.col_energy, g.square().sum((0, 1, 2))) < 1e-10, t.name
+        projected = torch.einsum("nc,noij->coij", y, g)
+        assert rel(result.row_alignment, projected.square().sum((0, 1, 3))) < 1e-10, t.name
+        assert rel(result.col_alignment, projected.square().sum((0, 1, 2))) < 1e-10, t.name
+
+
+def test_a_zero_head_keeps_its_passes_and_gives_zero_kernels():
+    loaded = tiny_classifier("bert", num_labels=2)
+    _rank_deficient_head(loaded, lambda width: torch.zeros(2, width, dtype=torch.float64))
+    spec = OutputSpec("trace", 2, LABELS3 % 2)
+    _, modules = modules_of(loaded)
+    info = {}
+    list(module_passes(loaded.logits_model, tiny_batch(), modules, spec, merge_head_passes=True, info=info))
+    assert info["passes"] == 2
+    got = structured_kernels(loaded.logits_model, tiny_batch(), modules, spec)
+    assert set(got) == set(modules)
+    assert not any(got[name].kernel.any() for name in modules if not name.endswith("classifier"))

@@ -86,12 +86,18 @@ def module_passes(
     inputs: Mapping[str, torch.Tensor],
     modules: Mapping[str, nn.Module],
     spec: OutputSpec,
+    merge_head_passes: bool = False,
+    info: dict | None = None,
 ) -> Iterator[tuple[int, dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
     """One forward pass, then one backward pass per output: yields (pass, x, δ) per pass.
 
     x[name] is (N, T, d_in), δ[name] = ∂(Σ_n f_{n,pass})/∂y is (N, T, d_out); because the
     examples never interact, δ[name][n] is example n's own output gradient. Only one pass's δ
     is alive at a time unless the caller keeps it.
+
+    With ``merge_head_passes`` (`trace` only) the passes may be fewer than the outputs, with
+    the same per-module sums over passes of every quadratic form of δ (kernels, energies,
+    alignments): see `merged_head_passes`. ``info`` receives {"passes": count, "head": name}.
     """
     capture = _Capture(modules)
     try:
@@ -105,7 +111,16 @@ def module_passes(
     n = outputs.shape[0]
     names = list(modules)
     x_by_name = {name: _as_tokens(capture.inputs[name], n) for name in names}
-    passes = spec.pass_outputs(outputs)
+    merged = merged_head_passes(outputs, capture.outputs, x_by_name, modules, spec) if merge_head_passes else None
+    head, passes = merged if merged else (None, spec.pass_outputs(outputs))
+    if head is not None:
+        # The head's own gradients are e_c ⊗ h, not of the merged form: its C passes ride in
+        # the first pass as C tokens with orthogonal δ = e_c, whose cross terms vanish.
+        c = spec.num_outputs
+        x_by_name[head] = x_by_name[head].expand(n, c, -1)
+        head_delta = torch.eye(c, dtype=outputs.dtype).expand(n, c, c)
+    if info is not None:
+        info.update(passes=len(passes), head=head)
     for p, scalar in enumerate(passes):
         grads = torch.autograd.grad(
             scalar.sum(),
@@ -114,7 +129,40 @@ def module_passes(
             allow_unused=True,
             materialize_grads=True,
         )
-        yield p, x_by_name, {name: _as_tokens(g.detach(), n) for name, g in zip(names, grads)}
+        deltas = {name: _as_tokens(g.detach(), n) for name, g in zip(names, grads)}
+        if head is not None:
+            deltas[head] = head_delta if p == 0 else torch.zeros_like(head_delta)
+        yield p, x_by_name, deltas
+
+
+def merged_head_passes(outputs: torch.Tensor, module_outputs: Mapping[str, torch.Tensor],
+                       x_by_name: Mapping[str, torch.Tensor], modules: Mapping[str, nn.Module], spec: OutputSpec
+                       ) -> tuple[str, list[torch.Tensor]] | None:
+    """(head name, pass scalars) when the `trace` kernel needs fewer backward passes than outputs.
+
+    If the model's outputs are exactly those of a captured Linear head, f = W h + b (W: C×H),
+    every other module's gradient of f_c is Σ_h W[c,h]·(its gradient of h_h). Then for any
+    quadratic form Q of a module's gradients, Σ_c Q(g_{f_c}) = Σ_k Q(g_{q_kᵀf}) over an
+    orthonormal basis q_1..q_r of W's column space (Wᵀ Σ_k q_k q_kᵀ W = WᵀW): r = rank W
+    passes instead of C. A binary probe head has rows (−w/2, +w/2), so one pass, on
+    (f_1 − f_0)/√2. Returns None when no captured module's output is the model's output, the
+    head is not rank-deficient (eigenvalues of W Wᵀ below 1e-12 of the largest count as
+    zero) or is zero, or the reduction is not `trace`.
+    """
+    if spec.reduction != "trace":
+        return None
+    for name, module in modules.items():
+        produced = module_outputs[name]
+        if produced.shape != outputs.shape or x_by_name[name].shape[1] != 1 or not torch.equal(produced, outputs):
+            continue
+        weight = (module.weight if isinstance(module, nn.Linear) else module.weight.T).detach().double()
+        values, vectors = torch.linalg.eigh(weight @ weight.T)
+        basis = vectors[:, values > values.max() * 1e-12]
+        if not 0 < basis.shape[1] < spec.num_outputs:  # a zero head keeps its C passes (of zeros)
+            return None
+        basis = basis.to(outputs.dtype)
+        return name, [outputs @ basis[:, k] for k in range(basis.shape[1])]
+    return None
 
 
 def kernel_rows(x: torch.Tensor, deltas: list[torch.Tensor], spec: OutputSpec) -> tuple[torch.Tensor, torch.Tensor]:
@@ -248,8 +296,14 @@ def _group_kernels(model, buckets, modules, spec, route, on_progress, buffer) ->
     kept: dict[str, list[list[torch.Tensor]]] = {name: [[] for _ in buckets] for name in names}
     results: dict[str, ModuleKernel] = {}
     xs: list[dict[str, torch.Tensor]] = []
-    for per_bucket in zip(*(module_passes(model, bucket, modules, spec) for bucket in buckets)):
+    infos = [{} for _ in buckets]
+    passes = zip(*(module_passes(model, bucket, modules, spec, merge_head_passes=True, info=info)
+                   for bucket, info in zip(buckets, infos)))
+    for per_bucket in passes:
         p, xs = per_bucket[0][0], [x for _, x, _ in per_bucket]
+        if len({(info["passes"], info["head"]) for info in infos}) > 1:
+            raise ValueError("length buckets disagree on the model's head; pass bucket_by_length=False")
+        scale = spec.num_passes / infos[0]["passes"]  # progress counts the outputs' passes
         for i, name in enumerate(names):
             if spec.reduction == "full":
                 for b, (_, _, deltas) in enumerate(per_bucket):
@@ -258,7 +312,7 @@ def _group_kernels(model, buckets, modules, spec, route, on_progress, buffer) ->
             parts = [(x[name], deltas[name]) for _, x, deltas in per_bucket]
             part = contract(parts, spec.target_weights(), route, buffer)
             results[name] = part if name not in results else results[name].add_(part)
-            on_progress("modules", p * len(names) + i + 1)
+            on_progress("modules", round(scale * (p * len(names) + i + 1)))
     if spec.reduction == "full":
         for i, name in enumerate(names):
             parts = [kernel_rows(x[name], kept[name][b], spec) for b, x in enumerate(xs)]
