@@ -143,7 +143,8 @@ def breakdown(loaded, batch, spec, targets, repeats: int = 3) -> tuple[float, fl
                     active = [active_tokens(x, d) for x, d in parts]
                     n = sum(x.shape[0] for x, _ in active)
                     tokens = sum(x.shape[0] * x.shape[1] for x, _ in active) / n
-                    flops += 2 * route_costs(n, tokens, active[0][1].shape[-1], active[0][0].shape[-1])[route]
+                    flops += 2 * route_costs(n, tokens, active[0][1].shape[-1], active[0][0].shape[-1],
+                                             weights.shape[0])[route]
         rows.append((time.perf_counter() - start - contract_s, contract_s, flops))
     passes_s = statistics.median(r[0] for r in rows)
     contract_s = statistics.median(r[1] for r in rows)

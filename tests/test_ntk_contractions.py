@@ -109,3 +109,10 @@ def test_wide_modules_are_contracted_in_column_slices_without_changing_the_answe
     x, delta, w = sample(3, 4, 190, 230, seed=5, lengths=[4, 2, 3])
     assert 190 * 230 > 2 * SLICE_FLOATS and (190 * 230) % SLICE_FLOATS  # several slices, the last one partial
     assert_matches(per_example_route([(x[:1], delta[:1]), (x[1:], delta[1:])], w), oracle(x, delta, w))
+
+
+@pytest.mark.parametrize("route", ["per-example", "gram"])
+def test_a_nan_gradient_reaches_the_kernel_instead_of_being_dropped_as_inactive(route):
+    x, delta, w = sample(4, 5, 3, 6, seed=4, lengths=[5, 2, 3, 1])
+    delta[0, 4, 1] = float("nan")  # a token no other row uses
+    assert torch.isnan(contract([(x, delta)], w, route).kernel).any()

@@ -59,10 +59,12 @@ class GradientBuffer:
 
     Why: g is R·P floats (151 MB for a MiniLM FFN weight at R=64). A fresh tensor that size
     is fresh pages, and the first-touch page faults land inside the BLAS call; reused, the
-    buffer faults once. ``max_bytes`` caps it: larger modules are formed a block at a time.
+    buffer faults once. ``max_bytes`` caps it and g is formed a block at a time: blocks of
+    8 and 32 MiB ran as fast as one 151 MB block (paired runs of the whole minilm-l6
+    profile: 0.96× and 0.98×), 2 MiB blocks 1.01×.
     """
 
-    def __init__(self, max_bytes: int = 512 * 2**20):
+    def __init__(self, max_bytes: int = 32 * 2**20):
         self.max_bytes = max_bytes
         self._storage: torch.Tensor | None = None
 
@@ -82,8 +84,9 @@ similar length share a block padded only to its own T_b (`kernels.length_buckets
 
 
 def active_tokens(x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop the token positions whose δ is zero in every row (they add nothing to g_r)."""
-    active = delta.abs().amax(dim=(0, 2)) > 0
+    """Drop the token positions whose δ is zero in every row (they add nothing to g_r).
+    NaN counts as nonzero, so an overflow reaches the kernel and the caller's check."""
+    active = delta.ne(0).any(dim=2).any(dim=0)
     if bool(active.all()):
         return x, delta
     if not bool(active.any()):  # the module does not reach the outputs: one zero token keeps shapes valid
@@ -112,12 +115,13 @@ SLICE_FLOATS = 16384  # columns of F per slice: 4 MiB at R = 64, within L2 + L3 
 def per_example_route(parts: Parts, target_weights: torch.Tensor, buffer: GradientBuffer | None = None) -> ModuleKernel:
     """Row blocks of x and δ -> ModuleKernel via g_r = Σ_t δ_{r,t} x_{r,t}ᵀ.
 
-    g (R, d_out, d_in) is written into ``buffer`` in one piece when it fits, else in blocks
-    along the longer side of W. Over each block F (R×m), K accumulates F Fᵀ and the alignment
-    takes w F (k·R·m), both a slice of ``SLICE_FLOATS`` columns at a time: w F alone only
-    streams F from memory (a third of the time of F Fᵀ on the MiniLM FFN), so it reads each
-    slice while F Fᵀ has just brought it into cache. Contracted in the inputs' dtype, returned
-    in float64. Memory: the buffer plus R², k·m and d_out + d_in scores.
+    g (R, d_out, d_in) is written into ``buffer`` a block along the longer side of W at a
+    time. Over each block F (R×m), K accumulates F Fᵀ, the alignment takes w F (k·R·m) and
+    the energies Σ_r F², all a slice of ``SLICE_FLOATS`` columns at a time: w F and the
+    energies alone only stream F from memory (w F took a third of the time of F Fᵀ on the
+    MiniLM FFN), so they read each slice while F Fᵀ has just brought it into cache.
+    Contracted in the inputs' dtype, each block's K added in float64. Memory: the buffer
+    plus R², (k + 1)·m and d_out + d_in scores.
     """
     x0, d0 = parts[0]
     if x0.shape[-1] > d0.shape[-1]:  # block along d_in instead: the same kernel, rows and columns swapped
@@ -127,9 +131,9 @@ def per_example_route(parts: Parts, target_weights: torch.Tensor, buffer: Gradie
     f64 = torch.float64
     weights = target_weights.to(dtype)
     step = max(1, min(d_out, buffer.max_bytes // (R * d_in * x0.element_size())))
-    kernel = torch.zeros(R, R, dtype=dtype)
-    row_alignment = torch.empty(d_out, dtype=f64)
-    col_alignment = torch.zeros(d_in, dtype=f64)
+    kernel = torch.zeros(R, R, dtype=f64)
+    scores = {name: torch.zeros(size, dtype=f64) for name, size in
+              (("row_energy", d_out), ("col_energy", d_in), ("row_alignment", d_out), ("col_alignment", d_in))}
     for start in range(0, d_out, step):
         width = min(step, d_out - start)
         g = buffer.view((R, width, d_in), dtype)
@@ -138,16 +142,22 @@ def per_example_route(parts: Parts, target_weights: torch.Tensor, buffer: Gradie
             torch.bmm(delta[..., start:start + width].transpose(1, 2), x, out=g[offset:offset + x.shape[0]])
             offset += x.shape[0]
         flat = g.view(R, -1)
+        block_kernel = torch.zeros(R, R, dtype=dtype)
         projected = torch.empty(weights.shape[0], flat.shape[1], dtype=dtype)
+        energy = torch.empty(flat.shape[1], dtype=dtype)
         for column in range(0, flat.shape[1], SLICE_FLOATS):
-            piece = flat[:, column:column + SLICE_FLOATS]
-            kernel.addmm_(piece, piece.T)
-            torch.mm(weights, piece, out=projected[:, column:column + SLICE_FLOATS])
-        projected = projected.view(-1, width, d_in).square_().sum(0)  # Σ_k (Σ_r w_kr g_r)², (width, d_in)
-        row_alignment[start:start + width] = projected.sum(1)
-        col_alignment += projected.sum(0)
-    row_energy, col_energy = token_gram_energies(parts)
-    return ModuleKernel(kernel.to(f64), row_energy.to(f64), col_energy.to(f64), row_alignment, col_alignment)
+            columns = slice(column, column + SLICE_FLOATS)
+            piece = flat[:, columns]
+            block_kernel.addmm_(piece, piece.T)
+            torch.mm(weights, piece, out=projected[:, columns])
+            torch.linalg.vector_norm(piece, dim=0, out=energy[columns])
+        kernel += block_kernel
+        rows = slice(start, start + width)
+        for kind, per_weight in (("energy", energy.square_().view(width, d_in)),
+                                 ("alignment", projected.view(-1, width, d_in).square_().sum(0))):
+            scores["row_" + kind][rows] = per_weight.sum(1)
+            scores["col_" + kind] += per_weight.sum(0)
+    return ModuleKernel(kernel, **scores)
 
 
 def gram_route(parts: Parts, target_weights: torch.Tensor, buffer: GradientBuffer | None = None) -> ModuleKernel:
@@ -198,24 +208,30 @@ def from_gradients(grads: torch.Tensor, target_weights: torch.Tensor) -> ModuleK
                         projected.sum((0, 2)), projected.sum((0, 1)))
 
 
-def route_costs(rows: int, tokens: float, d_out: int, d_in: int) -> dict[str, float]:
-    """Multiply-adds of the two contractions for one module and pass (energies excluded);
-    ``tokens`` is the mean per row, so rows·tokens counts every token of every block."""
+def route_costs(rows: int, tokens: float, d_out: int, d_in: int, targets: int = 1) -> dict[str, float]:
+    """Multiply-adds of the two contractions for one module and pass, scores included;
+    ``tokens`` is the mean per row, so rows·tokens counts every token of every block, and
+    ``targets`` is k, the rows of the target weights.
+
+    per-example: form g (R·T·P), K (R²·P), energies (R·P), alignment (k·R·P).
+    gram: token Grams (R²·T²·(d_in+d_out)), energies (2·R·T²·(d_in+d_out)), alignment (k·R·T·P).
+    """
     params = d_out * d_in
     return {
-        "per-example": rows * tokens * params + rows * rows * params,
-        "gram": rows * rows * tokens * tokens * (d_in + d_out) + rows * tokens * tokens * (d_in + d_out),
+        "per-example": rows * tokens * params + rows * rows * params + (1 + targets) * rows * params,
+        "gram": (rows + 2) * rows * tokens * tokens * (d_in + d_out) + targets * rows * tokens * params,
     }
 
 
-def choose_route(rows: int, tokens: float, d_out: int, d_in: int, max_gradient_bytes: float = 2**30) -> str:
+def choose_route(rows: int, tokens: float, d_out: int, d_in: int, max_gradient_bytes: float = 2**30,
+                 targets: int = 1) -> str:
     """The cheaper route by flops, unless per-example blocks would not fit in memory.
 
     The Gram route runs as a few large square matrix products, which BLAS executes more
     efficiently than the per-example route's batched thin ones; a 1.2× flop allowance
     matches the crossover measured on 2 CPU cores (benchmarks/bench_profile.py, T=8..64).
     """
-    costs = route_costs(rows, tokens, d_out, d_in)
+    costs = route_costs(rows, tokens, d_out, d_in, targets)
     if rows * min(d_in, d_out) * 8 > max_gradient_bytes:  # one block row no longer fits
         return "gram"
     return "per-example" if costs["per-example"] <= 1.2 * costs["gram"] else "gram"
@@ -232,7 +248,8 @@ def contract(parts: Parts, target_weights: torch.Tensor, route: str = "auto",
     rows = sum(x.shape[0] for x, _ in parts)
     tokens = sum(x.shape[0] * x.shape[1] for x, _ in parts) / rows
     x0, d0 = parts[0]
-    chosen = route if route != "auto" else choose_route(rows, tokens, d0.shape[-1], x0.shape[-1])
+    chosen = route if route != "auto" else choose_route(rows, tokens, d0.shape[-1], x0.shape[-1],
+                                                        targets=target_weights.shape[0])
     result = ROUTES[chosen](parts, target_weights, buffer)
     result.route = chosen
     return result

@@ -93,7 +93,8 @@ def module_passes(
 
     x[name] is (N, T, d_in), δ[name] = ∂(Σ_n f_{n,pass})/∂y is (N, T, d_out); because the
     examples never interact, δ[name][n] is example n's own output gradient. Only one pass's δ
-    is alive at a time unless the caller keeps it.
+    is alive at a time unless the caller keeps it. A merged head's x and δ are (N, C, H) and
+    (N, C, C): its C output passes as C tokens.
 
     With ``merge_head_passes`` (`trace` only) the passes may be fewer than the outputs, with
     the same per-module sums over passes of every quadratic form of δ (kernels, energies,
@@ -181,7 +182,8 @@ def structured_kernels(
     max_group_bytes: int | None = None,
     bucket_by_length: bool = True,
 ) -> dict[str, ModuleKernel]:
-    """Per-module weight kernels from one forward and C backward passes (one for `margin`).
+    """Per-module weight kernels from one forward and C backward passes per length bucket (one
+    for `margin`; rank(W) for `trace` when a rank-deficient head W is among ``modules``).
 
     model(**inputs) -> (N, C) outputs; ``modules`` maps names to nn.Linear / Conv1D modules
     of that model. Memory: the forward graph, plus x and one pass's δ of every module
