@@ -116,3 +116,14 @@ def test_a_nan_gradient_reaches_the_kernel_instead_of_being_dropped_as_inactive(
     x, delta, w = sample(4, 5, 3, 6, seed=4, lengths=[5, 2, 3, 1])
     delta[0, 4, 1] = float("nan")  # a token no other row uses
     assert torch.isnan(contract([(x, delta)], w, route).kernel).any()
+
+
+@pytest.mark.parametrize("factor", [0, 10**9])  # energies from g's slices / from token Grams
+def test_both_energy_paths_match_the_oracle(monkeypatch, factor):
+    import ntk_advisor.ntk.contractions as contractions
+
+    monkeypatch.setattr(contractions, "GEMM_OVER_STREAMING", factor)
+    x, delta, w = sample(5, 6, 190, 230, seed=6, lengths=[6, 1, 4, 2, 5])
+    assert contractions.energies_from_grams([(x, delta)]) == bool(factor)
+    assert_matches(per_example_route([(x[:2], delta[:2]), (x[2:], delta[2:])], w, GradientBuffer(2**16)),
+                   oracle(x, delta, w))

@@ -116,12 +116,13 @@ def per_example_route(parts: Parts, target_weights: torch.Tensor, buffer: Gradie
     """Row blocks of x and δ -> ModuleKernel via g_r = Σ_t δ_{r,t} x_{r,t}ᵀ.
 
     g (R, d_out, d_in) is written into ``buffer`` a block along the longer side of W at a
-    time. Over each block F (R×m), K accumulates F Fᵀ, the alignment takes w F (k·R·m) and
-    the energies Σ_r F², all a slice of ``SLICE_FLOATS`` columns at a time: w F and the
-    energies alone only stream F from memory (w F took a third of the time of F Fᵀ on the
-    MiniLM FFN), so they read each slice while F Fᵀ has just brought it into cache.
-    Contracted in the inputs' dtype, each block's K added in float64. Memory: the buffer
-    plus R², (k + 1)·m and d_out + d_in scores.
+    time. Over each block F (R×m), K accumulates F Fᵀ and the alignment takes w F (k·R·m), a
+    slice of ``SLICE_FLOATS`` columns at a time: w F alone only streams F from memory (a
+    third of the time of F Fᵀ on the MiniLM FFN), so it reads each slice while F Fᵀ has just
+    brought it into cache. Energies come from `token_gram_energies` while that is cheaper
+    (`energies_from_grams`), else from the same slices. Contracted in the inputs' dtype,
+    each block's K added in float64. Memory: the buffer plus R², k·m, R·``SLICE_FLOATS`` and
+    d_out + d_in scores.
     """
     x0, d0 = parts[0]
     if x0.shape[-1] > d0.shape[-1]:  # block along d_in instead: the same kernel, rows and columns swapped
@@ -131,9 +132,11 @@ def per_example_route(parts: Parts, target_weights: torch.Tensor, buffer: Gradie
     f64 = torch.float64
     weights = target_weights.to(dtype)
     step = max(1, min(d_out, buffer.max_bytes // (R * d_in * x0.element_size())))
+    from_grams = energies_from_grams(parts)
     kernel = torch.zeros(R, R, dtype=f64)
     scores = {name: torch.zeros(size, dtype=f64) for name, size in
               (("row_energy", d_out), ("col_energy", d_in), ("row_alignment", d_out), ("col_alignment", d_in))}
+    squares = None if from_grams else torch.empty(R, min(SLICE_FLOATS, step * d_in), dtype=dtype)
     for start in range(0, d_out, step):
         width = min(step, d_out - start)
         g = buffer.view((R, width, d_in), dtype)
@@ -144,20 +147,41 @@ def per_example_route(parts: Parts, target_weights: torch.Tensor, buffer: Gradie
         flat = g.view(R, -1)
         block_kernel = torch.zeros(R, R, dtype=dtype)
         projected = torch.empty(weights.shape[0], flat.shape[1], dtype=dtype)
-        energy = torch.empty(flat.shape[1], dtype=dtype)
+        energy = None if from_grams else torch.empty(flat.shape[1], dtype=dtype)
         for column in range(0, flat.shape[1], SLICE_FLOATS):
             columns = slice(column, column + SLICE_FLOATS)
             piece = flat[:, columns]
             block_kernel.addmm_(piece, piece.T)
             torch.mm(weights, piece, out=projected[:, columns])
-            torch.linalg.vector_norm(piece, dim=0, out=energy[columns])
+            if energy is not None:
+                torch.sum(torch.mul(piece, piece, out=squares[:, :piece.shape[1]]), 0, out=energy[columns])
         kernel += block_kernel
         rows = slice(start, start + width)
-        for kind, per_weight in (("energy", energy.square_().view(width, d_in)),
-                                 ("alignment", projected.view(-1, width, d_in).square_().sum(0))):
-            scores["row_" + kind][rows] = per_weight.sum(1)
-            scores["col_" + kind] += per_weight.sum(0)
+        per_weight = {"alignment": projected.view(-1, width, d_in).square_().sum(0)}
+        if energy is not None:
+            per_weight["energy"] = energy.view(width, d_in)
+        for kind, values in per_weight.items():
+            scores["row_" + kind][rows] = values.sum(1)
+            scores["col_" + kind] += values.sum(0)
+    if from_grams:
+        row_energy, col_energy = token_gram_energies(parts)
+        scores["row_energy"], scores["col_energy"] = row_energy.to(f64), col_energy.to(f64)
     return ModuleKernel(kernel, **scores)
+
+
+GEMM_OVER_STREAMING = 60
+
+
+def energies_from_grams(parts: Parts) -> bool:
+    """Whether `token_gram_energies` (4·Σ_b n_b·T_b²·(d_in+d_out) flops, as BLAS products) beats
+    squaring g's R·P entries from cache. This machine multiplies matrices about
+    ``GEMM_OVER_STREAMING`` times faster, in flops, than it squares and sums cached slices
+    (187 GFLOP/s against 64×16384 floats in 0.6 ms), which puts the crossover for minilm-l6
+    near T = 55-65: Grams at the usual T ≤ 64, slices beyond."""
+    x0, d0 = parts[0]
+    rows = sum(x.shape[0] for x, _ in parts)
+    gram_flops = 4 * sum(x.shape[0] * x.shape[1] ** 2 for x, _ in parts) * (x0.shape[-1] + d0.shape[-1])
+    return gram_flops < GEMM_OVER_STREAMING * rows * x0.shape[-1] * d0.shape[-1]
 
 
 def gram_route(parts: Parts, target_weights: torch.Tensor, buffer: GradientBuffer | None = None) -> ModuleKernel:
