@@ -190,8 +190,7 @@ def structured_kernels(
     (N·T·Σ(d_in+d_out) floats; with `full`, the δ of all C passes). ``max_group_bytes`` caps
     that second part: modules are taken in consecutive groups whose x and δ fit, at the cost
     of one forward and C backward passes per group (the kernels do not change). The
-    per-example route adds one reused buffer of R·P floats for the largest module (at most
-    512 MiB; larger modules are formed in blocks). With ``bucket_by_length`` the passes run
+    per-example route adds one reused 32 MiB buffer; g is formed in blocks that fit it. With ``bucket_by_length`` the passes run
     per `length_buckets` bucket, each padded only to its own longest example; the kernels
     come back in the order of ``inputs``.
     """
@@ -295,6 +294,7 @@ def _group_kernels(model, buckets, modules, spec, route, on_progress, buffer) ->
     """The passes of every bucket in lockstep, so that each module and pass is contracted
     over all rows at once (the kernel's cross-bucket blocks need every bucket's x and δ)."""
     names = list(modules)
+    weights = spec.target_weights()
     kept: dict[str, list[list[torch.Tensor]]] = {name: [[] for _ in buckets] for name in names}
     results: dict[str, ModuleKernel] = {}
     xs: list[dict[str, torch.Tensor]] = []
@@ -312,14 +312,14 @@ def _group_kernels(model, buckets, modules, spec, route, on_progress, buffer) ->
                     kept[name][b].append(deltas[name])  # the cross-output blocks need every pass at once
                 continue
             parts = [(x[name], deltas[name]) for _, x, deltas in per_bucket]
-            part = contract(parts, spec.target_weights(), route, buffer)
+            part = contract(parts, weights, route, buffer)
             results[name] = part if name not in results else results[name].add_(part)
             on_progress("modules", round(scale * (p * len(names) + i + 1)))
     if spec.reduction == "full":
         for i, name in enumerate(names):
             parts = [kernel_rows(x[name], kept[name][b], spec) for b, x in enumerate(xs)]
             kept.pop(name)
-            results[name] = contract(parts, spec.target_weights(), route, buffer)
+            results[name] = contract(parts, weights, route, buffer)
             on_progress("modules", i + 1)
     return results
 
