@@ -263,9 +263,14 @@ def test_length_buckets_change_nothing_but_the_padding(tiny_model, reduction):
     assert len(bounds) > 1  # the ragged batch is worth cutting
     bucketed = structured_kernels(tiny_model.logits_model, batch, modules, spec)
     padded = structured_kernels(tiny_model.logits_model, batch, modules, spec, bucket_by_length=False)
+    # transformers' eager Llama attention takes its softmax in float32 even for a float64 model,
+    # so a row summed over 9 padded keys and over a bucket's 5 differs by float32 rounding
+    # (6e-8 measured on one CPU, 0 on another); BERT and GPT-2 stay in float64. A bucketing bug
+    # moves kernels by O(1), far above either bound.
+    tolerance = 1e-6 if "llama" in type(tiny_model.backbone).__name__.lower() else 1e-10
     for name in padded:
         for field in ("kernel", "row_energy", "col_energy", "row_alignment", "col_alignment"):
-            assert rel(getattr(bucketed[name], field), getattr(padded[name], field)) < 1e-10, (name, field)
+            assert rel(getattr(bucketed[name], field), getattr(padded[name], field)) < tolerance, (name, field)
 
 
 def test_length_buckets_sort_by_last_real_token_and_skip_what_they_cannot_cut():
