@@ -10,25 +10,23 @@ Profile folder (format version 1), see README "Profile folder":
     head.safetensors     weights the checkpoint did not provide (head, pooler), when any
 
 Folders are written under a temporary name beside the target and renamed when complete, so
-a crash never leaves a half-written profile where a later command would read it.
+a crash never leaves a half-written profile where a later command would read it (_io.py).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import ProfileError
+from ._io import json_restore, json_safe, write_folder_atomically
+from .errors import OutputError, ProfileError
 
 PROFILE_FORMAT = 1
+PROFILE_FILES = ("profile.json", "kernels.safetensors", "head.safetensors")
 _SCORE_GROUPS = ("rows", "cols", "rows_alignment", "cols_alignment", "rows_signal", "cols_signal",
                  "signal_spectrum")
 
@@ -67,80 +65,19 @@ class NtkProfile:
     head_report: dict = field(default_factory=dict)
 
 
-def json_safe(value):
-    """inf/NaN are not JSON: write them as strings a person (and load_profile) can read."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    return value
+REPLACEABLE_PROFILE = {"marker": "profile.json", "entries": PROFILE_FILES, "what": "profile"}
 
 
-def json_restore(value):
-    """The inverse of json_safe: 'inf', '-inf' and 'nan' strings become floats again."""
-    if value in ("inf", "-inf", "nan"):
-        return float(value)
-    if isinstance(value, dict):
-        return {k: json_restore(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_restore(v) for v in value]
-    return value
+def check_profile_destination(out: Path, force: bool) -> None:
+    """Refuse a profile --out before the minutes of computation, not after them."""
+    from ._io import check_replaceable, check_writable_destination
 
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """A temp file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def read_json(path: Path):
-    """A JSON file written with json_safe, with its non-finite floats restored."""
-    return json_restore(json.loads(Path(path).read_text()))
-
-
-def write_folder_atomically(target: Path, write, force: bool = False) -> Path:
-    """Call write(tmp_folder), then move the finished folder to ``target``.
-
-    An existing target is refused unless ``force``; with force it is replaced only after the
-    new folder is complete.
-    """
-    target = Path(target)
-    if target.exists() and not force:
-        raise ProfileError(f"output folder '{target}' already exists: choose another --out or pass --force")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        write(tmp)
-        _share_like_a_normal_folder(tmp)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / "x")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _share_like_a_normal_folder(folder: Path) -> None:
-    """mkdtemp makes 0700 folders (and some writers 0600 files); give the result umask modes."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for path in folder.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+    out = Path(out)
+    if out.exists() and not force:
+        raise OutputError(f"output folder '{out}' already exists: choose another --out or pass --force")
+    if out.exists():
+        check_replaceable(out, **REPLACEABLE_PROFILE)
+    check_writable_destination(out, is_folder=True)
 
 
 def save_profile(profile: NtkProfile, out: Path, force: bool = False) -> Path:
@@ -164,7 +101,7 @@ def save_profile(profile: NtkProfile, out: Path, force: bool = False) -> Path:
         }
         (folder / "profile.json").write_text(json.dumps(json_safe(document), indent=2) + "\n")
 
-    return write_folder_atomically(Path(out), write, force)
+    return write_folder_atomically(Path(out), write, force, **REPLACEABLE_PROFILE)
 
 
 def load_profile(folder: Path) -> NtkProfile:

@@ -9,8 +9,6 @@ can tell a user mistake from a bug.
 class NtkAdvisorError(Exception):
     """Base class: a problem the user can fix (bad input, missing file, wrong setting)."""
 
-    exit_code = 2
-
 
 class ModelError(NtkAdvisorError):
     """A model name, folder or architecture that cannot be used."""
@@ -34,3 +32,15 @@ class TrainError(NtkAdvisorError):
 
 class ExportError(NtkAdvisorError):
     """A run that cannot be exported, or an export that failed its parity check."""
+
+
+class OutputError(NtkAdvisorError):
+    """An output path that cannot be written, or a folder that --force must not replace."""
+
+
+class ValidateError(NtkAdvisorError):
+    """A validation study that cannot be set up or continued as asked."""
+
+
+class ReportError(NtkAdvisorError):
+    """A folder that cannot be turned into a report."""

@@ -16,7 +16,7 @@ import torch
 
 from . import models
 from .apply import load_adapter
-from .artifacts import write_folder_atomically
+from ._io import write_folder_atomically
 from .errors import ExportError
 from .methods.rocoft import merge_rocoft
 from .recipe import load_recipe
@@ -82,7 +82,7 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, force: bool = False) 
         (folder / "export_report.json").write_text(json.dumps({"format": fmt, "source_run": str(run_dir), **report,
                                                                "prompt": prompt}, indent=2))
 
-    target = write_folder_atomically(Path(out), write, force)
+    target = write_folder_atomically(Path(out), write, force, marker="export_report.json", what="export")
     files = {p.name: p.stat().st_size for p in sorted(target.iterdir()) if p.is_file()}
     return ExportReport(target, fmt, time.perf_counter() - started, files, report.get("max_abs_logit_difference"))
 

@@ -12,12 +12,9 @@ import math
 from pathlib import Path
 
 from . import figures
-from .artifacts import read_json, write_text_atomically
-from .errors import NtkAdvisorError
+from ._io import read_json, write_text_atomically
+from .errors import ReportError
 
-
-class ReportError(NtkAdvisorError):
-    """A folder the report cannot read."""
 
 
 def folder_kind(folder: Path) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import resource
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ import torch
 from . import data as data_lib
 from . import models
 from .apply import apply_recipe
-from .artifacts import write_text_atomically
+from ._io import check_replaceable, write_atomically, write_text_atomically
 from .errors import TrainError
 from .methods.rocoft import save_rocoft_adapter
 from .ntk.linearization import linearization_gap
@@ -41,31 +42,49 @@ class RunResult:
     metrics: dict = field(default_factory=dict)
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+RUN_ENTRIES = ("checkpoints", "adapter", "metrics.json", "recipe.yaml")  # all that train writes in --out
+
+
+def _atomic_torch_save(state: dict, path: Path) -> None:
+    write_atomically(path, lambda tmp: torch.save(state, tmp))
+
+
+def _load_checkpoint(path: Path) -> dict | None:
+    """A checkpoint's state, or None for a torn or unreadable file.
+
+    Loaded with weights_only=True: tensors and plain data only, so a crafted file can never
+    run code; such a file is refused by name instead of being skipped in silence.
+    """
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            raise TrainError(f"'{path}' is not a checkpoint of this tool (it asks to build objects or run code "
+                             "when loaded): delete it, or start over with --force") from None
+        return None
+    except Exception:  # noqa: BLE001 - a torn zip, a truncated file: simply not a checkpoint
+        return None
+    return state if isinstance(state, dict) and state.get("complete") else None
 
 
 def latest_checkpoint(folder: Path) -> tuple[dict | None, Path | None]:
     """The newest checkpoint that loads; a torn or corrupt file is skipped, never picked up."""
-    candidates = sorted((folder / CHECKPOINTS).glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]), reverse=True)
+    candidates = sorted((folder / CHECKPOINTS).glob("step-*.pt"), key=_step_number, reverse=True)
     for path in candidates:
-        try:
-            state = torch.load(path, weights_only=False)
-            if state.get("complete"):
-                return state, path
-        except Exception:  # noqa: BLE001 - any unreadable file is simply not a checkpoint
-            continue
+        state = _load_checkpoint(path)
+        if state is not None:
+            return state, path
     return None, None
 
 
-def _prepare_out(out: Path, resume: bool, force: bool) -> dict | None:
+def _step_number(path: Path) -> int:
+    number = path.stem.partition("-")[2]
+    return int(number) if number.isdigit() else -1
+
+
+def _prepare_out(out: Path, resume: bool, force: bool, protect: tuple = ()) -> dict | None:
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"--out '{out}' is a file, not a folder: choose another --out")
     if out.exists() and any(out.iterdir()):
         if resume:
             state, _ = latest_checkpoint(out)
@@ -75,10 +94,18 @@ def _prepare_out(out: Path, resume: bool, force: bool) -> dict | None:
         if not force:
             raise TrainError(f"output folder '{out}' already holds files (another run?): pass --resume to continue "
                              "it, --force to start over, or choose another --out")
-        shutil.rmtree(out)
+        check_replaceable(out, entries=RUN_ENTRIES, protect=protect, what="run")
+        for name in RUN_ENTRIES:  # only what a run writes: the check above saw nothing else
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     elif resume:
         raise TrainError(f"nothing to resume in '{out}': run without --resume first")
-    (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainError(f"cannot create --out '{out}' ({exc.strerror}): choose a folder you can write") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise TrainError(f"--out '{out}' is not writable: choose a folder you can write")
     return None
 
 
@@ -150,7 +177,13 @@ def load_for_recipe(recipe: Recipe, label_names=None,
 
 
 def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = False,
-          on_progress: Progress | None = None) -> RunResult:
+          on_progress: Progress | None = None, protect: tuple = ()) -> RunResult:
+    """Run ``recipe`` into the run folder ``out``.
+
+    ``force`` starts over in a folder that holds an earlier run; it deletes only what a run
+    writes, and never a folder that holds the data file, the working directory or a path in
+    ``protect`` (the CLI passes the recipe file).
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -158,7 +191,8 @@ def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = F
     started = time.perf_counter()
     cfg = recipe.training
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    state = _prepare_out(out, resume, force) if accelerator.is_main_process else None
+    protect = (*protect, *([recipe.data.source] if Path(recipe.data.source).exists() else []))
+    state = _prepare_out(out, resume, force, protect) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
     if state is None and resume:
         state, _ = latest_checkpoint(out)
@@ -202,11 +236,12 @@ def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = F
 
     def checkpoint():
         if accelerator.is_main_process:
+            (out / CHECKPOINTS).mkdir(exist_ok=True)  # again: a folder deleted mid-run costs no work
             _atomic_torch_save({"trainable": _trainable_state(trained), "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "step": step,
                                 "history": history, "curve": curve, "best": best, "best_state": best_state,
                                 "stale": stale, "complete": True}, out / CHECKPOINTS / f"step-{step}.pt")
-            for old in sorted((out / CHECKPOINTS).glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))[:-2]:
+            for old in sorted((out / CHECKPOINTS).glob("step-*.pt"), key=_step_number)[:-2]:
                 old.unlink(missing_ok=True)  # keep the two newest
 
     step_times: list[float] = []

@@ -25,8 +25,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 
-from .artifacts import json_safe, load_profile, read_json, save_profile, write_text_atomically
-from .errors import NtkAdvisorError, RecipeError
+from ._io import check_replaceable, json_safe, read_json, write_json
+from .artifacts import load_profile, save_profile
+from .errors import RecipeError, ValidateError
 from .ntk.select import OBJECTIVES
 from .placement import LORA_BASELINES, ROCOFT_BASELINES
 from .study import summarize
@@ -34,10 +35,8 @@ from .recommender import (DEFAULT_OBJECTIVE, RecommendConfig, build_recipe, capt
                           search_ridge, weight_budget)
 
 Progress = Callable[[str, int, int], None]
+STUDY_ENTRIES = ("settings.json", "profile", "plan.json", "runs", "sweep", "validate.json")
 
-
-class ValidateError(NtkAdvisorError):
-    """A validation study that cannot be set up or continued as asked."""
 
 
 @dataclass(frozen=True)
@@ -200,10 +199,6 @@ def _read_json(path: Path):
     return read_json(path) if path.exists() else None
 
 
-def _write_json(path: Path, document) -> None:
-    write_text_atomically(path, json.dumps(json_safe(document), indent=2) + "\n")
-
-
 def _as_stored(config: ValidateConfig) -> dict:
     return json.loads(json.dumps(json_safe(asdict(config))))  # as it reads back: tuples become lists
 
@@ -220,6 +215,7 @@ def _check_settings(out: Path, config: ValidateConfig, force: bool) -> dict:
     if stored is not None and force:
         import shutil
 
+        check_replaceable(out, marker="settings.json", entries=STUDY_ENTRIES, what="validate study")
         shutil.rmtree(out)
     return wanted
 
@@ -239,11 +235,11 @@ def validate(config: ValidateConfig, out: str | Path, force: bool = False, on_pr
                                        max_length=config.max_length, seed=config.seed, head=config.head),
                          on_progress=progress)
         save_profile(result, profile_dir, force=True)
-    _write_json(out / "settings.json", wanted)  # only once the study has a profile: no empty leftovers
+    write_json(out / "settings.json", wanted)  # only once the study has a profile: no empty leftovers
     plan = _read_json(out / "plan.json")
     if plan is None:
         plan = build_plan(profile_dir, config, progress)
-        _write_json(out / "plan.json", plan)
+        write_json(out / "plan.json", plan)
     settings = load_profile(profile_dir).settings
     jobs = []
     if config.placements:
@@ -261,7 +257,7 @@ def validate(config: ValidateConfig, out: str | Path, force: bool = False, on_pr
     progress("runs", len(jobs), len(jobs))
     document = summarize(config, plan, {k.relative_to(out).as_posix(): v for k, v in results.items()},
                          _linear_sweep(out, config, settings, advised, progress) if config.lambdas else None)
-    _write_json(out / "validate.json", document)
+    write_json(out / "validate.json", document)
     return document
 
 
@@ -289,6 +285,6 @@ def _linear_sweep(out: Path, config: ValidateConfig, settings: dict, entry: dict
                 for lam in config.lambdas}
     document = {"lambdas": [float(x) for x in config.lambdas], "fit_examples": len(fit),
                 "test_examples": len(splits.test), "accuracy": accuracy}
-    _write_json(out / "sweep" / "linear.json", document)
+    write_json(out / "sweep" / "linear.json", document)
     progress("linear model", 1, 1)
     return document

@@ -11,7 +11,7 @@ from conftest import tiny_batch, tiny_classifier
 from safetensors.torch import load_file
 
 from ntk_advisor.artifacts import load_profile, save_profile
-from ntk_advisor.errors import ProfileError
+from ntk_advisor.errors import OutputError, ProfileError
 from ntk_advisor.ntk import OutputSpec, kernel_report
 from ntk_advisor.profiler import ProfileConfig, profile, profile_model
 
@@ -49,7 +49,7 @@ def test_existing_folder_is_refused_then_replaced_with_force(tmp_path):
     _, result = tiny_profile()
     target = tmp_path / "prof"
     save_profile(result, target)
-    with pytest.raises(ProfileError, match="already exists.*--force"):
+    with pytest.raises(OutputError, match="already exists.*--force"):
         save_profile(result, target)
     save_profile(result, target, force=True)
     assert load_profile(target).settings["samples"] == 6

@@ -60,7 +60,7 @@ def root(
 
 
 def _print_json(document) -> None:
-    from ..artifacts import json_safe
+    from .._io import json_safe
 
     sys.stdout.write(json.dumps(json_safe(document), indent=2) + "\n")
 

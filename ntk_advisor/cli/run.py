@@ -23,7 +23,9 @@ def train(
         help="key=value overrides, e.g. training.learning_rate=1e-3 proximal.lambda=0.1")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<recipe name>).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its newest complete checkpoint.")] = False,
-    force: Annotated[bool, typer.Option(help="Delete whatever --out holds and start over.")] = False,
+    force: Annotated[bool, typer.Option(help=(
+        "Start over in an --out that holds an earlier run (only a run folder's own files are deleted; a folder "
+        "with other files, the recipe or the data is refused)."))] = False,
     as_json: JsonOption = False,
 ):
     """Train a recipe: proximal RoCoFT or LoRA, with evaluation, checkpoints, resume and a linearization check."""
@@ -45,7 +47,7 @@ def train(
                 err.print(f"epoch {metrics['epoch']}: validation accuracy {metrics['accuracy']:.4f}, "
                           f"macro-F1 {metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}")
 
-        result = run_train(recipe, out_dir, resume=resume, force=force, on_progress=update)
+        result = run_train(recipe, out_dir, resume=resume, force=force, on_progress=update, protect=(recipe_path,))
     m = result.metrics
     if not main_process:
         return

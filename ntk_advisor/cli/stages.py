@@ -61,13 +61,11 @@ def profile(
     as_json: JsonOption = False,
 ):
     """Compute per-module, per-row and per-column NTK contributions and their spectra on a probe sample."""
-    from ..artifacts import save_profile
-    from ..errors import ProfileError
+    from ..artifacts import check_profile_destination, save_profile
     from ..profiler import ProfileConfig
     from ..profiler import profile as run_profile
 
-    if out_dir.exists() and not force:
-        raise ProfileError(f"output folder '{out_dir}' already exists: choose another --out or pass --force")
+    check_profile_destination(out_dir, force)
     config = ProfileConfig(model=model, data=data, text_column=text_column, label_column=label_column,
                            samples=samples, max_length=max_length, seed=seed, reduction=output, head=head,
                            method=method, dtype=dtype, modules=tuple(module or ()), task=task,
@@ -187,7 +185,8 @@ def advise(
     label_column: LabelColumn = "label",
     samples: SamplesOption = 64,
     max_length: MaxLengthOption = 64,
-    profile_dir: Annotated[Optional[Path], typer.Option("--profile-out", help="Keep the profile here.")] = None,
+    profile_dir: Annotated[Optional[Path], typer.Option("--profile-out", help=(
+        "Keep the profile in this new folder (refused when it exists, unless --force and it is a profile)."))] = None,
     method: MethodOption = "rocoft",
     budget: BudgetOption = 21_506,
     objective: ObjectiveOption = "trace",  # recommender.DEFAULT_OBJECTIVE (tested equal)
@@ -199,25 +198,28 @@ def advise(
     task: TaskOption = "auto",
     template: TemplateOption = None,
     label_word: LabelWordOption = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing --profile-out profile folder.")] = False,
     as_json: JsonOption = False,
 ):
     """Profile, then recommend, in one go."""
     import tempfile
 
-    from ..artifacts import save_profile
+    from ..artifacts import check_profile_destination, save_profile
     from ..profiler import ProfileConfig
     from ..profiler import profile as run_profile
     from ..recommender import recommend as run_recommend
 
     config = _recommend_config(method, budget, objective, placement, proximal, axis, True, seed, allocation)
     config.validate()
+    if profile_dir is not None:  # before minutes of work, never after
+        check_profile_destination(profile_dir, force)
     with tempfile.TemporaryDirectory() as scratch, _progress_bar() as bar:
         folder = profile_dir or Path(scratch) / "profile"
         result = run_profile(ProfileConfig(model=model, data=data, text_column=text_column, label_column=label_column,
                                            samples=samples, max_length=max_length, seed=seed, task=task,
                                            **_prompt_options(template, label_word)),
                              on_progress=_progress_callback(bar))
-        save_profile(result, folder, force=profile_dir is not None)
+        save_profile(result, folder, force=force)
         recipe = run_recommend(folder, config, on_progress=_progress_callback(bar))
     _write_recipe(recipe, out_path, as_json)
 

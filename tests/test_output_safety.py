@@ -1,0 +1,155 @@
+"""The three defects that lost users' work or ran a stranger's code (issue 20's first three):
+a user's folder replaced by `advise --profile-out`, the working folder deleted by
+`train --out . --force`, and code run from a crafted checkpoint on `--resume`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from ntk_advisor.errors import OutputError, TrainError
+from ntk_advisor.recipe import save_recipe
+from ntk_advisor.trainer import train
+from test_cli import assert_one_line_error, run_cli
+from test_train import tiny_recipe
+
+
+def _user_folder(path: Path) -> Path:
+    path.mkdir()
+    (path / "notes.txt").write_text("my notes")
+    (path / "data").mkdir()
+    (path / "data" / "keep.csv").write_text("text,label\n")
+    return path
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_advise_never_replaces_a_users_folder(tiny_model_folder, tiny_csv, tmp_path, capsys, monkeypatch, force):
+    keep = _user_folder(tmp_path / "keep")
+    before = _snapshot(keep)
+    args = ["advise", "--model", str(tiny_model_folder), "--data", str(tiny_csv), "--samples", "8",
+            "--max-length", "8", "--profile-out", str(keep), "--out", str(tmp_path / "r.yaml")]
+    code, _, err = run_cli(args + (["--force"] if force else []), capsys, monkeypatch)
+    assert_one_line_error(code, err, r"already exists.*--force" if not force else r"did not write.*notes\.txt")
+    assert _snapshot(keep) == before
+    assert not (tmp_path / "r.yaml").exists()
+
+
+def test_advise_force_replaces_its_own_profile(tiny_model_folder, tiny_csv, tmp_path, capsys, monkeypatch):
+    args = ["advise", "--model", str(tiny_model_folder), "--data", str(tiny_csv), "--samples", "8", "--max-length",
+            "8", "--budget", "200", "--profile-out", str(tmp_path / "prof"), "--out", str(tmp_path / "r.yaml")]
+    code, _, err = run_cli(args, capsys, monkeypatch)
+    assert code == 0, err
+    first = (tmp_path / "prof" / "kernels.safetensors").stat().st_mtime_ns
+    code, _, err = run_cli(args + ["--force"], capsys, monkeypatch)
+    assert code == 0, err
+    assert (tmp_path / "prof" / "kernels.safetensors").stat().st_mtime_ns != first
+
+
+def test_train_force_never_deletes_the_working_folder(tiny_model_folder, tiny_csv, tmp_path, capsys, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    data = work / "toy.csv"
+    data.write_bytes(Path(tiny_csv).read_bytes())
+    recipe = tiny_recipe(tiny_model_folder, data, max_steps=2)
+    save_recipe(recipe, work / "recipe.yaml")
+    before = _snapshot(work)
+    monkeypatch.chdir(work)
+    code, _, err = run_cli(["train", "recipe.yaml", "--out", ".", "--force"], capsys, monkeypatch)
+    assert_one_line_error(code, err, r"--force would delete")
+    assert _snapshot(work) == before
+
+
+@pytest.mark.parametrize("inside", ["recipe", "data", "strangers"])
+def test_train_force_refuses_folders_that_are_not_runs(tiny_model_folder, tiny_csv, tmp_path, inside):
+    out = tmp_path / "out"
+    out.mkdir()
+    data = out / "toy.csv" if inside == "data" else Path(tiny_csv)
+    if inside == "data":
+        data.write_bytes(Path(tiny_csv).read_bytes())
+    recipe = tiny_recipe(tiny_model_folder, data, max_steps=2)
+    recipe_path = save_recipe(recipe, (out if inside == "recipe" else tmp_path) / "recipe.yaml")
+    if inside == "strangers":
+        (out / "thesis.tex").write_text("years of work")
+    before = _snapshot(out)
+    with pytest.raises(OutputError, match="would delete|did not write"):
+        train(recipe, out, force=True, protect=(recipe_path,))
+    assert _snapshot(out) == before
+
+
+def test_train_force_replaces_an_earlier_run_only(tiny_model_folder, tiny_csv, tmp_path):
+    recipe = tiny_recipe(tiny_model_folder, tiny_csv, max_steps=2)
+    out = tmp_path / "run"
+    train(recipe, out)
+    assert {p.name for p in out.iterdir()} >= {"adapter", "metrics.json", "recipe.yaml", "checkpoints"}
+    train(recipe, out, force=True)
+    assert (out / "metrics.json").exists()
+
+
+def test_a_failed_start_leaves_no_run_behind(tiny_model_folder, tiny_csv, tmp_path):
+    from ntk_advisor.recipe import apply_overrides
+
+    recipe = tiny_recipe(tiny_model_folder, tiny_csv, max_steps=2)
+    out = tmp_path / "run"
+    with pytest.raises(TrainError, match="num_labels is 3"):
+        train(apply_overrides(recipe, ["model.num_labels=3"]), out)
+    train(recipe, out)  # the retry is not refused as "another run"
+
+
+class _RunsCode:
+    """An object whose unpickling would call Path.touch: what a crafted checkpoint does."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_never_runs_code_from_a_checkpoint(tiny_model_folder, tiny_csv, tmp_path):
+    recipe = tiny_recipe(tiny_model_folder, tiny_csv, max_steps=2)
+    out = tmp_path / "run"
+    train(recipe, out)
+    marker = tmp_path / "pwned"
+    torch.save({"complete": True, "payload": _RunsCode(marker)}, out / "checkpoints" / "step-999.pt")
+    with pytest.raises(TrainError, match="not a checkpoint of this tool"):
+        train(recipe, out, resume=True)
+    assert not marker.exists()
+
+
+def test_checkpoints_load_with_weights_only(tiny_model_folder, tiny_csv, tmp_path):
+    """Every checkpoint the loop writes is plain data: it loads with weights_only=True."""
+    out = tmp_path / "run"
+    train(tiny_recipe(tiny_model_folder, tiny_csv, max_steps=5, checkpoint_every=5), out)
+    for path in (out / "checkpoints").glob("step-*.pt"):
+        state = torch.load(path, weights_only=True)
+        assert state["complete"] is True and state["step"] == 5
+
+
+def test_no_module_loads_pickles_unsafely():
+    root = Path(__file__).resolve().parents[1] / "ntk_advisor"
+    offenders = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py")
+                 for i, line in enumerate(p.read_text().splitlines(), 1)
+                 if "torch.load(" in line and "weights_only=True" not in line]
+    assert offenders == []
+
+
+def test_checkpoint_folder_deleted_mid_run_is_recreated(tiny_model_folder, tiny_csv, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+
+    def delete_checkpoints(stage, done, total, metrics):
+        if stage == "train" and done == 6:
+            shutil.rmtree(out / "checkpoints")
+
+    train(tiny_recipe(tiny_model_folder, tiny_csv, max_steps=10, checkpoint_every=5), out,
+          on_progress=delete_checkpoints)
+    assert (out / "metrics.json").exists() and list((out / "checkpoints").glob("step-*.pt"))
+    assert os.access(out, os.W_OK)
