@@ -1,7 +1,7 @@
 """Placements: which rows / columns (RoCoFT) or ranks (LoRA) each module trains, and their kernels.
 
 A placement maps module name -> ("rows"|"cols", indices) for RoCoFT or -> rank for LoRA.
-Baselines by name (METHOD.md §10), all filled to the same weight budget:
+Baselines by name (docs/method.md §10), all filled to the same weight budget:
 
 ==============  =========================================================================
 name            rule

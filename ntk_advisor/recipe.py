@@ -266,7 +266,7 @@ def peft_section(recipe_targets, default_rank: int, alpha: float | None, dropout
         "lora_dropout": dropout,
         "target_modules": list(ranks),  # full names: PEFT matches a name exactly or as a dotted suffix
         "rank_pattern": {f"^{re.escape(m)}": r for m, r in ranks.items() if r != default_rank},
-        # α = r per module keeps the update scale α/r = 1 whatever the rank (METHOD.md §5).
+        # α = r per module keeps the update scale α/r = 1 whatever the rank (docs/method.md §5).
         "alpha_pattern": {f"^{re.escape(m)}": r for m, r in ranks.items() if r != default_rank},
         "bias": "none",
     }

@@ -8,7 +8,7 @@ profile's label-gradient score over 1,024 examples (ntk.signal) when it has one,
 greedy search (ntk.select) over the best candidate rows / columns of every module. LoRA ranks
 follow the label gradient's singular values (diminishing returns per module), or, without
 them or with --allocation free, a greedy search over rank steps with LoRA's expected kernel
-E[K_LoRA(r)] = r·σ²·K_W (METHOD.md §5; α = r, PEFT's kaiming-uniform A has σ² = 1/(3·d_in)).
+E[K_LoRA(r)] = r·σ²·K_W (docs/method.md §5; α = r, PEFT's kaiming-uniform A has σ² = 1/(3·d_in)).
 """
 
 from __future__ import annotations
@@ -337,7 +337,7 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
         "predicted": reports.pop("placement"),
         "baselines_same_budget": reports,
         "search": search | {"seconds": round(time.perf_counter() - started, 3)},
-        "notes": "kernels are on the profile's probe sample; LoRA kernels are expectations over A's init (METHOD.md §5)",
+        "notes": "kernels are on the profile's probe sample; LoRA kernels are expectations over A's init (docs/method.md §5)",
     }
     return build_recipe(profile.settings, config, placement, scores, evidence)
 

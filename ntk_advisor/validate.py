@@ -2,7 +2,7 @@
 
 One profile, shared by every placement. K placements at one budget: the advised one for
 every objective, every named baseline, and seeded random ones to fill K. Each is trained with
-the same settings and seeds; its predicted figures (from the profile, METHOD.md §6) sit next
+the same settings and seeds; its predicted figures (from the profile, docs/method.md §6) sit next
 to the measured ones, and rank correlations with bootstrap intervals (correlate.py) say
 whether a predictor orders placements as fine-tuning does. ``lambdas`` adds [LIN]'s sweep:
 one placement trained at each proximal strength next to its fully linear model.

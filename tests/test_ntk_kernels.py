@@ -1,4 +1,4 @@
-"""The structured kernel routes against a brute-force oracle, plus the invariants of METHOD.md §3-4.
+"""The structured kernel routes against a brute-force oracle, plus the invariants of docs/method.md §3-4.
 
 The oracle differentiates with vmap(jacrev) and contracts with its own einsums; it shares no
 code with ntk_advisor.ntk beyond OutputSpec's choice of differentiated scalars.

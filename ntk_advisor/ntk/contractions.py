@@ -1,6 +1,6 @@
 """Contractions of captured activations x and output gradients δ into one module's kernel.
 
-Notation (METHOD.md §1-4): R kernel rows, T tokens, a Linear module y = W x + b with
+Notation (docs/method.md §1-4): R kernel rows, T tokens, a Linear module y = W x + b with
 W[d_out, d_in], P = d_out·d_in. For kernel row r, δ_{r,t} = ∂f_r/∂y_t and
 
     g_r = ∂f_r/∂W = Σ_t δ_{r,t} x_{r,t}ᵀ                       (d_out, d_in)
@@ -15,7 +15,7 @@ per-example    R·T·P (form g_r) + R²·P (inner products)     T is large or d_
 gram           R²·T²·(d_in + d_out) (token Grams)           R·T is small against d_in·d_out
 =============  ===========================================  ==================================
 
-Both also return row and column scores (METHOD.md §4): energies e_i = Σ_r ‖g_r[i,:]‖² and
+Both also return row and column scores (docs/method.md §4): energies e_i = Σ_r ‖g_r[i,:]‖² and
 label-alignment numerators a_i = Σ_k ‖Σ_r w_{k,r} g_r[i,:]‖², with target weights w (k×R)
 (``targets.target_weights``). Σ_i e_i = tr K and Σ_i a_i = ⟨K, wᵀw⟩, for rows and columns.
 

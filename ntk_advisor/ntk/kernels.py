@@ -1,6 +1,6 @@
 """Per-module empirical NTK of Linear weights: a structured route and a Jacobian reference route.
 
-Notation (METHOD.md §1-4): N examples, T tokens, C model outputs, a Linear module
+Notation (docs/method.md §1-4): N examples, T tokens, C model outputs, a Linear module
 y = W x + b with W[d_out, d_in] applied at every token. For one scalar output f_r (r indexes
 the *rows* of the kernel: examples n, or (example, output) pairs for the `full` reduction)
 write δ_{r,t} = ∂f_r/∂y_t (d_out,) and x_{r,t} (d_in,). Then

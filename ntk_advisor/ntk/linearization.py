@@ -1,4 +1,4 @@
-"""How linear was fine-tuning? The exact linearization gap along θ − θ0 (METHOD.md §8).
+"""How linear was fine-tuning? The exact linearization gap along θ − θ0 (docs/method.md §8).
 
     f_lin(x) = f(x; θ0) + J(x)(θ − θ0),   J(x)(θ − θ0) by one forward-mode jvp
     gap = mean_x ‖f(x; θ) − f_lin(x)‖ / mean_x ‖f(x; θ) − f(x; θ0)‖

@@ -1,4 +1,4 @@
-"""Kernels of row and column slices of a Linear weight (RoCoFT granularity, METHOD.md §4).
+"""Kernels of row and column slices of a Linear weight (RoCoFT granularity, docs/method.md §4).
 
 Training only rows R (output units) of W[d_out, d_in] keeps g_r[R, :] = Σ_t δ_{r,t}[R] x_{r,t}ᵀ,
 and only columns C (input features) keeps g_r[:, C] = Σ_t δ_{r,t} x_{r,t}[C]ᵀ. So a slice's

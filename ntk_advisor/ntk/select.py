@@ -1,7 +1,7 @@
 """Budgeted greedy selection of kernel items (rows, columns, modules, LoRA rank steps).
 
 Each candidate item i has a kernel K_i (R×R, PSD) and a cost c_i in trainable parameters;
-training a set S gives the kernel K_S = Σ_{i∈S} K_i (METHOD.md §3-5). Greedy adds, while the
+training a set S gives the kernel K_S = Σ_{i∈S} K_i (docs/method.md §3-5). Greedy adds, while the
 budget lasts, the affordable item with the best gain per parameter
 (f(K_S + K_i) − f(K_S)) / c_i for an objective f of the restricted kernel:
 

@@ -1,6 +1,6 @@
 """Label-gradient row and column scores over a large sample, in O(M) (no M×M kernel).
 
-Which row of a module to train is decided by its label alignment (METHOD.md §4), and on a
+Which row of a module to train is decided by its label alignment (docs/method.md §4), and on a
 64-example probe that score is noisy: the best row of a module changes with the sample. The
 alignment numerator needs no kernel, so it can be taken over many more examples. With M
 examples, model outputs stacked as f (M, O) (``OutputSpec.stack_outputs``) and centred

@@ -35,7 +35,7 @@ def loo_kernel_ridge(kernel: torch.Tensor, targets: torch.Tensor, ridge: float) 
     """Leave-one-out predictions of kernel ridge regression, (R, k), in closed form.
 
     With A = K + ridge·I, α = A⁻¹ Y, the LOO residual is e_i = α_i / (A⁻¹)_ii, so the
-    prediction for i trained on the others is Y_i − e_i (METHOD.md §6). One R×R inverse.
+    prediction for i trained on the others is Y_i − e_i (docs/method.md §6). One R×R inverse.
     ``ridge`` is absolute; callers scale it by tr K / R so it means the same for every module.
     """
     a = symmetrize(kernel) + ridge * torch.eye(kernel.shape[0], dtype=kernel.dtype)
@@ -83,7 +83,7 @@ def weyl_eigenvalue_bounds(eig_s: torch.Tensor, eig_l: torch.Tensor) -> tuple[to
 
 
 def condition_number_bounds(eig_s: torch.Tensor, eig_l: torch.Tensor) -> tuple[float, float]:
-    """(lower, upper) bounds on κ(K_S + K_l) from both spectra (METHOD.md §7).
+    """(lower, upper) bounds on κ(K_S + K_l) from both spectra (docs/method.md §7).
 
     upper: (λ_max(S) + λ_max(l)) / (λ_min(S) + λ_min(l)); lower: λ_max(S) / (λ_min(S) + λ_max(l)).
     """
