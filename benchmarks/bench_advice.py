@@ -36,8 +36,8 @@ from pathlib import Path
 
 import yaml
 
-from ntk_advisor.artifacts import read_json
-from ntk_advisor.recommender import DEFAULT_OBJECTIVE
+from ntk_advisor.advice.recommend import DEFAULT_OBJECTIVE
+from ntk_advisor.profiling.folder import read_json
 
 CLI = [sys.executable, "-m", "ntk_advisor.cli"]
 COMMON = ["--model", "minilm-l6", "--steps", "100", "--batch-size", "32", "--learning-rate", "2e-3",

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ntk_advisor.export import export
+from ntk_advisor.exporting.export import export
 
 
 def main(run_dir: str) -> None:

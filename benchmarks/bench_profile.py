@@ -26,11 +26,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _memory import peak_rss  # noqa: E402
 
-from ntk_advisor import data, models  # noqa: E402
-from ntk_advisor.profiler import PROBE_HEAD_EXAMPLES, fit_probe_head  # noqa: E402
+from ntk_advisor.inputs import data, models  # noqa: E402
 from ntk_advisor.ntk import OutputSpec, jacobian_kernels, structured_kernels  # noqa: E402
 from ntk_advisor.ntk.contractions import GradientBuffer, active_tokens, contract, route_costs  # noqa: E402
 from ntk_advisor.ntk.kernels import bucketed_inputs, module_passes  # noqa: E402
+from ntk_advisor.profiling.profiler import PROBE_HEAD_EXAMPLES, fit_probe_head  # noqa: E402
 
 GIB = 2**30
 

@@ -22,10 +22,10 @@ import time
 
 import torch
 
-from ntk_advisor import data, models
+from ntk_advisor.inputs import data, models
 from ntk_advisor.ntk import OutputSpec, jacobian_kernels, structured_kernels
 from ntk_advisor.ntk.kernels import module_groups
-from ntk_advisor.profiler import ProfileConfig
+from ntk_advisor.profiling.profiler import ProfileConfig
 
 GIB = 2**30
 CHECKED = ("model.layers.0.self_attn.q_proj", "model.layers.15.mlp.up_proj", "score")

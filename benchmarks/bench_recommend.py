@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ntk_advisor.artifacts import load_profile, save_profile
-from ntk_advisor.profiler import ProfileConfig, profile
-from ntk_advisor.recommender import RecommendConfig, capture, recommend
+from ntk_advisor.advice.recommend import RecommendConfig, capture, recommend
+from ntk_advisor.profiling.folder import load_profile, save_profile
+from ntk_advisor.profiling.profiler import ProfileConfig, profile
 
 
 def main() -> None:

@@ -17,11 +17,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ntk_advisor import data as data_lib
-from ntk_advisor.artifacts import save_profile
-from ntk_advisor.profiler import ProfileConfig, profile
-from ntk_advisor.recipe import save_recipe
-from ntk_advisor.recommender import RecommendConfig, recommend
+from ntk_advisor.advice.recommend import RecommendConfig, recommend
+from ntk_advisor.inputs import data as data_lib
+from ntk_advisor.profiling.folder import save_profile
+from ntk_advisor.profiling.profiler import ProfileConfig, profile
+from ntk_advisor.recipe.schema import save_recipe
 
 CLI = [sys.executable, "-m", "ntk_advisor.cli"]
 ARMS = {

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ntk_advisor.artifacts import read_json
+from ntk_advisor.profiling.folder import read_json
 
 CLI = [sys.executable, "-m", "ntk_advisor.cli"]
 COMMON = ["--budget", "100000", "--placements", "12", "--seeds", "1", "--key-seeds", "3", "--steps", "100",

@@ -16,9 +16,9 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ntk_advisor import apply_recipe, load_adapter, load_classifier, load_recipe, split_dataset
-from ntk_advisor.data import load_dataset
+from ntk_advisor.inputs.data import load_dataset
+from ntk_advisor.inputs.models import encode
 from ntk_advisor.methods.rocoft import save_rocoft_adapter
-from ntk_advisor.models import encode
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "minilm-l6" / "vader-movie-rocoft-rows-21k.yaml"
 

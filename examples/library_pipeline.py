@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 
 from ntk_advisor import apply_recipe, load_classifier, probe_sample, profile, recommend, save_profile, split_dataset
-from ntk_advisor.data import load_dataset
-from ntk_advisor.models import SequenceLogits, encode
-from ntk_advisor.profiler import ProfileConfig
-from ntk_advisor.recommender import RecommendConfig
+from ntk_advisor.advice.recommend import RecommendConfig
+from ntk_advisor.inputs.data import load_dataset
+from ntk_advisor.inputs.models import SequenceLogits, encode
+from ntk_advisor.profiling.profiler import ProfileConfig
 
 
 def main(steps: int = 5) -> dict:

@@ -9,16 +9,20 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "NtkProfile": "artifacts", "load_profile": "artifacts", "save_profile": "artifacts",
+    "NtkProfile": "profiling.folder", "load_profile": "profiling.folder", "save_profile": "profiling.folder",
     "NtkAdvisorError": "errors", "DataError": "errors", "ModelError": "errors", "ProfileError": "errors",
-    "RecipeError": "errors", "TrainError": "errors",
-    "ProfileConfig": "profiler", "profile": "profiler", "profile_model": "profiler",
-    "load_dataset": "data", "split_dataset": "data", "probe_sample": "data",
-    "load_classifier": "models", "discover_targets": "models",
-    "RecommendConfig": "recommender", "recommend": "recommender",
-    "Recipe": "recipe", "load_recipe": "recipe", "save_recipe": "recipe",
-    "apply_recipe": "apply", "load_adapter": "apply",
-    "train": "trainer",
+    "RecipeError": "errors", "TrainError": "errors", "ExportError": "errors", "OutputError": "errors",
+    "ValidateError": "errors", "ReportError": "errors",
+    "ProfileConfig": "profiling.profiler", "profile": "profiling.profiler", "profile_model": "profiling.profiler",
+    "load_dataset": "inputs.data", "split_dataset": "inputs.data", "probe_sample": "inputs.data",
+    "load_classifier": "inputs.models", "discover_targets": "inputs.models", "encode": "inputs.models",
+    "RecommendConfig": "advice.recommend", "recommend": "advice.recommend",
+    "Recipe": "recipe.schema", "load_recipe": "recipe.schema", "save_recipe": "recipe.schema",
+    "check_recipe": "recipe.check",
+    "apply_recipe": "training.apply", "load_adapter": "training.apply", "Proximal": "training.apply",
+    "train": "training.loop",
+    "export": "exporting.export",
+    "ValidateConfig": "study.validate", "validate": "study.validate", "write_report": "study.report",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -9,10 +9,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from ntk_advisor.artifacts import save_profile
-from ntk_advisor.profiler import ProfileConfig, profile
-from ntk_advisor.recipe import save_recipe
-from ntk_advisor.recommender import RecommendConfig, recommend
+from ntk_advisor.advice.recommend import RecommendConfig, recommend
+from ntk_advisor.profiling.folder import save_profile
+from ntk_advisor.profiling.profiler import ProfileConfig, profile
+from ntk_advisor.recipe.schema import save_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 ROOT = Path("recipes") / "minilm-l6"  # relative to REPO, so the recipes' header commands are portable

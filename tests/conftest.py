@@ -36,7 +36,7 @@ class TinyTokenizer:
 def tiny_classifier(arch: str, num_labels: int = 2, dtype=torch.float64, seed: int = 0):
     import transformers as tf
 
-    from ntk_advisor.models import wrap_classifier
+    from ntk_advisor.inputs.models import wrap_classifier
 
     torch.manual_seed(seed)
     common = dict(vocab_size=VOCAB, num_labels=num_labels, pad_token_id=0)

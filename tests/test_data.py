@@ -20,8 +20,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from ntk_advisor import data
-from ntk_advisor.data import DataError, Splits, TextDataset, load_dataset, probe_sample, split_dataset
+from ntk_advisor._io import cache_dir
+from ntk_advisor.inputs import builtins, data
+from ntk_advisor.inputs.data import DataError, Splits, TextDataset, load_dataset, probe_sample, split_dataset
 
 
 def write_csv(path: Path, rows: list[list], delimiter: str = ",") -> Path:
@@ -238,7 +239,7 @@ def test_optional_readers_missing(tmp_path, monkeypatch):
 
 def test_module_imports_no_heavy_packages():
     heavy = {"torch", "transformers", "rich", "typer", "pandas", "pyarrow", "datasets", "sklearn"}
-    code = f"import sys, ntk_advisor.data; print(sorted({heavy!r} & set(sys.modules)))"
+    code = f"import sys, ntk_advisor.inputs.data; print(sorted({heavy!r} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -259,10 +260,10 @@ def test_text_dataset_subset_and_counts():
 
 def test_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("NTK_ADVISOR_CACHE", str(tmp_path / "c"))
-    assert data.cache_dir() == tmp_path / "c"
+    assert cache_dir() == tmp_path / "c"
     monkeypatch.delenv("NTK_ADVISOR_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert data.cache_dir() == tmp_path / ".cache" / "ntk-advisor"
+    assert cache_dir() == tmp_path / ".cache" / "ntk-advisor"
 
 
 # ----------------------------------------------------------------------------- split_dataset
@@ -343,8 +344,8 @@ def fake_vader(tmp_path, monkeypatch):
     archive = tar_gz({"vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz": inner})
     path = tmp_path / "vaderSentiment-3.3.2.tar.gz"
     path.write_bytes(archive)
-    monkeypatch.setattr(data, "_VADER_SHA256", hashlib.sha256(archive).hexdigest())
-    monkeypatch.setattr(data, "_VADER_ROWS", 6)
+    monkeypatch.setattr(builtins, "_VADER_SHA256", hashlib.sha256(archive).hexdigest())
+    monkeypatch.setattr(builtins, "_VADER_ROWS", 6)
     monkeypatch.setenv("NTK_ADVISOR_VADER_ARCHIVE", str(path))
     monkeypatch.setenv("NTK_ADVISOR_CACHE", str(tmp_path / "cache"))
     return path
@@ -379,7 +380,7 @@ def test_vader_failed_write_leaves_nothing(fake_vader, tmp_path, monkeypatch):
 
 
 def test_vader_sha_mismatch(fake_vader, monkeypatch):
-    monkeypatch.setattr(data, "_VADER_SHA256", "0" * 64)
+    monkeypatch.setattr(builtins, "_VADER_SHA256", "0" * 64)
     with pytest.raises(DataError, match=r"has sha256 [0-9a-f]{16}\.\.\., expected 0{16}\.\.\.; fetch a genuine copy.*"
                                         "NTK_ADVISOR_VADER_ARCHIVE"):
         load_dataset("vader-movie")
@@ -443,7 +444,7 @@ def test_bbc_missing_package(monkeypatch):
 def real_vader(tmp_path_factory):
     """Reuse a populated user cache; otherwise fetch for real (pip download) into a session folder."""
     with pytest.MonkeyPatch.context() as mp:
-        if not (data.cache_dir() / "vader-movie.jsonl").is_file():
+        if not (cache_dir() / "vader-movie.jsonl").is_file():
             mp.setenv("NTK_ADVISOR_CACHE", str(tmp_path_factory.mktemp("ntk-advisor-cache")))
         return load_dataset("vader-movie")
 

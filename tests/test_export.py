@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ntk_advisor.errors import ExportError
-from ntk_advisor.export import export, merged_model
-from ntk_advisor.recipe import apply_overrides, load_recipe
-from ntk_advisor.trainer import train
+from ntk_advisor.exporting.export import export, merged_model
+from ntk_advisor.recipe.schema import apply_overrides, load_recipe
+from ntk_advisor.training.loop import train
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "minilm-l6"
 SHORT = ["training.max_steps=2", "training.batch_size=8", "data.max_length=16"]

@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_batch, tiny_classifier
 
 from ntk_advisor.errors import ModelError
-from ntk_advisor.models import (
+from ntk_advisor.inputs.models import (
     additive_mask,
     discover_targets,
     encode,
@@ -101,7 +101,7 @@ def test_real_smollm2_alias_is_cached_and_sane():
     """Dequantized once from GGUF (20-30 s), then a plain HF folder; it still knows Paris."""
     from transformers import AutoModelForCausalLM
 
-    from ntk_advisor.models import resolve_model_source
+    from ntk_advisor.inputs.models import resolve_model_source
 
     folder = resolve_model_source("smollm2-135m")
     lm = AutoModelForCausalLM.from_pretrained(folder).eval()

@@ -7,8 +7,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ntk_advisor.ntk.contractions import (GradientBuffer, active_tokens, choose_route, contract, gram_route,
-                                          per_example_route)
+from ntk_advisor.ntk.contractions import (
+    GradientBuffer,
+    active_tokens,
+    choose_route,
+    contract,
+    gram_route,
+    per_example_route,
+)
 
 
 def oracle(x, delta, w):

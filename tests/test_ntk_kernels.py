@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import functional_call, jacrev, vmap
 
-from ntk_advisor.models import discover_targets
+from ntk_advisor.inputs.models import discover_targets
 from ntk_advisor.ntk import OutputSpec, jacobian_kernels, structured_kernels
 from ntk_advisor.ntk.contractions import choose_route
 from ntk_advisor.ntk.kernels import module_passes

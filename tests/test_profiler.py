@@ -10,10 +10,10 @@ import torch
 from conftest import tiny_batch, tiny_classifier
 from safetensors.torch import load_file
 
-from ntk_advisor.artifacts import load_profile, save_profile
 from ntk_advisor.errors import OutputError, ProfileError
 from ntk_advisor.ntk import OutputSpec, kernel_report
-from ntk_advisor.profiler import ProfileConfig, profile, profile_model
+from ntk_advisor.profiling.folder import load_profile, save_profile
+from ntk_advisor.profiling.profiler import ProfileConfig, profile, profile_model
 
 LABELS = torch.tensor([0, 1, 0, 1, 1, 0])
 
@@ -58,7 +58,7 @@ def test_existing_folder_is_refused_then_replaced_with_force(tmp_path):
 
 def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     _, result = tiny_profile()
-    import ntk_advisor.artifacts as artifacts
+    import ntk_advisor.profiling.folder as artifacts
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
@@ -124,7 +124,7 @@ def test_real_profile_rebuilds_exact_model_and_routes_agree(tmp_path):
     head = load_file(str(folder / "head.safetensors"))
     assert set(head) == {"classifier.weight", "classifier.bias"}
     # Rebuild the profiled model from the folder: same logits through the saved head.
-    from ntk_advisor.models import load_classifier
+    from ntk_advisor.inputs.models import load_classifier
 
     rebuilt = load_classifier("minilm-l6", num_labels=2, seed=123)
     rebuilt.backbone.load_state_dict(head, strict=False)

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from ntk_advisor import models
 from ntk_advisor.errors import DataError, ModelError
-from ntk_advisor.prompts import encode_prompts
+from ntk_advisor.inputs import models
+from ntk_advisor.inputs.prompts import encode_prompts
 
 NAMES = ("negative", "positive")
 
@@ -64,12 +64,12 @@ def test_label_words_need_a_decoder(tiny_model_folder):
 
 def test_prompted_profile_recommend_train_export(tiny_llama_folder, tiny_csv, tmp_path):
     """auto picks prompting for a decoder; the recipe carries the prompt to train and export."""
-    from ntk_advisor.artifacts import save_profile
-    from ntk_advisor.export import export
-    from ntk_advisor.profiler import ProfileConfig, profile
-    from ntk_advisor.recipe import load_recipe
-    from ntk_advisor.recommender import RecommendConfig, recommend
-    from ntk_advisor.trainer import train
+    from ntk_advisor.advice.recommend import RecommendConfig, recommend
+    from ntk_advisor.exporting.export import export
+    from ntk_advisor.profiling.folder import save_profile
+    from ntk_advisor.profiling.profiler import ProfileConfig, profile
+    from ntk_advisor.recipe.schema import load_recipe
+    from ntk_advisor.training.loop import train
 
     result = profile(ProfileConfig(model=str(tiny_llama_folder), data=str(tiny_csv), samples=8, max_length=16,
                                    template="Review: {text} Sentiment:", label_words=(" negative", " positive")))
@@ -87,7 +87,7 @@ def test_prompted_profile_recommend_train_export(tiny_llama_folder, tiny_csv, tm
     # The causal LM export: its next-token logits of the label words are the classifier's logits.
     from transformers import AutoModelForCausalLM
 
-    from ntk_advisor.export import merged_model
+    from ntk_advisor.exporting.export import merged_model
 
     export(tmp_path / "run", "hf-lm", tmp_path / "lm")
     lm = AutoModelForCausalLM.from_pretrained(tmp_path / "lm", attn_implementation="eager").eval()
@@ -108,11 +108,11 @@ def test_real_smollm2_prompted_profile_and_a_few_training_steps(tmp_path):
     """Real SmolLM2-135M on real vader-movie sentences (a small file, so evaluation is quick)."""
     from transformers import AutoModelForCausalLM
 
-    from ntk_advisor import data as data_lib
-    from ntk_advisor.artifacts import save_profile
-    from ntk_advisor.profiler import ProfileConfig, profile
-    from ntk_advisor.recommender import RecommendConfig, recommend
-    from ntk_advisor.trainer import train
+    from ntk_advisor.advice.recommend import RecommendConfig, recommend
+    from ntk_advisor.inputs import data as data_lib
+    from ntk_advisor.profiling.folder import save_profile
+    from ntk_advisor.profiling.profiler import ProfileConfig, profile
+    from ntk_advisor.training.loop import train
 
     vader = data_lib.load_dataset("vader-movie")
     picks = list(range(0, len(vader), len(vader) // 100))[:100]  # both classes (the file is sorted by label)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ntk_advisor import cli
 from ntk_advisor.errors import RecipeError
-from ntk_advisor.recipe import (
+from ntk_advisor.recipe.schema import (
     SCHEMA_VERSION,
     DataSpec,
     ModelSpec,

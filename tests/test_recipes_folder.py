@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ntk_advisor.recipe import load_recipe
+from ntk_advisor.recipe.schema import load_recipe
 
 RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").rglob("*.yaml"))
 
@@ -26,7 +26,7 @@ def test_recipe_parses_and_has_evidence(path):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_recipe_checks_against_its_model(path):
-    from ntk_advisor.check import check_recipe
+    from ntk_advisor.recipe.check import check_recipe
 
     report = check_recipe(load_recipe(path))
     assert report["total"] == load_recipe(path).evidence["trainable"]["total"]

@@ -8,13 +8,13 @@ import pytest
 import torch
 from conftest import tiny_batch, tiny_classifier
 
-from ntk_advisor.artifacts import save_profile
-from ntk_advisor.check import check_targets, trainable_counts
+from ntk_advisor.advice.baselines import LORA_BASELINES, ROCOFT_BASELINES
+from ntk_advisor.advice.recommend import RecommendConfig, capture, placement_kernel, recommend
 from ntk_advisor.errors import RecipeError
-from ntk_advisor.models import discover_targets
-from ntk_advisor.placement import LORA_BASELINES, ROCOFT_BASELINES
-from ntk_advisor.profiler import ProfileConfig, profile_model
-from ntk_advisor.recommender import RecommendConfig, capture, placement_kernel, recommend
+from ntk_advisor.inputs.models import discover_targets
+from ntk_advisor.profiling.folder import save_profile
+from ntk_advisor.profiling.profiler import ProfileConfig, profile_model
+from ntk_advisor.recipe.check import check_targets, trainable_counts
 
 LABELS = torch.tensor([0, 1, 0, 1, 1, 0])
 
@@ -105,8 +105,8 @@ def test_real_advice_loads_into_peft(tmp_path):
     LoRA weights equal the recipe's count."""
     from peft import LoraConfig, get_peft_model
 
-    from ntk_advisor.models import load_classifier
-    from ntk_advisor.profiler import profile
+    from ntk_advisor.inputs.models import load_classifier
+    from ntk_advisor.profiling.profiler import profile
 
     folder = save_profile(profile(ProfileConfig(samples=16, max_length=24, head="random")), tmp_path / "p")
     recipe = recommend(folder, RecommendConfig(method="lora", budget=60_000))
@@ -121,7 +121,7 @@ def test_real_advice_loads_into_peft(tmp_path):
 
 def test_relative_gradient_norms_match_autograd(tiny_profile_dir):
     from ntk_advisor import load_profile
-    from ntk_advisor.models import load_classifier
+    from ntk_advisor.inputs.models import load_classifier
 
     profile = load_profile(tiny_profile_dir)
     captured = capture(profile)

@@ -6,8 +6,8 @@ import re
 import pytest
 from test_validate import tiny_config
 
-from ntk_advisor.report import ReportError, write_report
-from ntk_advisor.validate import validate
+from ntk_advisor.study.report import ReportError, write_report
+from ntk_advisor.study.validate import validate
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

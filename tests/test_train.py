@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from ntk_advisor.errors import TrainError
-from ntk_advisor.recipe import SCHEMA_VERSION, apply_overrides, parse_recipe
-from ntk_advisor.trainer import train
+from ntk_advisor.recipe.schema import SCHEMA_VERSION, apply_overrides, parse_recipe
+from ntk_advisor.training.loop import train
 
 
 def tiny_recipe(model_folder, csv, method="rocoft", **training):
@@ -108,7 +108,7 @@ def test_corrupt_newest_checkpoint_is_skipped(tiny_model_folder, tiny_csv, tmp_p
     train(recipe, out)
     newest = max((out / "checkpoints").glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
     (out / "checkpoints" / "step-99.pt").write_bytes(newest.read_bytes()[:100])  # a torn write
-    from ntk_advisor.trainer import latest_checkpoint
+    from ntk_advisor.training.checkpoints import latest_checkpoint
 
     state, path = latest_checkpoint(out)
     assert path == newest and state["step"] == 10
@@ -145,7 +145,7 @@ def test_two_cpu_processes_run_the_same_recipe(tiny_model_folder, tiny_csv, tmp_
     import subprocess
     import sys
 
-    from ntk_advisor.recipe import save_recipe
+    from ntk_advisor.recipe.schema import save_recipe
 
     recipe_path = save_recipe(tiny_recipe(tiny_model_folder, tiny_csv, max_steps=6), tmp_path / "r.yaml")
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
@@ -160,8 +160,8 @@ def test_two_cpu_processes_run_the_same_recipe(tiny_model_folder, tiny_csv, tmp_
 
 @pytest.mark.parametrize("head_init", ["random", "probe"])
 def test_a_frozen_head_is_exported_as_it_was_trained(tiny_model_folder, tiny_csv, tmp_path, head_init):
-    from ntk_advisor.export import merged_model
-    from ntk_advisor.trainer import load_for_recipe
+    from ntk_advisor.exporting.export import merged_model
+    from ntk_advisor.training.theta0 import load_for_recipe
 
     recipe = apply_overrides(tiny_recipe(tiny_model_folder, tiny_csv, max_steps=2, seed=3),
                              [f"model.head_init={head_init}", "training.train_head=false"])

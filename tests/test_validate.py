@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ntk_advisor.correlate import rank_correlation
-from ntk_advisor.validate import ValidateConfig, ValidateError, validate
+from ntk_advisor.study.correlate import rank_correlation
+from ntk_advisor.study.validate import ValidateConfig, ValidateError, validate
 
 
 def tiny_config(model, data, **overrides):
@@ -52,7 +52,7 @@ def test_other_settings_in_the_same_folder_are_refused(tiny_model_folder, tiny_c
 def test_a_study_from_before_a_setting_existed_resumes(tmp_path):
     from dataclasses import asdict
 
-    from ntk_advisor.validate import _check_settings
+    from ntk_advisor.study.validate import _check_settings
 
     config = ValidateConfig()
     older = {k: v for k, v in json.loads(json.dumps(asdict(config))).items() if k != "arms"}
@@ -85,13 +85,12 @@ def test_rank_correlation_known_values_and_interval():
 def test_a_probe_head_replacing_a_checkpoint_head_is_saved_and_rebuilt(tiny_model_folder, tiny_csv, tmp_path):
     """recommend/validate rebuild the profiled model from the folder; a probe fitted over a head
     the checkpoint already has must travel in head.safetensors, or the rebuild uses the old head."""
+    import transformers as tf
     from safetensors.torch import load_file
 
-    from ntk_advisor.artifacts import load_profile, save_profile
-    from ntk_advisor.profiler import ProfileConfig, profile
-    from ntk_advisor.recommender import capture, placement_kernel
-
-    import transformers as tf
+    from ntk_advisor.advice.recommend import capture, placement_kernel
+    from ntk_advisor.profiling.folder import load_profile, save_profile
+    from ntk_advisor.profiling.profiler import ProfileConfig, profile
 
     # The shared tiny BERT's init (std 0.02) makes its pooled features nearly constant, so a
     # probe comes out exactly zero; a wider init gives a probe, and gradients, to compare.
@@ -135,8 +134,8 @@ def test_output_jacobian_matches_autograd_per_example(tiny_model):
 def test_linear_model_of_a_trainable_head_is_ridge_regression_on_its_features(tiny_model_folder, strength):
     """Only the head trains: the model is exactly linear in it, so f_lin must equal the primal
     ridge solution per output on features [h, 1] with ridge n·λ."""
-    from ntk_advisor import models
-    from ntk_advisor.linear_model import linear_model_predictions, placement_kernels
+    from ntk_advisor.inputs import models
+    from ntk_advisor.study.linear_model import linear_model_predictions, placement_kernels
 
     loaded = models.load_classifier(str(tiny_model_folder), num_labels=2, dtype=torch.float64)
     for name, p in loaded.backbone.named_parameters():
@@ -189,7 +188,7 @@ def test_bad_study_settings_are_clear_errors(tiny_model_folder, tiny_csv, tmp_pa
 
 def test_summary_of_synthetic_runs_ranks_and_correlates():
     """study.summarize on made-up numbers: means, spreads, ranking and the sign of ρ are exact."""
-    from ntk_advisor.study import best_predictor, summarize
+    from ntk_advisor.study.summary import best_predictor, summarize
 
     accuracies = {"a": [0.9, 0.3], "b": [0.7], "c": [0.6], "d": [0.5]}  # a's seed-1 run alone is bad
     plan = {"budget": 100, "head": 10, "duplicates": {}, "placements": {
@@ -217,7 +216,7 @@ def test_summary_of_synthetic_runs_ranks_and_correlates():
 
 def test_a_zero_probe_is_reported_not_silently_profiled(tiny_model_folder, tiny_csv):
     """The shared tiny BERT's pooled features barely vary, so its probe is exactly zero."""
-    from ntk_advisor.profiler import ProfileConfig, profile
+    from ntk_advisor.profiling.profiler import ProfileConfig, profile
 
     result = profile(ProfileConfig(model=str(tiny_model_folder), data=str(tiny_csv), samples=8, max_length=16))
     assert any("exactly zero" in w for w in result.warnings)
@@ -242,7 +241,7 @@ def test_unknown_arms_are_clear_errors(tiny_model_folder, tiny_csv):
 
 
 def test_paired_difference_uses_only_shared_seeds():
-    from ntk_advisor.study import paired_difference
+    from ntk_advisor.study.summary import paired_difference
 
     a = {f"runs/a/seed-{s}": {"test_accuracy": v} for s, v in enumerate([0.80, 0.82, 0.78])}
     b = {f"runs/b/seed-{s}": {"test_accuracy": v} for s, v in enumerate([0.79, 0.80, 0.77, 0.99])}

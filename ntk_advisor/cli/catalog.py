@@ -7,17 +7,18 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from . import (JsonOption, LabelColumn, TextColumn_, _print_json, data_app, models_app, out)
+from .app import data_app, models_app
+from .console import JsonOption, LabelColumnOption, TextColumnOption, out, print_json
 
 
 # ----------------------------------------------------------------------------- models
 @models_app.command("list")
 def models_list(as_json: JsonOption = False):
     """List the model aliases that work offline."""
-    from ..models import MODEL_ALIASES
+    from ..inputs.models import MODEL_ALIASES
 
     if as_json:
-        return _print_json(MODEL_ALIASES)
+        return print_json(MODEL_ALIASES)
     table = Table("alias", "model")
     for name, text in MODEL_ALIASES.items():
         table.add_row(name, text)
@@ -31,11 +32,11 @@ def models_show(
     as_json: JsonOption = False,
 ):
     """Show a model's architecture and every trainable Linear module: name, W[d_out, d_in], layer, role."""
-    from ..models import describe_model
+    from ..inputs.models import describe_model
 
     info = describe_model(name)
     if as_json:
-        return _print_json(info)
+        return print_json(info)
     out.print(f"[bold]{name}[/] ({info['model_type']}, {info['num_layers']} layers, hidden {info['hidden_size']}, "
               f"{info['num_parameters']:,} parameters)")
     table = Table("module", "d_out", "d_in", "layer", "role", "bias", "weights")
@@ -55,10 +56,10 @@ def models_show(
 @data_app.command("list")
 def data_list(as_json: JsonOption = False):
     """List the builtin data sets (fetched once, verified by sha256, cached)."""
-    from ..data import BUILTIN_DATASETS
+    from ..inputs.data import BUILTIN_DATASETS
 
     if as_json:
-        return _print_json(BUILTIN_DATASETS)
+        return print_json(BUILTIN_DATASETS)
     table = Table("name", "data set")
     for name, text in BUILTIN_DATASETS.items():
         table.add_row(name, text)
@@ -69,14 +70,14 @@ def data_list(as_json: JsonOption = False):
 @data_app.command("show")
 def data_show(
     source: Annotated[str, typer.Argument(help="A builtin name (vader-movie) or a data file / folder.")],
-    text_column: TextColumn_ = "text",
-    label_column: LabelColumn = "label",
+    text_column: TextColumnOption = "text",
+    label_column: LabelColumnOption = "label",
     seed: Annotated[int, typer.Option(help="Seed of the train/validation/test split.")] = 0,
     examples: Annotated[int, typer.Option(help="How many examples to print.")] = 3,
     as_json: JsonOption = False,
 ):
     """Show a data set: size, counts per label, split sizes, and a few examples."""
-    from ..data import load_dataset, split_dataset
+    from ..inputs.data import load_dataset, split_dataset
 
     dataset = load_dataset(source, text_column, label_column)
     splits = split_dataset(dataset, seed=seed)
@@ -91,7 +92,7 @@ def data_show(
         ],
     }
     if as_json:
-        return _print_json(info)
+        return print_json(info)
     out.print(f"[bold]{source}[/]: {len(dataset):,} examples, {dataset.num_classes} classes")
     table = Table("label", "count")
     for label, count in info["label_counts"].items():

@@ -1,0 +1,156 @@
+"""`ntk-advisor recommend`, `advise` and `check`: from a profile (or a model and data) to a recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..advice.config import RecommendConfig
+from ..profiling.config import ProfileConfig
+from .app import app
+from .console import (
+    AllocationOption,
+    DataOption,
+    JsonOption,
+    LabelColumnOption,
+    LabelWordOption,
+    MaxLengthOption,
+    MethodOption,
+    ModelOption,
+    SamplesOption,
+    TaskOption,
+    TemplateOption,
+    TextColumnOption,
+    fmt,
+    out,
+    print_json,
+    progress_bar,
+    progress_callback,
+    prompt_options,
+)
+
+BudgetOption = Annotated[int, typer.Option(help="Trainable parameters in total, head and biases included.")]
+ObjectiveOption = Annotated[str, typer.Option(
+    help="What the greedy search maximizes per parameter: alignment, loo, lambda_min, condition or trace.")]
+PlacementOption = Annotated[str, typer.Option(
+    help="advised (the NTK search) or a baseline: first-k, random, wanda-min, wanda-max, weight-kappa, grad-norm, "
+    "lora-qv, lora-all.")]
+ProximalOption = Annotated[float, typer.Option(help="λ of the proximal term (λ/2)‖θ−θ0‖²; 0 turns it off.")]
+AxisOption = Annotated[str, typer.Option(help="RoCoFT axis: rows (output units) or cols (input features).")]
+def _recommend_config(method, budget, objective, placement, proximal, axis, train_head, seed, allocation):
+    from ..advice.recommend import RecommendConfig
+
+    return RecommendConfig(method=method, budget=budget, objective=objective, placement=placement, proximal=proximal,
+                           axis=axis, train_head=train_head, seed=seed, allocation=allocation)
+
+
+def _write_recipe(recipe, out_path: Path, as_json: bool) -> None:
+    from ..recipe.schema import recipe_to_dict, save_recipe
+
+    save_recipe(recipe, out_path, command=f"ntk-advisor train {out_path} --out {out_path.parent / (out_path.stem + '-run')}")
+    if as_json:
+        return print_json(recipe_to_dict(recipe))
+    ev = recipe.evidence
+    table = Table("placement at the same budget", "weights", "LOO acc", "alignment", "λ_min", "κ", "‖K−K_S‖/‖K‖",
+                  title=f"{recipe.method} recipe, {ev['trainable']['total']:,} trainable parameters")
+    rows = [(f"{ev['placement']} ({ev['objective']})" if ev.get("objective") else ev["placement"], ev["predicted"])]
+    rows += [(name, r) for name, r in ev["baselines_same_budget"].items() if name != ev["placement"]]
+    for name, r in rows:
+        table.add_row(name, f"{r['weights']:,}", fmt(r["loo_accuracy"]), fmt(r["alignment"]), fmt(r["lambda_min"]),
+                      fmt(r["condition_number"]), fmt(r["distance_to_full"]))
+    out.print(table)
+    t = ev["trainable"]
+    out.print(f"{len(recipe.targets)} modules targeted; trainable = weights {t['weights']:,} + head {t['head']:,} + "
+              f"biases {t['biases']:,} = {t['total']:,}; predictions are kernel regression on the probe sample")
+    out.print(f"wrote {out_path}")
+
+
+@app.command()
+def recommend(
+    profile_dir: Annotated[Path, typer.Argument(help="A folder written by ntk-advisor profile.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Recipe file to write (YAML).")] = Path("recipe.yaml"),
+    method: MethodOption = RecommendConfig.method,
+    budget: BudgetOption = RecommendConfig.budget,
+    objective: ObjectiveOption = RecommendConfig.objective,
+    placement: PlacementOption = RecommendConfig.placement,
+    proximal: ProximalOption = RecommendConfig.proximal,
+    axis: AxisOption = RecommendConfig.axis,
+    allocation: AllocationOption = RecommendConfig.allocation,
+    train_head: Annotated[bool, typer.Option(help="Train the classification head (counted in the budget).")] = RecommendConfig.train_head,
+    seed: Annotated[int, typer.Option(help="Seed of random placements and training.")] = RecommendConfig.seed,
+    as_json: JsonOption = False,
+):
+    """Place a parameter budget from a profile and write a YAML recipe with the evidence behind it."""
+    from ..advice.recommend import recommend as run_recommend
+
+    config = _recommend_config(method, budget, objective, placement, proximal, axis, train_head, seed, allocation)
+    with progress_bar() as bar:
+        recipe = run_recommend(profile_dir, config, on_progress=progress_callback(bar))
+    _write_recipe(recipe, out_path, as_json)
+
+
+@app.command()
+def advise(
+    out_path: Annotated[Path, typer.Option("--out", help="Recipe file to write (YAML).")] = Path("recipe.yaml"),
+    model: ModelOption = ProfileConfig.model,
+    data: DataOption = ProfileConfig.data,
+    text_column: TextColumnOption = ProfileConfig.text_column,
+    label_column: LabelColumnOption = ProfileConfig.label_column,
+    samples: SamplesOption = ProfileConfig.samples,
+    max_length: MaxLengthOption = ProfileConfig.max_length,
+    profile_dir: Annotated[Optional[Path], typer.Option("--profile-out", help=(
+        "Keep the profile in this new folder (refused when it exists, unless --force and it is a profile)."))] = None,
+    method: MethodOption = RecommendConfig.method,
+    budget: BudgetOption = RecommendConfig.budget,
+    objective: ObjectiveOption = RecommendConfig.objective,
+    placement: PlacementOption = RecommendConfig.placement,
+    proximal: ProximalOption = RecommendConfig.proximal,
+    axis: AxisOption = RecommendConfig.axis,
+    allocation: AllocationOption = RecommendConfig.allocation,
+    seed: Annotated[int, typer.Option(help="Seed of splits, probe sample, head and placements.")] = RecommendConfig.seed,
+    task: TaskOption = ProfileConfig.task,
+    template: TemplateOption = None,
+    label_word: LabelWordOption = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing --profile-out profile folder.")] = False,
+    as_json: JsonOption = False,
+):
+    """Profile, then recommend, in one go."""
+    import tempfile
+
+    from ..advice.recommend import recommend as run_recommend
+    from ..profiling.folder import check_profile_destination, save_profile
+    from ..profiling.profiler import ProfileConfig
+    from ..profiling.profiler import profile as run_profile
+
+    config = _recommend_config(method, budget, objective, placement, proximal, axis, True, seed, allocation)
+    config.validate()
+    if profile_dir is not None:  # before minutes of work, never after
+        check_profile_destination(profile_dir, force)
+    with tempfile.TemporaryDirectory() as scratch, progress_bar() as bar:
+        folder = profile_dir or Path(scratch) / "profile"
+        result = run_profile(ProfileConfig(model=model, data=data, text_column=text_column, label_column=label_column,
+                                           samples=samples, max_length=max_length, seed=seed, task=task,
+                                           **prompt_options(template, label_word)),
+                             on_progress=progress_callback(bar))
+        save_profile(result, folder, force=force)
+        recipe = run_recommend(folder, config, on_progress=progress_callback(bar))
+    _write_recipe(recipe, out_path, as_json)
+
+
+@app.command()
+def check(
+    recipe_path: Annotated[Path, typer.Argument(help="A recipe YAML file.")],
+    as_json: JsonOption = False,
+):
+    """Validate a recipe against its model without training: modules, indices, ranks, budget."""
+    from ..recipe.check import check_recipe
+    from ..recipe.schema import load_recipe
+
+    report = check_recipe(load_recipe(recipe_path))
+    if as_json:
+        return print_json(report)
+    out.print(f"ok: {report['targets']} {report['method']} targets on {report['model']}; trainable parameters "
+              f"{report['total']:,} (weights {report['weights']:,}, head {report['head']:,}, biases {report['biases']:,})")

@@ -1,0 +1,58 @@
+"""`ntk-advisor train`: run a recipe (proximal RoCoFT or LoRA) into a run folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import TextColumn
+
+from .app import app
+from .console import JsonOption, err, log_line, out, print_json, progress_bar
+
+
+@app.command()
+def train(
+    recipe_path: Annotated[Path, typer.Argument(help="A recipe YAML file (from recommend, or written by hand).")],
+    overrides: Annotated[Optional[list[str]], typer.Argument(
+        help="key=value overrides, e.g. training.learning_rate=1e-3 proximal.lambda=0.1")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<recipe name>).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its newest complete checkpoint.")] = False,
+    force: Annotated[bool, typer.Option(help=(
+        "Start over in an --out that holds an earlier run (only a run folder's own files are deleted; a folder "
+        "with other files, the recipe or the data is refused)."))] = False,
+    as_json: JsonOption = False,
+):
+    """Train a recipe: proximal RoCoFT or LoRA, with evaluation, checkpoints, resume and a linearization check."""
+    from ..recipe.schema import apply_overrides, load_recipe
+    from ..training.loop import train as run_train
+
+    recipe = apply_overrides(load_recipe(recipe_path), overrides or [])
+    out_dir = out_dir or Path("runs") / recipe_path.stem
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, only rank 0 talks
+    with progress_bar(TextColumn("{task.fields[info]}"), disable=not main_process) as bar:
+        task = bar.add_task("train", total=1, info="")
+
+        def update(stage, done, total, metrics):
+            if stage == "train":
+                bar.update(task, completed=done, total=total, info=f"loss {metrics['loss']:.4f}")
+                if bar.disable and main_process and log_line(stage, done, total):
+                    err.print(f"train: step {done}/{total}, loss {metrics['loss']:.4f}")
+            elif main_process:
+                err.print(f"epoch {metrics['epoch']}: validation accuracy {metrics['accuracy']:.4f}, "
+                          f"macro-F1 {metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}")
+
+        result = run_train(recipe, out_dir, resume=resume, force=force, on_progress=update, protect=(recipe_path,))
+    m = result.metrics
+    if not main_process:
+        return
+    if as_json:
+        return print_json({k: v for k, v in m.items() if k not in ("loss_curve", "recipe")})
+    gap = m.get("linearization_gap")
+    out.print(f"test accuracy {m['test']['accuracy']:.4f} (macro-F1 {m['test']['macro_f1']:.4f}); best validation "
+              f"accuracy {m['validation_best']['accuracy']:.4f}; {m['trainable_parameters']:,} trainable parameters; "
+              f"‖θ−θ0‖ {m['distance_from_theta0']:.3g}; linearization gap "
+              f"{'n/a' if gap is None else f'{gap:.3f}'}")
+    out.print(f"wrote {out_dir} (adapter/, metrics.json, recipe.yaml) in {m['wall_seconds']:.0f} s")

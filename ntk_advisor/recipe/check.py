@@ -1,0 +1,62 @@
+"""check_recipe(): validate a recipe against its model without training."""
+
+from __future__ import annotations
+
+from ..advice.baselines import axis_size, unit_cost
+from ..errors import RecipeError
+from ..inputs import models
+from .schema import Recipe
+
+
+def trainable_counts(recipe: Recipe, targets: dict[str, models.TargetModule], head_params: int) -> dict[str, int]:
+    """Weights in the placement, plus head and biases as the training settings ask."""
+    weights = 0
+    for t in recipe.targets:
+        module = targets[t.module]
+        weights += t.rank * unit_cost(module, "rank") if t.rank is not None else len(t.indices) * unit_cost(
+            module, t.axis)
+    biases = 0
+    if recipe.training.train_bias == "all":
+        biases = sum(m.d_out for m in targets.values() if m.layer is not None and m.has_bias)
+    elif recipe.training.train_bias == "targets":
+        biases = sum(targets[t.module].d_out for t in recipe.targets if targets[t.module].has_bias)
+    head = head_params if recipe.training.train_head else 0
+    return {"weights": weights, "head": head, "biases": biases, "total": weights + head + biases}
+
+
+def check_targets(recipe: Recipe, targets: dict[str, models.TargetModule]) -> None:
+    """Every module exists, every index is in range; raises RecipeError naming the first problem."""
+    for position, t in enumerate(recipe.targets):
+        where = f"targets.{position}"
+        if t.module not in targets:
+            close = [name for name in targets if name.endswith(t.module.split(".")[-1])][:2]
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise RecipeError(f"{where}.module: '{t.module}' is not a Linear module of {recipe.model.name}{hint}")
+        module = targets[t.module]
+        if t.indices is not None:
+            size = axis_size(module, t.axis)
+            bad = [i for i in t.indices if i >= size]
+            if bad:
+                raise RecipeError(f"{where}.indices: index {bad[0]} is out of range for {t.axis} of "
+                                  f"'{t.module}' ({size} {t.axis})")
+        if t.rank is not None and t.rank > min(module.d_in, module.d_out):
+            raise RecipeError(f"{where}.rank: {t.rank} exceeds min(d_in, d_out) = {min(module.d_in, module.d_out)} "
+                              f"of '{t.module}'")
+
+
+def check_recipe(recipe: Recipe) -> dict:
+    """Load the recipe's model, check targets, recount the budget against the recipe's evidence."""
+    loaded = models.load_classifier(recipe.model.name, num_labels=recipe.model.num_labels, with_tokenizer=False)
+    targets = {t.name: t for t in models.discover_targets(loaded.backbone)}
+    check_targets(recipe, targets)
+    head = targets.get(loaded.head_name) if loaded.head_name else None
+    head_params = head.num_weights + (head.d_out if head.has_bias else 0) if head else 0
+    counts = trainable_counts(recipe, targets, head_params)
+    claimed = recipe.evidence.get("trainable", {}).get("total") if isinstance(recipe.evidence, dict) else None
+    if claimed is not None and claimed != counts["total"]:
+        raise RecipeError(f"evidence.trainable.total: the recipe claims {claimed} trainable parameters but its "
+                          f"targets and settings add up to {counts['total']}")
+    budget = recipe.evidence.get("budget") if isinstance(recipe.evidence, dict) else None
+    if budget is not None and counts["total"] > budget:
+        raise RecipeError(f"evidence.budget: the targets use {counts['total']} parameters, over the budget {budget}")
+    return {"model": recipe.model.name, "method": recipe.method, "targets": len(recipe.targets), **counts}

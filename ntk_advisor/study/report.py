@@ -1,0 +1,164 @@
+"""write_report(): one self-contained HTML page (PNG figures embedded as data URIs) for a folder.
+
+The folder kind is recognised by its contract files: profile.json (profile), validate.json
+(validate study) or metrics.json (train run). The page is written atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+
+from .._io import read_json, write_text_atomically
+from ..errors import ReportError
+from . import figures
+
+
+def folder_kind(folder: Path) -> str:
+    for name, kind in (("validate.json", "validate"), ("profile.json", "profile"), ("metrics.json", "run")):
+        if (folder / name).exists():
+            return kind
+    raise ReportError(f"'{folder}' is not a profile, validate or run folder (no profile.json, validate.json or "
+                      "metrics.json): pass a folder written by ntk-advisor profile, validate or train")
+
+
+def _figure(title: str, png: bytes, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<figure><h3>{html.escape(title)}</h3><img alt="{html.escape(title)}" '
+            f'src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return "–" if math.isnan(v) else f"{v:.4g}"
+        return html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _profile_sections(folder: Path) -> list[str]:
+    from ..profiling.folder import load_profile
+
+    document = read_json(folder / "profile.json")
+    profile = load_profile(folder)
+    s = document["settings"]
+    sections = [f"<p>{html.escape(s['model'])} on {html.escape(str(s['data']))}: N = {s['samples']} probe examples, "
+                f"T = {s['max_length']} tokens, output reduction {html.escape(s['reduction'])}, "
+                f"head {html.escape(document['head'].get('kind', '?'))}.</p>"]
+    sections.append(_figure("Where the kernel lives", figures.score_heatmap(document),
+                            "Left: each module's share of the block modules' NTK trace. Right: its kernel-target "
+                            "alignment with the labels of the probe sample."))
+    sections.append(_figure("Spectra", figures.spectra(document, profile.kernels),
+                            "Eigenvalues of the total kernel and of the six modules with the largest trace. A flat "
+                            "spectrum is well conditioned; a steep one adapts mostly along a few directions."))
+    sections.append(_figure("Row and column scores", figures.row_column_profiles(document, profile.scores),
+                            "Per-row (output unit) and per-column (input feature) alignment contributions, sorted. "
+                            "A peaked curve means a few rows carry the module; a flat one means any will do."))
+    top = sorted(document["modules"], key=lambda m: -m["trace"])[:12]
+    sections.append(_table(["module", "role", "trace", "κ", "effective rank", "alignment", "LOO acc"],
+                           [[m["name"], m["role"], m["trace"], _num(m["condition_number"]), m["effective_rank"],
+                             _num(m["alignment"]), _num(m["loo_accuracy"])] for m in top]))
+    return sections
+
+
+def _num(value) -> float:
+    return float(value) if value is not None else math.nan
+
+
+def _validate_sections(folder: Path) -> list[str]:
+    from .summary import best_predictor
+
+    document = read_json(folder / "validate.json")
+    plan = read_json(folder / "plan.json")
+    placements = document["placements"]
+    sections = []
+    if placements:
+        sections.append(_table(
+            ["placement", "method", "weights", "test acc (mean)", "sd", "seeds", "val acc", "alignment", "LOO acc"],
+            [[n, placements[n]["method"], placements[n]["weights"], placements[n]["test_accuracy"]["mean"],
+              placements[n]["test_accuracy"]["std"], placements[n]["test_accuracy"]["n"],
+              placements[n]["validation_accuracy"]["mean"], placements[n]["predictors"]["objective:alignment"],
+              placements[n]["predictors"]["loo_accuracy"]] for n in document["ranking"]]))
+    if document.get("correlations"):
+        shown = ["objective:alignment"]
+        best = best_predictor(document)
+        if best and best[0] not in shown:
+            shown.append(best[0])
+        for predictor in shown:
+            sections.append(_figure(f"Predicted vs measured: {predictor}",
+                                    figures.predicted_vs_measured(document, predictor),
+                                    "Each point is one placement at the same budget; bars are the spread over "
+                                    "seeds. A useful predictor orders the points left to right by height."))
+        sections.append(_figure("Every predictor", figures.correlation_bars(document),
+                                "Spearman ρ between each predicted figure and the measured test accuracy, with "
+                                "a percentile bootstrap interval over placements."))
+    advised = plan["placements"].get("advised")
+    if advised:
+        sections.append(_figure("The advised placement on the model",
+                                figures.placement_map(advised["placement"], advised["method"], None,
+                                                      "advised placement"),
+                                "Rows (or columns, or LoRA rank) trained in each module, over layers × roles."))
+    curves = {}
+    for name in placements:
+        metrics = folder / "runs" / name / "seed-0" / "metrics.json"
+        if metrics.exists():
+            curves[name] = read_json(metrics)["loss_curve"]
+    if curves:
+        sections.append(_figure("Loss curves", figures.loss_curves(curves, "training loss, seed 0 of each placement"),
+                                "Identical settings for every placement; only the trainable set differs."))
+    if document.get("sweep"):
+        sections.append(_figure("Proximal strength sweep", figures.lambda_sweep(document["sweep"]),
+                                "Left: accuracy of the fine-tuned model and of its fully linear counterpart (kernel "
+                                "ridge with the placement's NTK). Right: how far training moved and how non-linear "
+                                "the result is."))
+        sections.append(_table(["λ", "fine-tuned test acc", "linear model test acc", "linearization gap", "‖θ−θ0‖"],
+                               [[r["lambda"], r["test_accuracy"], _num(r["linear_model_accuracy"]),
+                                 _num(r["linearization_gap"]), r["distance_from_theta0"]] for r in document["sweep"]]))
+    if (folder / "profile" / "profile.json").exists():
+        sections.append("<h2>The shared profile</h2>")
+        sections.extend(_profile_sections(folder / "profile"))
+    return sections
+
+
+def _run_sections(folder: Path) -> list[str]:
+    metrics = read_json(folder / "metrics.json")
+    recipe = metrics.get("recipe", {})
+    sections = [f"<p>test accuracy {metrics['test']['accuracy']:.4f} after {metrics['steps']} steps; "
+                f"{metrics['trainable_parameters']:,} trainable parameters.</p>"]
+    sections.append(_figure("Loss curve", figures.loss_curves({"train": metrics["loss_curve"]}),
+                            "Training cross-entropy per step."))
+    sections.append(_table(["epoch", "step", "val accuracy", "val loss", "‖θ−θ0‖"],
+                           [[h["epoch"], h["step"], h["accuracy"], h["loss"], h["distance_from_theta0"]]
+                            for h in metrics.get("history", [])]))
+    targets = recipe.get("targets", [])
+    if targets:
+        method = recipe.get("method", "rocoft")
+        placement = {t["module"]: (t["rank"] if method == "lora" else (t["axis"], t["indices"])) for t in targets}
+        sections.append(_figure("Placement", figures.placement_map(placement, method, None, "trained units"),
+                                "What this run trained, over layers × roles."))
+    return sections
+
+
+_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+          "img{max-width:100%;border:1px solid #ddd}table{border-collapse:collapse;font-size:13px;margin:1em 0}"
+          "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
+          "figcaption{color:#555;font-size:13px}")
+
+
+def write_report(folder: str | Path, out: str | Path) -> dict:
+    """Write the page; returns {"kind", "figures"}."""
+    folder, out = Path(folder), Path(out)
+    if not folder.is_dir():
+        raise ReportError(f"'{folder}' is not a folder: pass a profile, validate or run folder")
+    kind = folder_kind(folder)
+    sections = {"profile": _profile_sections, "validate": _validate_sections, "run": _run_sections}[kind](folder)
+    title = f"ntk-advisor {kind} report: {folder.name}"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>")
+    write_text_atomically(out, page)
+    return {"kind": kind, "figures": page.count("<img ")}

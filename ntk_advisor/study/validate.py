@@ -1,0 +1,222 @@
+"""validate(): does the advice predict fine-tuning results on the user's own task?
+
+One profile, shared by every placement. K placements at one budget: the advised one for
+every objective, every named baseline, and seeded random ones to fill K. Each is trained with
+the same settings and seeds; its predicted figures (from the profile, docs/method.md §6) sit next
+to the measured ones, and rank correlations with bootstrap intervals (correlate.py) say
+whether a predictor orders placements as fine-tuning does. ``lambdas`` adds [LIN]'s sweep:
+one placement trained at each proximal strength next to its fully linear model.
+
+The folder (every file written whole, so an interrupted study resumes where it stopped):
+
+    settings.json                what was asked; a rerun with other settings is refused
+    profile/                     the shared profile (an `ntk-advisor profile` folder)
+    plan.json                    placements and their predicted figures
+    runs/<placement>/seed-<s>/   one `train` run folder each; finished ones are not redone
+    sweep/lambda-<λ>/            the λ sweep's runs; sweep/linear.json the linear model
+    validate.json                measured next to predicted, correlations, ranking, sweep
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from .._io import check_replaceable, json_safe, read_json, write_json
+from ..advice.recommend import (
+    RecommendConfig,
+    build_recipe,
+    capture,
+    place,
+    predicted_report,
+    search_ridge,
+    weight_budget,
+)
+from ..errors import RecipeError, ValidateError
+from ..ntk.select import OBJECTIVES
+from ..profiling.folder import load_profile, save_profile
+from .config import ValidateConfig, arm_names, random_arm_seed
+from .summary import summarize
+
+Progress = Callable[[str, int, int], None]
+STUDY_ENTRIES = ("settings.json", "profile", "plan.json", "runs", "sweep", "validate.json")
+
+
+
+def _canonical(placement: dict, method: str) -> str:
+    return json.dumps([method, sorted((m, v if method == "lora" else [v[0], sorted(v[1])])
+                                      for m, v in placement.items())])
+
+
+def build_plan(profile_dir: Path, config: ValidateConfig, progress: Progress) -> dict:
+    """K distinct placements at the budget and what the profile predicts for each."""
+    captured = capture(load_profile(profile_dir))
+    base = RecommendConfig(method=config.method, budget=config.budget, proximal=config.proximal, seed=config.seed,
+                           allocation=config.allocation)
+    budget, head, biases = weight_budget(captured, base)
+    ridge = search_ridge(captured, config.proximal)
+    wanted = len(config.arms) or config.placements or 1  # the sweep alone still needs the advised placement
+    plan, seen, duplicates = {}, {}, {}
+    candidates = arm_names(config.method)
+    if config.arms:
+        named = {c[0]: c for c in candidates}
+        candidates = [named.get(a, (a, "random", config.method)) for a in config.arms]
+    random_seeds = iter(range(1, 10 * wanted + 10))
+    while len(plan) < wanted:
+        if not candidates:
+            if config.arms:
+                break  # named arms that coincide are recorded as duplicates, not replaced
+            extra = next(random_seeds, None)  # seeded random placements fill K
+            if extra is None:
+                raise ValidateError(f"--placements {config.placements} is more than the {len(plan)} distinct "
+                                    f"placements that fit a budget of {config.budget}: lower --placements")
+            candidates.append((f"random-{extra}", "random", config.method))
+        name, kind, method = candidates.pop(0)
+        if random_arm_seed(name):
+            settings = replace(base, placement="random", seed=config.seed + random_arm_seed(name))
+        else:
+            settings = replace(base, method=method, **({"objective": kind} if kind in OBJECTIVES
+                                                       else {"placement": kind}))
+        try:
+            placement, scores, search = place(captured, settings, budget, ridge)
+        except RecipeError:
+            if name.startswith("lora-qv") and method != config.method:
+                continue  # a model without query/value modules simply has no cross-method arm
+            raise
+        key = _canonical(placement, method)
+        if key in seen:
+            duplicates[name] = seen[key]
+            continue
+        seen[key] = name
+        plan[name] = {"method": method, "kind": "advised" if name.startswith("advised") else "baseline",
+                      "objective": settings.objective if name.startswith("advised") else None,
+                      "placement": placement, "scores": scores,
+                      "predicted": predicted_report(captured, placement, method, ridge)}
+        progress("placements", len(plan), wanted)
+    return {"budget": budget, "head": head, "biases": biases, "ridge": ridge, "placements": plan,
+            "duplicates": duplicates}
+
+
+def _as_placement(stored: dict, method: str) -> dict:
+    if method == "lora":
+        return {m: int(r) for m, r in stored.items()}
+    return {m: (axis, list(idx)) for m, (axis, idx) in stored.items()}
+
+
+def _recipe(settings: dict, config: ValidateConfig, entry: dict, seed: int, strength: float, mode: str):
+    rec_config = RecommendConfig(method=entry["method"], budget=config.budget, seed=seed, proximal=strength,
+                                 proximal_mode=mode, training=config.training(seed))
+    placement = _as_placement(entry["placement"], entry["method"])
+    return build_recipe(settings, rec_config, placement, entry["scores"], {"validate": entry["predicted"]})
+
+
+def _train_once(recipe, folder: Path, progress: Progress) -> dict:
+    """A finished run is read back; a started one resumes from its checkpoint; else it starts."""
+    from ..training.checkpoints import latest_checkpoint
+    from ..training.loop import train
+
+    metrics_path = folder / "metrics.json"
+    if metrics_path.exists():
+        return read_json(metrics_path)
+    resume = folder.exists() and latest_checkpoint(folder)[0] is not None
+    result = train(recipe, folder, resume=resume, force=not resume,
+                   on_progress=lambda stage, done, total, _: progress("current run", done, total)
+                   if stage == "train" else None)
+    return json.loads(json.dumps(result.metrics, default=float))
+
+
+def _read_json(path: Path):
+    return read_json(path) if path.exists() else None
+
+
+def _as_stored(config: ValidateConfig) -> dict:
+    return json.loads(json.dumps(json_safe(asdict(config))))  # as it reads back: tuples become lists
+
+
+def _check_settings(out: Path, config: ValidateConfig, force: bool) -> dict:
+    wanted = _as_stored(config)
+    stored = _read_json(out / "settings.json")
+    if stored is not None:  # a study from before a setting existed ran with that setting's default
+        stored = _as_stored(ValidateConfig()) | stored
+    if stored is not None and stored != wanted and not force:
+        changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
+        raise ValidateError(f"'{out}' holds a study with other settings ({', '.join(changed)}): rerun with the same "
+                            "settings to resume, pass --force to start over, or choose another --out")
+    if stored is not None and force:
+        import shutil
+
+        check_replaceable(out, marker="settings.json", entries=STUDY_ENTRIES, what="validate study")
+        shutil.rmtree(out)
+    return wanted
+
+
+def validate(config: ValidateConfig, out: str | Path, force: bool = False, on_progress: Progress | None = None) -> dict:
+    """Run (or resume) the study in ``out``; returns the validate.json document."""
+    from ..profiling.profiler import ProfileConfig, profile
+
+    config.validate()
+    progress = on_progress or (lambda *a: None)
+    out = Path(out)
+    wanted = _check_settings(out, config, force)
+    profile_dir = out / "profile"
+    if not (profile_dir / "profile.json").exists():
+        result = profile(ProfileConfig(model=config.model, data=config.data, text_column=config.text_column,
+                                       label_column=config.label_column, samples=config.samples,
+                                       max_length=config.max_length, seed=config.seed, head=config.head),
+                         on_progress=progress)
+        save_profile(result, profile_dir, force=True)
+    write_json(out / "settings.json", wanted)  # only once the study has a profile: no empty leftovers
+    plan = _read_json(out / "plan.json")
+    if plan is None:
+        plan = build_plan(profile_dir, config, progress)
+        write_json(out / "plan.json", plan)
+    settings = load_profile(profile_dir).settings
+    jobs = []
+    if config.placements:
+        for name, entry in plan["placements"].items():
+            is_key = name in config.key_placements
+            for s in range(max(config.seeds, config.key_seeds) if is_key else config.seeds):
+                jobs.append((out / "runs" / name / f"seed-{s}", entry, config.seed + s, config.proximal, "selective"))
+    advised = plan["placements"].get("advised") or next(iter(plan["placements"].values()))
+    for lam in config.lambdas:
+        jobs.append((out / "sweep" / f"lambda-{lam:g}", advised, config.seed, lam, "plain"))
+    results = {}
+    for done, (folder, entry, seed, strength, mode) in enumerate(jobs):
+        progress("runs", done, len(jobs))
+        results[folder] = _train_once(_recipe(settings, config, entry, seed, strength, mode), folder, progress)
+    progress("runs", len(jobs), len(jobs))
+    document = summarize(config, plan, {k.relative_to(out).as_posix(): v for k, v in results.items()},
+                         _linear_sweep(out, config, settings, advised, progress) if config.lambdas else None)
+    write_json(out / "validate.json", document)
+    return document
+
+
+def _linear_sweep(out: Path, config: ValidateConfig, settings: dict, entry: dict, progress: Progress) -> dict:
+    """The fully linear model's test accuracy per λ; its kernels are computed once and cached."""
+    cached = _read_json(out / "sweep" / "linear.json")
+    if cached is not None and cached.get("lambdas") == [float(x) for x in config.lambdas]:
+        return cached
+    from ..inputs import data as data_lib
+    from ..inputs import models
+    from ..training.apply import apply_recipe
+    from ..training.theta0 import load_for_recipe
+    from .linear_model import linear_model_accuracy, placement_kernels
+
+    progress("linear model", 0, 1)
+    recipe = _recipe(settings, config, entry, config.seed, 0.0, "plain")
+    dataset = data_lib.load_dataset(recipe.data.source, recipe.data.text_column, recipe.data.label_column)
+    splits = data_lib.split_dataset(dataset, seed=recipe.data.seed)
+    loaded, _ = load_for_recipe(recipe, dataset.label_names, splits=splits)
+    trained, _ = apply_recipe(loaded.backbone, recipe, loaded.head_name)
+    logits_model = models.SequenceLogits(trained)
+    fit = splits.train.subset(list(range(min(config.kernel_examples, len(splits.train)))))
+    kernels = placement_kernels(logits_model, loaded.encode, fit.texts, splits.test.texts, config.max_length)
+    accuracy = {f"{lam:g}": linear_model_accuracy(kernels, fit.labels, splits.test.labels, lam)
+                for lam in config.lambdas}
+    document = {"lambdas": [float(x) for x in config.lambdas], "fit_examples": len(fit),
+                "test_examples": len(splits.test), "accuracy": accuracy}
+    write_json(out / "sweep" / "linear.json", document)
+    progress("linear model", 1, 1)
+    return document

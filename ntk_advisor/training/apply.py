@@ -1,0 +1,105 @@
+"""apply_recipe(): put a recipe's trainable placement on a model, for our loop or anyone's.
+
+Returns the model to train (RoCoFT slices placed in place, or a PEFT model for LoRA) and a
+`Proximal` helper holding θ0 of every trainable tensor, so a user's own loop or Hugging Face
+`Trainer` can add the proximal term as a loss (plain) or as a gradient rule (selective).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..methods.lora import apply_lora
+from ..methods.rocoft import apply_rocoft, load_rocoft_adapter
+from ..recipe.schema import Recipe
+
+
+@dataclass
+class Proximal:
+    """(λ/2)‖θ − θ0‖² over the trainable tensors.
+
+    plain: add `penalty(model)` to the loss. selective (after Selective Projection Decay,
+    Tian et al. 2024): call `apply_selective(model)` after backward; per tensor it adds
+    λ(θ − θ0) to the gradient only when the loss gradient's step moves θ away from θ0,
+    i.e. when gᵀ(θ − θ0) < 0 (a step −ηg changes ‖θ−θ0‖² by −2η gᵀ(θ−θ0)).
+    For LoRA, θ is (A, B) and θ0 their init, so the term is (λ/2)(‖A − A0‖² + ‖B‖²).
+    """
+
+    strength: float
+    mode: str
+    theta0: dict[str, torch.Tensor]
+
+    def trainable(self, model: nn.Module):
+        return [(n, p) for n, p in model.named_parameters() if p.requires_grad and n in self.theta0]
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        if self.strength == 0 or self.mode != "plain":
+            return torch.zeros(())
+        return 0.5 * self.strength * sum((p - self.theta0[n]).square().sum() for n, p in self.trainable(model))
+
+    @torch.no_grad()
+    def apply_selective(self, model: nn.Module) -> int:
+        """Add the decay gradient where the step moves away from θ0; returns how many tensors got it."""
+        if self.strength == 0 or self.mode != "selective":
+            return 0
+        applied = 0
+        for name, p in self.trainable(model):
+            if p.grad is None:
+                continue
+            offset = p - self.theta0[name]
+            if float((p.grad * offset).sum()) < 0:
+                p.grad.add_(offset, alpha=self.strength)
+                applied += 1
+        return applied
+
+    def distance(self, model: nn.Module) -> float:
+        """‖θ − θ0‖ over the trainable tensors."""
+        with torch.no_grad():
+            return float(sum((p - self.theta0[n]).square().sum() for n, p in self.trainable(model)) ** 0.5)
+
+
+def trainable_names(recipe: Recipe, model: nn.Module, head_name: str | None) -> list[str]:
+    """Full-tensor trainables beyond the placement: the head and the biases the recipe asks for."""
+    names = []
+    if recipe.training.train_head and head_name:
+        names += [n for n, _ in model.get_submodule(head_name).named_parameters(prefix=head_name)]
+    targeted = {t.module for t in recipe.targets}
+    for name, module in model.named_modules():
+        bias = getattr(module, "bias", None)
+        if not isinstance(bias, nn.Parameter) or name == head_name:
+            continue
+        if recipe.training.train_bias == "all" and (isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"):
+            names.append(f"{name}.bias")
+        elif recipe.training.train_bias == "targets" and name in targeted:
+            names.append(f"{name}.bias")
+    return names
+
+
+def apply_recipe(model: nn.Module, recipe: Recipe, head_name: str | None = None) -> tuple[nn.Module, Proximal]:
+    """Place the recipe on ``model`` (a transformers model); returns (model to train, proximal helper)."""
+    extra = trainable_names(recipe, model, head_name)
+    if recipe.method == "rocoft":
+        apply_rocoft(model, [(t.module, t.axis, t.indices) for t in recipe.targets], extra_trainable=extra)
+        trained = model
+    else:
+        head = head_name if recipe.training.train_head else None
+        trained = apply_lora(model, recipe.targets, recipe.training.lora_alpha, recipe.training.lora_dropout, head,
+                             recipe.training.train_bias)
+    theta0 = {n: p.detach().clone() for n, p in trained.named_parameters() if p.requires_grad}
+    return trained, Proximal(recipe.proximal.strength, recipe.proximal.mode, theta0)
+
+
+def load_adapter(model: nn.Module, path) -> nn.Module:
+    """Load a trained adapter (RoCoFT folder or PEFT LoRA folder) onto a fresh base model."""
+    from pathlib import Path
+
+    folder = Path(path)
+    if (folder / "adapter_config.json").exists() and '"method": "rocoft"' in (folder / "adapter_config.json").read_text():
+        load_rocoft_adapter(model, folder)
+        return model
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, folder)

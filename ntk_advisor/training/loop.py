@@ -1,0 +1,285 @@
+"""train(): one explicit loop that runs a recipe (no Trainer), through Hugging Face Accelerate.
+
+AdamW, linear warmup and decay, gradient clipping, the proximal term, evaluation every
+epoch, best-checkpoint keeping, early stopping, a final test evaluation, and resumable
+checkpoints. `accelerate launch --num_processes K -m ntk_advisor.cli train ...` runs the
+same loop data-parallel; only the main process writes files. The loop is a `_Run` in named
+phases (setup, restore, step, evaluate, checkpoint, finish), as torchtune's single-device
+recipes are; `train` calls them in order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._io import write_text_atomically
+from ..errors import TrainError
+from ..inputs import data as data_lib
+from ..inputs import models
+from ..methods.rocoft import save_rocoft_adapter
+from ..ntk.linearization import linearization_gap
+from ..recipe.schema import Recipe, recipe_to_dict, save_recipe
+from .apply import apply_recipe
+from .checkpoints import CHECKPOINTS, latest_checkpoint, prepare_out, prune_checkpoints, save_checkpoint
+from .theta0 import load_for_recipe
+
+Progress = Callable[[str, int, int, dict], None]
+LOOP_STATE = ("step", "history", "curve", "best", "best_state", "stale")  # what a checkpoint carries
+
+
+@dataclass
+class RunResult:
+    out: Path
+    metrics: dict = field(default_factory=dict)
+
+
+def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The epoch's shuffled batches: a pure function of (seed, epoch), so resume can skip exactly."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _evaluate(logits_model, loaded, split, max_length: int, batch_size: int = 64) -> dict:
+    from sklearn.metrics import f1_score
+
+    logits_model.eval()
+    predictions, losses = [], []
+    with torch.no_grad():
+        for start in range(0, len(split), batch_size):
+            idx = range(start, min(start + batch_size, len(split)))
+            batch = loaded.encode([split.texts[i] for i in idx], max_length)
+            labels = torch.tensor([split.labels[i] for i in idx])
+            logits = logits_model(**batch)
+            losses.append(torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item())
+            predictions.append(logits.argmax(-1))
+    predicted = torch.cat(predictions).numpy()
+    truth = np.asarray(split.labels)
+    return {"accuracy": float((predicted == truth).mean()), "macro_f1": float(f1_score(truth, predicted, average="macro")),
+            "loss": sum(losses) / len(split), "examples": len(split)}
+
+
+def _rss_bytes() -> int:
+    """Resident memory now (Linux /proc); elsewhere the process peak so far."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = False,
+          on_progress: Progress | None = None, protect: tuple = ()) -> RunResult:
+    """Run ``recipe`` into the run folder ``out``.
+
+    ``force`` starts over in a folder that holds an earlier run; it deletes only what a run
+    writes, and never a folder that holds the data file, the working directory or a path in
+    ``protect`` (the CLI passes the recipe file).
+    """
+    run = _Run(recipe, Path(out), on_progress or (lambda *a: None))
+    state = run.prepare(resume, force, protect)
+    run.setup()
+    if state is not None:
+        run.restore(state)
+    run.train()
+    return run.finish()
+
+
+class _Run:
+    def __init__(self, recipe: Recipe, out: Path, progress: Progress):
+        from accelerate import Accelerator
+
+        self.recipe, self.out, self.progress, self.cfg = recipe, out, progress, recipe.training
+        self.started = time.perf_counter()
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.step, self.history, self.curve, self.best, self.stale = 0, [], [], {"accuracy": -1.0}, 0
+        self.step_times: list[float] = []
+        self.train_rss = 0
+
+    # ------------------------------------------------------------------ setup
+    def prepare(self, resume: bool, force: bool, protect: tuple) -> dict | None:
+        """Check --out (only the main process touches it); the checkpoint to resume from, if any."""
+        source = self.recipe.data.source
+        protect = (*protect, *([source] if Path(source).exists() else []))
+        state = prepare_out(self.out, resume, force, protect) if self.accelerator.is_main_process else None
+        self.accelerator.wait_for_everyone()
+        if state is None and resume:
+            state, _ = latest_checkpoint(self.out)
+        return state
+
+    def setup(self) -> None:
+        from accelerate.utils import set_seed
+
+        recipe, cfg = self.recipe, self.cfg
+        set_seed(cfg.seed)
+        dataset = data_lib.load_dataset(recipe.data.source, recipe.data.text_column, recipe.data.label_column)
+        if dataset.num_classes != recipe.model.num_labels:
+            raise TrainError(f"model.num_labels is {recipe.model.num_labels} but the data has {dataset.num_classes} "
+                             f"classes: set model.num_labels={dataset.num_classes} in the recipe (or as an override)")
+        self.splits = data_lib.split_dataset(dataset, seed=recipe.data.seed)
+        self.loaded, self.head_report = load_for_recipe(recipe, dataset.label_names, splits=self.splits)
+        targets = {t.name for t in models.discover_targets(self.loaded.backbone)}
+        unknown = [t.module for t in recipe.targets if t.module not in targets]
+        if unknown:
+            raise TrainError(f"recipe target '{unknown[0]}' is not a Linear module of {recipe.model.name}: "
+                             "run ntk-advisor check on the recipe")
+        self.trained, self.proximal = apply_recipe(self.loaded.backbone, recipe, self.loaded.head_name)
+        self.params = [p for p in self.trained.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.steps_per_epoch = math.ceil(len(self.splits.train) / cfg.batch_size)
+        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        total, warmup = self.total_steps, int(cfg.warmup_ratio * self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup
+                                                           else max(0.0, (total - s) / max(1, total - warmup)))
+        self.logits_model, self.optimizer = self.accelerator.prepare(models.SequenceLogits(self.trained),
+                                                                     self.optimizer)
+        self.best_state = _trainable_state(self.trained)
+
+    def restore(self, state: dict) -> None:
+        with torch.no_grad():
+            for name, p in self.trained.named_parameters():
+                if name in state["trainable"]:
+                    p.copy_(state["trainable"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        for key in LOOP_STATE:
+            setattr(self, key, state[key])
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> None:
+        epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        for epoch in range(epochs):
+            self.logits_model.train()
+            for position, batch_idx in enumerate(_batches(len(self.splits.train), self.cfg.batch_size,
+                                                          self.cfg.seed, epoch)):
+                if epoch * self.steps_per_epoch + position < self.step:
+                    continue  # done before the resume: the order is a pure function of (seed, epoch)
+                if self.step >= self.total_steps:
+                    break
+                self.train_step(batch_idx, epoch)
+            if any(h["epoch"] == epoch for h in self.history):
+                continue  # evaluated before an interruption
+            stop = self.evaluate_epoch(epoch, epochs)
+            self.checkpoint()
+            if stop:
+                break
+
+    def train_step(self, batch_idx: np.ndarray, epoch: int) -> None:
+        tick = time.perf_counter()
+        per_process = max(1, self.cfg.batch_size // self.accelerator.num_processes)
+        rank = self.accelerator.process_index
+        local = batch_idx[rank * per_process : (rank + 1) * per_process]
+        if len(local) == 0:  # a short last batch: every process must still step together
+            local = batch_idx[:1]
+        train = self.splits.train
+        batch = self.loaded.encode([train.texts[i] for i in local], self.recipe.data.max_length)
+        labels = torch.tensor([train.labels[i] for i in local])
+        loss = torch.nn.functional.cross_entropy(self.logits_model(**batch), labels)
+        self.accelerator.backward(loss + self.proximal.penalty(self.trained))
+        self.train_rss = max(self.train_rss, _rss_bytes())  # activations and gradients are alive here
+        self.proximal.apply_selective(self.trained)
+        self.accelerator.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.curve.append(round(loss.item(), 6))
+        self.step_times.append(time.perf_counter() - tick)
+        self.progress("train", self.step, self.total_steps, {"loss": self.curve[-1], "epoch": epoch})
+        if self.step % self.cfg.checkpoint_every == 0:
+            self.checkpoint()
+
+    def evaluate_epoch(self, epoch: int, epochs: int) -> bool:
+        """Validation metrics of the epoch; keeps the best state; True when early stopping says stop."""
+        metrics = _evaluate(self.logits_model, self.loaded, self.splits.validation, self.recipe.data.max_length)
+        metrics |= {"epoch": epoch, "step": self.step, "distance_from_theta0": self.proximal.distance(self.trained)}
+        self.history.append(metrics)
+        self.progress("evaluate", epoch + 1, epochs, metrics)
+        if metrics["accuracy"] > self.best["accuracy"]:
+            self.best, self.best_state, self.stale = metrics, _trainable_state(self.trained), 0
+            return False
+        self.stale += 1
+        return self.cfg.early_stopping_patience > 0 and self.stale >= self.cfg.early_stopping_patience
+
+    def checkpoint(self) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        (self.out / CHECKPOINTS).mkdir(exist_ok=True)  # again: a folder deleted mid-run costs no work
+        state = {"trainable": _trainable_state(self.trained), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "rng": torch.get_rng_state(), "complete": True,
+                 **{key: getattr(self, key) for key in LOOP_STATE}}
+        save_checkpoint(state, self.out / CHECKPOINTS / f"step-{self.step}.pt")
+        prune_checkpoints(self.out)
+
+    # ------------------------------------------------------------------ the end
+    def finish(self) -> RunResult:
+        """The best state back in place, the test split, the linearization gap, and the run folder."""
+        with torch.no_grad():
+            for name, p in self.trained.named_parameters():
+                if name in self.best_state:
+                    p.copy_(self.best_state[name])
+        self.logits_model.eval()
+        max_length = self.recipe.data.max_length
+        test = _evaluate(self.logits_model, self.loaded, self.splits.test, max_length)
+        gap = _gap(self.loaded, self.logits_model, self.trained, self.proximal, self.splits.validation, max_length)
+        optimizer_bytes = sum(t.numel() * t.element_size() for s in self.optimizer.state.values()
+                              for k, t in s.items() if torch.is_tensor(t) and k != "step")
+        metrics = {
+            "head_init": self.head_report,
+            "validation_best": self.best, "test": test, "history": self.history, "loss_curve": self.curve,
+            "steps": self.step, "trainable_parameters": sum(p.numel() for p in self.params),
+            "optimizer_state_bytes": optimizer_bytes,
+            "distance_from_theta0": self.proximal.distance(self.trained), **gap,
+            "seconds_per_step_median": float(np.median(self.step_times)) if self.step_times else None,
+            "wall_seconds": time.perf_counter() - self.started,
+            "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_train_step_rss_bytes": self.train_rss,  # the peak above also covers loading and evaluation
+            "processes": self.accelerator.num_processes,
+        }
+        if self.accelerator.is_main_process:
+            _write_run(self.out, self.recipe, self.trained, metrics)
+        self.accelerator.wait_for_everyone()
+        return RunResult(self.out, metrics)
+
+
+def _gap(loaded, logits_model, trained, proximal, split, max_length: int, examples: int = 64) -> dict:
+    """Linearization gap on the first validation examples (dropout off)."""
+    batch = loaded.encode(split.texts[:examples], max_length)
+    wrapper = logits_model.module if hasattr(logits_model, "module") else logits_model
+    current = {f"backbone.{n}": p for n, p in trained.named_parameters() if p.requires_grad}
+    start = {f"backbone.{n}": proximal.theta0[n] for n, _ in trained.named_parameters() if n in proximal.theta0}
+    try:
+        return linearization_gap(wrapper, current, start, batch)
+    except RuntimeError as exc:  # forward AD not implemented for some kernel: report, don't fail the run
+        return {"linearization_gap": None, "linearization_error": str(exc).splitlines()[0]}
+
+
+def _write_run(out: Path, recipe: Recipe, trained, metrics: dict) -> None:
+    adapter = out / "adapter"
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=out))
+    if recipe.method == "rocoft":
+        save_rocoft_adapter(trained, tmp, {"base_model": recipe.model.name, "num_labels": recipe.model.num_labels})
+    else:
+        trained.save_pretrained(tmp)
+    if adapter.exists():
+        shutil.rmtree(adapter)
+    os.replace(tmp, adapter)
+    save_recipe(recipe, out / "recipe.yaml", command=f"ntk-advisor train {out / 'recipe.yaml'} --out {out}")
+    write_text_atomically(out / "metrics.json", json.dumps(metrics | {"recipe": recipe_to_dict(recipe)}, indent=2,
+                                                        default=float) + "\n")
