@@ -14,7 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ntk_advisor.advice.recommend import RecommendConfig, capture, recommend
+from ntk_advisor.advice.recommend import RecommendConfig, recommend
+from ntk_advisor.profiling.capture import capture
 from ntk_advisor.profiling.folder import load_profile, save_profile
 from ntk_advisor.profiling.profiler import ProfileConfig, profile
 

@@ -13,16 +13,16 @@ _EXPORTS = {
     "NtkAdvisorError": "errors", "DataError": "errors", "ModelError": "errors", "ProfileError": "errors",
     "RecipeError": "errors", "TrainError": "errors", "ExportError": "errors", "OutputError": "errors",
     "ValidateError": "errors", "ReportError": "errors",
-    "ProfileConfig": "profiling.profiler", "profile": "profiling.profiler", "profile_model": "profiling.profiler",
+    "ProfileConfig": "profiling.config", "profile": "profiling.profiler", "profile_model": "profiling.profiler",
     "load_dataset": "inputs.data", "split_dataset": "inputs.data", "probe_sample": "inputs.data",
     "load_classifier": "inputs.models", "discover_targets": "inputs.models", "encode": "inputs.models",
-    "RecommendConfig": "advice.recommend", "recommend": "advice.recommend",
+    "RecommendConfig": "advice.config", "recommend": "advice.recommend",
     "Recipe": "recipe.schema", "load_recipe": "recipe.schema", "save_recipe": "recipe.schema",
     "check_recipe": "recipe.check",
     "apply_recipe": "training.apply", "load_adapter": "training.apply", "Proximal": "training.apply",
     "train": "training.loop",
     "export": "exporting.export",
-    "ValidateConfig": "study.validate", "validate": "study.validate", "write_report": "study.report",
+    "ValidateConfig": "study.config", "validate": "study.validate", "write_report": "study.report",
 }
 __all__ = sorted(_EXPORTS)
 

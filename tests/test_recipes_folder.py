@@ -30,3 +30,23 @@ def test_recipe_checks_against_its_model(path):
 
     report = check_recipe(load_recipe(path))
     assert report["total"] == load_recipe(path).evidence["trainable"]["total"]
+
+
+def _placement(recipe) -> list[tuple]:
+    return [(t.module, t.axis, t.indices, t.rank) for t in recipe.targets]
+
+
+@pytest.mark.slow
+def test_shipped_recipes_are_what_the_code_recommends_today():
+    """Recipes cannot go stale: profile and recommend again from the same settings (about two
+    minutes on 2 cores) and compare the placements, not the timings."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_recipes", RECIPES[0].parents[2] / "scripts" / "make_recipes.py")
+    make_recipes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_recipes)
+    fresh = make_recipes.recommend_all()
+    root = RECIPES[0].parents[2]
+    assert {root / p for p in fresh} == set(RECIPES), "run scripts/make_recipes.py"
+    stale = [str(p) for p, recipe in fresh.items() if _placement(load_recipe(root / p)) != _placement(recipe)]
+    assert stale == [], f"stale recipes (rerun scripts/make_recipes.py): {stale}"

@@ -9,7 +9,8 @@ import torch
 from conftest import tiny_batch, tiny_classifier
 
 from ntk_advisor.advice.baselines import LORA_BASELINES, ROCOFT_BASELINES
-from ntk_advisor.advice.recommend import RecommendConfig, capture, placement_kernel, recommend
+from ntk_advisor.advice.recommend import RecommendConfig, placement_kernel, recommend
+from ntk_advisor.profiling.capture import capture
 from ntk_advisor.errors import RecipeError
 from ntk_advisor.inputs.models import discover_targets
 from ntk_advisor.profiling.folder import save_profile

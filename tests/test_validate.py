@@ -88,7 +88,8 @@ def test_a_probe_head_replacing_a_checkpoint_head_is_saved_and_rebuilt(tiny_mode
     import transformers as tf
     from safetensors.torch import load_file
 
-    from ntk_advisor.advice.recommend import capture, placement_kernel
+    from ntk_advisor.advice.recommend import placement_kernel
+    from ntk_advisor.profiling.capture import capture
     from ntk_advisor.profiling.folder import load_profile, save_profile
     from ntk_advisor.profiling.profiler import ProfileConfig, profile
 

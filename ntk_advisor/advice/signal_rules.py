@@ -9,16 +9,14 @@ module's rows, to spread LoRA rank, and to report ``label_signal`` for any place
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import RecipeError
+from ..profiling.capture import Captured
 from ..profiling.folder import NtkProfile
 from .baselines import unit_cost
-
-if TYPE_CHECKING:
-    from .recommend import Captured, RecommendConfig
+from .config import RecommendConfig
 
 
 def coverage_order(items: list, costs: list, alignments: list[float], rounds: int) -> list[int]:

@@ -1,0 +1,93 @@
+"""capture(): rebuild the profiled model from a profile folder and capture every block
+Linear's inputs x and output gradients δ on the probe sample again (one forward pass, C
+backward passes). From them the kernel of any row or column set is exact (ntk.rows_cols),
+which is what recommend searches over; the folder stores only whole-module kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+
+from ..errors import RecipeError
+from ..inputs import models
+from ..ntk import OutputSpec
+from ..ntk.contractions import projection
+from ..ntk.kernels import kernel_rows, module_passes
+from ..ntk.rows_cols import slice_kernel
+from .folder import NtkProfile
+
+
+@dataclass
+class Captured:
+    """What recommend needs from the rebuilt model: targets, x/δ per module, weights, logits."""
+
+    profile: NtkProfile
+    targets: dict[str, models.TargetModule]
+    x: dict[str, torch.Tensor]
+    deltas: dict[str, list[torch.Tensor]]
+    weights: dict[str, torch.Tensor]
+    logits: torch.Tensor
+    spec: OutputSpec
+    head_parameters: int  # weight and, where the head has one, bias
+
+    @cached_property
+    def grad_norms(self) -> dict[str, float]:
+        """Only the grad-norm baseline needs these (a full d_out×d_in product per module)."""
+        return _relative_gradient_norms(self.targets, self.x, self.deltas, self.weights, self.logits, self.spec)
+
+    def slice_kernel(self, name: str, axis: str, indices) -> torch.Tensor:
+        rows, cols = (indices, None) if axis == "rows" else (None, indices)
+        return sum(slice_kernel(self.x[name], d, rows=rows, cols=cols) for d in self.deltas[name])
+
+
+def capture(profile: NtkProfile) -> Captured:
+    """Rebuild the profiled model (checkpoint + saved head) and capture x, δ of every block Linear."""
+    settings = profile.settings
+    loaded = models.load_classifier(settings["model"], num_labels=settings["num_outputs"], seed=settings["seed"],
+                                    dtype=getattr(torch, settings.get("dtype", "float32")), with_tokenizer=False)
+    if profile.head:
+        loaded.backbone.load_state_dict(profile.head, strict=False)
+    profiled = set(settings["modules"])
+    targets = {t.name: t for t in models.discover_targets(loaded.backbone) if t.layer is not None and t.name in profiled}
+    if not targets:
+        raise RecipeError("the profile holds no transformer-block modules to place a budget in")
+    spec = OutputSpec(settings["reduction"], settings["num_outputs"], profile.inputs["labels"])
+    batch = {k: profile.inputs[k] for k in ("input_ids", "attention_mask")}
+    modules = {"backbone." + n: loaded.backbone.get_submodule(n) for n in targets}
+    x, deltas = {}, {n: [] for n in targets}
+    with torch.enable_grad():
+        for _, xs, ds in module_passes(loaded.logits_model, batch, modules, spec):
+            for n in targets:
+                x[n] = xs["backbone." + n]
+                deltas[n].append(ds["backbone." + n])
+    if spec.reduction == "full":
+        for n in targets:
+            x[n], stacked = kernel_rows(x[n], deltas[n], spec)
+            deltas[n] = [stacked]
+    with torch.no_grad():
+        logits = loaded.logits_model(**batch).to(torch.float64)
+    weights = {n: models.weight_matrix(loaded.backbone, t).detach() for n, t in targets.items()}
+    head = loaded.backbone.get_submodule(loaded.head_name) if loaded.head_name else None
+    head_parameters = sum(p.numel() for p in head.parameters()) if head is not None else 0
+    return Captured(profile, targets, x, deltas, weights, logits, spec, head_parameters)
+
+
+def _relative_gradient_norms(targets, x, deltas, weights, logits, spec) -> dict[str, float]:
+    """‖∇_W L‖ / ‖W‖ of the mean cross-entropy (logistic loss on the margin for `margin`)."""
+    n = spec.labels.shape[0]
+    if spec.reduction == "margin":
+        residual = (torch.sigmoid(logits[:, 1] - logits[:, 0]) - spec.labels.double())[:, None]
+    else:
+        residual = torch.softmax(logits, dim=1) - spec.one_hot()
+    norms = {}
+    for name in targets:
+        if spec.reduction == "full":  # rows r = n·C + c carry the residual of logit c
+            grad = projection(residual.reshape(1, -1).to(x[name].dtype), deltas[name][0], x[name])[0]
+        else:  # Σ_c r_c δ_c first: one d_out×d_in product instead of C
+            combined = sum(residual[:, p, None, None].to(d.dtype) * d for p, d in enumerate(deltas[name]))
+            grad = projection(torch.ones(1, n, dtype=x[name].dtype), combined, x[name])[0]
+        norms[name] = float(grad.norm() / n / weights[name].norm())
+    return norms
