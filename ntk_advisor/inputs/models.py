@@ -12,17 +12,14 @@ architecture.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .._io import cache_dir
+from .._io import cache_dir, write_folder_atomically
 from ..errors import ModelError
 from .prompts import Prompt, encode_prompts, resolve_prompt
 
@@ -170,15 +167,12 @@ def _smollm2_folder() -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    def write(out: Path) -> None:
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
+
+    return write_folder_atomically(target, write)  # a crash leaves no half cache behind
 
 
 def _quiet_transformers() -> None:

@@ -7,15 +7,14 @@ model forbids unknown keys, and nothing in it names code to import.
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .._io import write_text_atomically
 from ..errors import RecipeError
 
 SCHEMA_VERSION = 1
@@ -243,18 +242,8 @@ def dump_recipe(recipe: Recipe, command: str | None = None, path: str | None = N
 
 
 def save_recipe(recipe: Recipe, path: str | Path, command: str | None = None) -> Path:
-    """Write atomically: a temp file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(dump_recipe(recipe, command, str(path)))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Write atomically: readers never see half a recipe."""
+    return write_text_atomically(Path(path), dump_recipe(recipe, command, str(path)))
 
 
 def peft_section(recipe_targets, default_rank: int, alpha: float | None, dropout: float) -> dict:
