@@ -21,7 +21,7 @@ from ntk_advisor.advice.recommend import RecommendConfig, recommend
 from ntk_advisor.inputs import data as data_lib
 from ntk_advisor.profiling.folder import save_profile
 from ntk_advisor.profiling.profiler import ProfileConfig, profile
-from ntk_advisor.recipe.schema import save_recipe
+from ntk_advisor.recipe.io import save_recipe
 
 CLI = [sys.executable, "-m", "ntk_advisor.cli"]
 ARMS = {

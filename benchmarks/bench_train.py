@@ -20,7 +20,7 @@ from pathlib import Path
 from ntk_advisor.advice.recommend import RecommendConfig, recommend
 from ntk_advisor.profiling.folder import save_profile
 from ntk_advisor.profiling.profiler import ProfileConfig, profile
-from ntk_advisor.recipe.schema import save_recipe
+from ntk_advisor.recipe.io import save_recipe
 
 BUDGET = 100_000
 CLI = [sys.executable, "-m", "ntk_advisor.cli"]

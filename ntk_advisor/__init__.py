@@ -17,7 +17,7 @@ _EXPORTS = {
     "load_dataset": "inputs.data", "split_dataset": "inputs.data", "probe_sample": "inputs.data",
     "load_classifier": "inputs.models", "discover_targets": "inputs.models", "encode": "inputs.models",
     "RecommendConfig": "advice.config", "recommend": "advice.recommend",
-    "Recipe": "recipe.schema", "load_recipe": "recipe.schema", "save_recipe": "recipe.schema",
+    "Recipe": "recipe.schema", "load_recipe": "recipe.io", "save_recipe": "recipe.io",
     "check_recipe": "recipe.check",
     "apply_recipe": "training.apply", "load_adapter": "training.apply", "Proximal": "training.apply",
     "train": "training.loop",

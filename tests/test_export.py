@@ -10,7 +10,7 @@ import torch
 
 from ntk_advisor.errors import ExportError
 from ntk_advisor.exporting.export import export, merged_model
-from ntk_advisor.recipe.schema import apply_overrides, load_recipe
+from ntk_advisor.recipe.io import apply_overrides, load_recipe
 from ntk_advisor.training.loop import train
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "minilm-l6"

@@ -350,3 +350,30 @@ def test_a_zero_head_keeps_its_passes_and_gives_zero_kernels():
     got = structured_kernels(loaded.logits_model, tiny_batch(), modules, spec)
     assert set(got) == set(modules)
     assert not any(got[name].kernel.any() for name in modules if not name.endswith("classifier"))
+
+
+@pytest.mark.parametrize("reduction", ["trace", "margin"])
+def test_bias_kernel_matches_oracle(tiny_model, reduction):
+    from ntk_advisor.ntk.kernels import module_passes
+    from ntk_advisor.ntk.rows_cols import bias_kernel
+
+    spec = OutputSpec(reduction, 2, torch.tensor([0, 1, 1, 0, 1, 0]))
+    targets, modules = modules_of(tiny_model)
+    with_bias = [t for t in targets if t.has_bias][:4]
+    if not with_bias:
+        pytest.skip("Llama's Linear modules have no bias")
+    batch = tiny_batch()
+    chosen = {PREFIX + t.name: modules[PREFIX + t.name] for t in with_bias}
+    kernels = {name: torch.zeros(6, 6, dtype=torch.float64) for name in chosen}
+    with torch.enable_grad():
+        for _, _, deltas in module_passes(tiny_model.logits_model, batch, chosen, spec):
+            for name in chosen:
+                kernels[name] += bias_kernel(deltas[name])
+    expected = {name: oracle_kernel(oracle_jacobian(tiny_model.logits_model, batch, [name + ".bias"], spec)).detach()
+                for name in chosen}
+    # The key bias cannot move a softmax (it shifts every logit of a query alike), so its kernel
+    # is rounding noise (1e-44): compare against the largest kernel's scale.
+    scale = max(float(k.norm()) for k in expected.values())
+    assert scale > 0
+    for name in chosen:
+        assert float((kernels[name] - expected[name]).norm()) <= 1e-10 * scale, name

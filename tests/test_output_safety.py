@@ -13,7 +13,7 @@ from test_cli import assert_one_line_error, run_cli
 from test_train import tiny_recipe
 
 from ntk_advisor.errors import OutputError, TrainError
-from ntk_advisor.recipe.schema import save_recipe
+from ntk_advisor.recipe.io import save_recipe
 from ntk_advisor.training.loop import train
 
 
@@ -93,7 +93,7 @@ def test_train_force_replaces_an_earlier_run_only(tiny_model_folder, tiny_csv, t
 
 
 def test_a_failed_start_leaves_no_run_behind(tiny_model_folder, tiny_csv, tmp_path):
-    from ntk_advisor.recipe.schema import apply_overrides
+    from ntk_advisor.recipe.io import apply_overrides
 
     recipe = tiny_recipe(tiny_model_folder, tiny_csv, max_steps=2)
     out = tmp_path / "run"

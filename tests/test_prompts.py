@@ -68,7 +68,7 @@ def test_prompted_profile_recommend_train_export(tiny_llama_folder, tiny_csv, tm
     from ntk_advisor.exporting.export import export
     from ntk_advisor.profiling.folder import save_profile
     from ntk_advisor.profiling.profiler import ProfileConfig, profile
-    from ntk_advisor.recipe.schema import load_recipe
+    from ntk_advisor.recipe.io import load_recipe
     from ntk_advisor.training.loop import train
 
     result = profile(ProfileConfig(model=str(tiny_llama_folder), data=str(tiny_csv), samples=8, max_length=16,

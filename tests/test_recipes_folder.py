@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ntk_advisor.recipe.schema import load_recipe
+from ntk_advisor.recipe.io import load_recipe
 
 RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").rglob("*.yaml"))
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from conftest import tiny_batch, tiny_classifier
 
-from ntk_advisor.advice.baselines import LORA_BASELINES, ROCOFT_BASELINES
 from ntk_advisor.advice.recommend import RecommendConfig, placement_kernel, recommend
-from ntk_advisor.profiling.capture import capture
 from ntk_advisor.errors import RecipeError
 from ntk_advisor.inputs.models import discover_targets
+from ntk_advisor.methods import Slices, get_method
+from ntk_advisor.profiling.capture import capture
 from ntk_advisor.profiling.folder import save_profile
 from ntk_advisor.profiling.profiler import ProfileConfig, profile_model
 from ntk_advisor.recipe.check import check_targets, trainable_counts
@@ -50,7 +50,7 @@ def test_advised_rocoft_respects_budget_and_covers_modules(tiny_profile_dir, obj
         assert recipe.evidence["predicted"]["alignment"] == pytest.approx(recipe.evidence["search"]["objective_value"])
 
 
-@pytest.mark.parametrize("method,name", [("rocoft", n) for n in ROCOFT_BASELINES] + [("lora", n) for n in LORA_BASELINES])
+@pytest.mark.parametrize("method,name", [(m, n) for m in ("rocoft", "lora") for n in get_method(m).baselines])
 def test_baselines_fit_the_budget(tiny_profile_dir, method, name):
     recipe = recommend(tiny_profile_dir, RecommendConfig(method=method, placement=name, budget=600, module_rank=2))
     targets = targets_of(recipe)
@@ -72,11 +72,11 @@ def test_wanda_min_and_max_pick_opposite_ends(tiny_profile_dir):
 def test_all_rows_reproduce_the_profiled_module_kernel(tiny_profile_dir):
     captured = capture(__import__("ntk_advisor").load_profile(tiny_profile_dir))
     name = "bert.encoder.layer.1.intermediate.dense"
-    everything = {name: ("rows", list(range(24)))}
+    everything = {name: Slices("rows", tuple(range(24)))}
     kernel = placement_kernel(captured, everything, "rocoft")
     stored = captured.profile.kernels[name]
     assert float((kernel - stored).norm() / stored.norm()) < 1e-10
-    columns = placement_kernel(captured, {name: ("cols", list(range(16)))}, "rocoft")
+    columns = placement_kernel(captured, {name: Slices("cols", tuple(range(16)))}, "rocoft")
     assert float((columns - stored).norm() / stored.norm()) < 1e-10
 
 

@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from ntk_advisor.errors import TrainError
-from ntk_advisor.recipe.schema import SCHEMA_VERSION, apply_overrides, parse_recipe
+from ntk_advisor.recipe.io import apply_overrides, parse_recipe
+from ntk_advisor.recipe.schema import SCHEMA_VERSION
 from ntk_advisor.training.loop import train
 
 
@@ -145,7 +146,7 @@ def test_two_cpu_processes_run_the_same_recipe(tiny_model_folder, tiny_csv, tmp_
     import subprocess
     import sys
 
-    from ntk_advisor.recipe.schema import save_recipe
+    from ntk_advisor.recipe.io import save_recipe
 
     recipe_path = save_recipe(tiny_recipe(tiny_model_folder, tiny_csv, max_steps=6), tmp_path / "r.yaml")
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from ntk_advisor.methods import Slices
 from ntk_advisor.study.correlate import rank_correlation
 from ntk_advisor.study.validate import ValidateConfig, ValidateError, validate
 
@@ -106,7 +107,7 @@ def test_a_probe_head_replacing_a_checkpoint_head_is_saved_and_rebuilt(tiny_mode
     assert {"classifier.weight", "classifier.bias"} <= set(load_file(str(folder / "head.safetensors")))
     captured = capture(load_profile(folder))
     name = "bert.encoder.layer.1.output.dense"
-    rebuilt = placement_kernel(captured, {name: ("rows", list(range(16)))}, "rocoft")
+    rebuilt = placement_kernel(captured, {name: Slices("rows", tuple(range(16)))}, "rocoft")
     stored = captured.profile.kernels[name]
     assert float(stored.norm()) > 0
     assert float((rebuilt - stored).norm() / stored.norm()) < 1e-5

@@ -1,6 +1,5 @@
-"""Placements: which rows / columns (RoCoFT) or ranks (LoRA) each module trains, and their kernels.
+"""Named baseline placements, as units per module; each method turns the counts into its parts.
 
-A placement maps module name -> ("rows"|"cols", indices) for RoCoFT or -> rank for LoRA.
 Baselines by name (docs/method.md §10), all filled to the same weight budget:
 
 ==============  =========================================================================
@@ -29,9 +28,6 @@ import torch
 
 from ..errors import RecipeError
 from ..inputs.models import TargetModule
-
-ROCOFT_BASELINES = ("first-k", "random", "wanda-min", "wanda-max", "weight-kappa", "grad-norm")
-LORA_BASELINES = ("lora-qv", "lora-all", "random", "weight-kappa", "grad-norm")
 
 
 def unit_cost(target: TargetModule, axis: str) -> int:
@@ -90,53 +86,23 @@ def weight_condition_number(weight: torch.Tensor) -> float:
     return float(s[0] / s[-1]) if s[-1] > 0 else float("inf")
 
 
-def baseline_placement(name: str, method: str, axis: str, targets: list[TargetModule], budget: int, *,
-                       weights: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor] | None = None,
-                       mask: torch.Tensor | None = None, grad_norms: dict[str, float] | None = None,
-                       module_rank: int = 8, seed: int = 0) -> dict:
-    """A named baseline placement at ``budget`` weights (see the module table)."""
-    allowed = LORA_BASELINES if method == "lora" else ROCOFT_BASELINES
-    if name not in allowed:
-        raise RecipeError(f"unknown placement '{name}' for {method}: use advised or one of {', '.join(allowed)}")
-    unit = "rank" if method == "lora" else axis
+def baseline_counts(name: str, unit: str, targets: list[TargetModule], budget: int, *,
+                    weights: dict[str, torch.Tensor], grad_norms: dict[str, float] | None = None,
+                    module_rank: int = 8, seed: int = 0) -> dict[str, int]:
+    """Units per module of a named baseline at ``budget`` weights (see the module table); the
+    method turns counts into parts (which rows, or the rank)."""
     if name in ("weight-kappa", "grad-norm"):
         if name == "weight-kappa":
             ordered = sorted(targets, key=lambda t: weight_condition_number(weights[t.name]))
         else:
             ordered = sorted(targets, key=lambda t: -grad_norms[t.name])
-        counts = module_order_fill(ordered, unit, budget, module_rank)
-    elif name == "random" and method == "lora":
+        return module_order_fill(ordered, unit, budget, module_rank)
+    if name == "random" and unit == "rank":  # LoRA: random modules; RoCoFT: random rows in every module
         order = np.random.default_rng(seed).permutation(len(targets))
-        counts = module_order_fill([targets[i] for i in order], unit, budget, module_rank)
-    elif name == "lora-qv":
+        return module_order_fill([targets[i] for i in order], unit, budget, module_rank)
+    if name == "lora-qv":
         chosen = [t for t in targets if t.role in ("query", "value")]
         if not chosen:
             raise RecipeError("lora-qv needs query/value modules; this model has none: use lora-all")
-        counts = uniform_counts(chosen, "rank", budget)
-    else:
-        counts = uniform_counts(targets, unit, budget)
-    if method == "lora":
-        return dict(counts)
-    rng = np.random.default_rng(seed)
-    placement = {}
-    for t in targets:
-        k = counts.get(t.name, 0)
-        if k == 0:
-            continue
-        size = axis_size(t, axis)
-        if name == "random":
-            indices = sorted(rng.choice(size, size=k, replace=False).tolist())
-        elif name.startswith("wanda"):
-            scores = wanda_scores(weights[t.name], inputs[t.name], mask, axis)
-            order = torch.argsort(scores, descending=name == "wanda-max")
-            indices = sorted(order[:k].tolist())
-        else:  # first-k and the module-level rules take the first units
-            indices = list(range(k))
-        placement[t.name] = (axis, indices)
-    return placement
-
-
-def placement_weights(placement: dict, targets: dict[str, TargetModule], method: str) -> int:
-    if method == "lora":
-        return sum(r * unit_cost(targets[m], "rank") for m, r in placement.items())
-    return sum(len(idx) * unit_cost(targets[m], axis) for m, (axis, idx) in placement.items())
+        return uniform_counts(chosen, unit, budget)
+    return uniform_counts(targets, unit, budget)

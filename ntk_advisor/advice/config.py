@@ -39,11 +39,11 @@ class RecommendConfig:
     training: dict = field(default_factory=dict)
 
     def validate(self) -> None:
+        from ..methods import get_method, method_names
         from ..ntk.select import OBJECTIVES
-        from .baselines import LORA_BASELINES, ROCOFT_BASELINES
 
-        if self.method not in ("rocoft", "lora"):
-            raise RecipeError(f"unknown --method '{self.method}': use rocoft or lora")
+        if self.method not in method_names():
+            raise RecipeError(f"unknown --method '{self.method}': use {' or '.join(method_names())}")
         if self.objective not in OBJECTIVES:
             raise RecipeError(f"unknown --objective '{self.objective}': use one of {', '.join(OBJECTIVES)}")
         if self.axis not in ("rows", "cols"):
@@ -56,6 +56,6 @@ class RecommendConfig:
             raise RecipeError(f"unknown --allocation '{self.allocation}': use one of {', '.join(ALLOCATIONS)}")
         if self.proximal < 0:
             raise RecipeError(f"--proximal must be >= 0, got {self.proximal}")
-        names = ("advised",) + (LORA_BASELINES if self.method == "lora" else ROCOFT_BASELINES)
+        names = ("advised",) + get_method(self.method).baselines
         if self.placement not in names:
             raise RecipeError(f"unknown --placement '{self.placement}' for {self.method}: use one of {', '.join(names)}")

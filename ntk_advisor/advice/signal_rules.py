@@ -2,13 +2,13 @@
 
 The profile's ``rows_signal`` / ``cols_signal`` say which rows (columns) of a module the
 labels point at, over 1,024 examples; ``signal_spectrum`` (σ_j(G)²) says how much of a
-module's label-gradient energy a rank-r update can hold. recommend uses them to choose each
+module's label-gradient energy a rank-r update can hold. The methods use them to choose each
 module's rows, to spread LoRA rank, and to report ``label_signal`` for any placement.
 """
 
 from __future__ import annotations
 
-import math
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -16,7 +16,9 @@ from ..errors import RecipeError
 from ..profiling.capture import Captured
 from ..profiling.folder import NtkProfile
 from .baselines import unit_cost
-from .config import RecommendConfig
+
+if TYPE_CHECKING:  # annotations only: the methods import this module, and the config imports the methods
+    from .config import RecommendConfig
 
 
 def coverage_order(items: list, costs: list, alignments: list[float], rounds: int) -> list[int]:
@@ -45,30 +47,12 @@ def unit_alignment(profile: NtkProfile, axis: str, name: str) -> torch.Tensor:
     return signal[name] if name in signal else profile.scores[f"{group}_alignment"][name]
 
 
-def signal_captured(captured: Captured, placement: dict, method: str) -> float:
-    """Share of the placeable modules' label-gradient energy ‖G‖²_F (ntk.signal) that a placement
-    can move: its rows' (columns') scores for RoCoFT, the top-r squared singular values of G
-    for a rank-r LoRA module (the most any rank-r update holds). NaN without the scores."""
-    rows = captured.profile.scores.get("rows_signal", {})
-    spectra = captured.profile.scores.get("signal_spectrum", {})
-    if not all(name in rows for name in captured.targets) or (method == "lora" and not spectra):
-        return math.nan
-    total = sum(float(rows[name].sum()) for name in captured.targets)  # each module's ‖G‖²_F
-    if method == "lora":
-        held = sum(float(spectra[name][:rank].sum()) for name, rank in placement.items())
-    else:
-        held = sum(float(unit_alignment(captured.profile, axis, name)[list(idx)].sum())
-                   for name, (axis, idx) in placement.items())
-    return held / total if total > 0 else math.nan
-
-
-def lora_by_spectrum(captured: Captured, config: RecommendConfig, budget: int):
+def lora_by_spectrum(captured: Captured, config: RecommendConfig, budget: int, step: int = 2):
     """LoRA ranks where the label gradient's energy is: rank step j of module m is worth
     σ_2j² + σ_2j+1² of G_m per d_in + d_out weights each. σ_j falls with j, so every module's
     returns diminish and the greedy by value per weight, which takes each module's steps in
     order, spreads rank over modules instead of piling it into one."""
     spectra = captured.profile.scores["signal_spectrum"]
-    step = 2
     steps = []
     for name, t in captured.targets.items():
         values = spectra[name][: config.module_rank * 4]
@@ -88,5 +72,4 @@ def lora_by_spectrum(captured: Captured, config: RecommendConfig, budget: int):
     if not placement:
         raise RecipeError(f"--budget {config.budget} buys no LoRA rank step of {step}: raise it")
     return placement, scores, {"objective": "label_signal", "candidate_items": len(steps),
-                               "steps": sum(r // step for r in placement.values()),
-                               "objective_value": signal_captured(captured, placement, "lora")}
+                               "steps": sum(r // step for r in placement.values())}

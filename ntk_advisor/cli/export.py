@@ -46,15 +46,20 @@ def recipe_convert(
     import yaml
 
     from ..errors import RecipeError
-    from ..recipe.schema import load_recipe
+    from ..methods import get_method, part_from_target
+    from ..recipe.io import load_recipe
 
     recipe = load_recipe(recipe_path)
-    if to in ("peft", "axolotl") and recipe.method == "rocoft" and (to == "peft" or recipe.targets[0].axis == "cols"):
-        err.print("note: RoCoFT slices have no exact equivalent there; this is the nearest "
-                  + ("LoRA (rank = rows per module)" if to == "peft" else "setting (whole weights unfrozen)"))
-    if to == "peft":
-        sys.stdout.write(json.dumps({"peft_type": "LORA", "task_type": "SEQ_CLS", **recipe.peft}, indent=2) + "\n")
-    elif to == "axolotl":
-        sys.stdout.write(yaml.safe_dump(recipe.axolotl, sort_keys=False))
-    else:
+    if to not in ("peft", "axolotl"):
         raise RecipeError(f"unknown --to '{to}': use peft or axolotl")
+    method = get_method(recipe.method)
+    note = method.conversion_note(to, {t.module: part_from_target(t) for t in recipe.targets})
+    if note:
+        err.print(f"note: {note}")
+    section = recipe.peft if to == "peft" else recipe.axolotl
+    if section is None:
+        raise RecipeError(f"{recipe_path} has no {to} section: method {recipe.method} has no {to} equivalent")
+    if to == "peft":
+        sys.stdout.write(json.dumps({"peft_type": "LORA", "task_type": "SEQ_CLS", **section}, indent=2) + "\n")
+    else:
+        sys.stdout.write(yaml.safe_dump(section, sort_keys=False))

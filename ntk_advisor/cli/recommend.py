@@ -48,7 +48,7 @@ def _recommend_config(method, budget, objective, placement, proximal, axis, trai
 
 
 def _write_recipe(recipe, out_path: Path, as_json: bool) -> None:
-    from ..recipe.schema import recipe_to_dict, save_recipe
+    from ..recipe.io import recipe_to_dict, save_recipe
 
     save_recipe(recipe, out_path, command=f"ntk-advisor train {out_path} --out {out_path.parent / (out_path.stem + '-run')}")
     if as_json:
@@ -147,7 +147,7 @@ def check(
 ):
     """Validate a recipe against its model without training: modules, indices, ranks, budget."""
     from ..recipe.check import check_recipe
-    from ..recipe.schema import load_recipe
+    from ..recipe.io import load_recipe
 
     report = check_recipe(load_recipe(recipe_path))
     if as_json:

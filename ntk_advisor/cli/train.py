@@ -26,7 +26,7 @@ def train(
     as_json: JsonOption = False,
 ):
     """Train a recipe: proximal RoCoFT or LoRA, with evaluation, checkpoints, resume and a linearization check."""
-    from ..recipe.schema import apply_overrides, load_recipe
+    from ..recipe.io import apply_overrides, load_recipe
     from ..training.loop import train as run_train
 
     recipe = apply_overrides(load_recipe(recipe_path), overrides or [])

@@ -17,8 +17,8 @@ import torch
 from .._io import write_folder_atomically
 from ..errors import ExportError
 from ..inputs import models
-from ..methods.rocoft import merge_rocoft
-from ..recipe.schema import load_recipe
+from ..methods import get_method
+from ..recipe.io import load_recipe
 from ..training.apply import load_adapter
 
 FORMATS = ("hf", "onnx", "hf-lm", "onnx-lm")  # -lm: the causal LM of a label-word run
@@ -50,7 +50,7 @@ def merged_model(run_dir: str | Path):
     except Exception as exc:  # noqa: BLE001 - safetensors, PEFT and torch each raise their own types
         raise ExportError(f"the adapter in '{adapter}' is corrupt or does not fit {recipe.model.name} "
                           f"({str(exc).splitlines()[0][:120]})") from None
-    model = model.merge_and_unload() if recipe.method == "lora" else merge_rocoft(model)
+    model = get_method(recipe.method).merge(model)
     model.eval()
     return model, loaded
 

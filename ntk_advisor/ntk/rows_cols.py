@@ -39,3 +39,14 @@ def per_col_kernels(x: torch.Tensor, delta: torch.Tensor, cols) -> torch.Tensor:
     """(|cols|, R, R) kernels of single columns."""
     g = torch.einsum("rti,rtj->jri", delta.to(torch.float64), x[..., cols].to(torch.float64))  # (|cols|, R, d_out)
     return g @ g.transpose(1, 2)
+
+
+def bias_kernel(delta: torch.Tensor) -> torch.Tensor:
+    """Kernel (R×R, float64) of a Linear's bias (docs/method.md §3):
+
+        K_b[r, q] = (Σ_t δ_{r,t})·(Σ_s δ_{q,s})
+
+    δ (R, T, d_out) of one pass; padded tokens have δ = 0. Cost R·T·d_out + R²·d_out flops.
+    """
+    summed = delta.to(torch.float64).sum(1)  # (R, d_out)
+    return summed @ summed.T  # (R, R)

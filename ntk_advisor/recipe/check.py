@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from ..advice.baselines import axis_size, unit_cost
 from ..errors import RecipeError
 from ..inputs import models
+from ..methods import get_method, part_from_target
 from .schema import Recipe
 
 
 def trainable_counts(recipe: Recipe, targets: dict[str, models.TargetModule], head_params: int) -> dict[str, int]:
     """Weights in the placement, plus head and biases as the training settings ask."""
-    weights = 0
-    for t in recipe.targets:
-        module = targets[t.module]
-        weights += t.rank * unit_cost(module, "rank") if t.rank is not None else len(t.indices) * unit_cost(
-            module, t.axis)
+    method = get_method(recipe.method)
+    weights = sum(method.part_cost(targets[t.module], part_from_target(t)) for t in recipe.targets)
     biases = 0
     if recipe.training.train_bias == "all":
         biases = sum(m.d_out for m in targets.values() if m.layer is not None and m.has_bias)
@@ -25,23 +22,19 @@ def trainable_counts(recipe: Recipe, targets: dict[str, models.TargetModule], he
 
 
 def check_targets(recipe: Recipe, targets: dict[str, models.TargetModule]) -> None:
-    """Every module exists, every index is in range; raises RecipeError naming the first problem."""
+    """Every module exists and every part fits it (indices in range, rank small enough); raises
+    RecipeError naming the first problem."""
+    method = get_method(recipe.method)
     for position, t in enumerate(recipe.targets):
         where = f"targets.{position}"
         if t.module not in targets:
             close = [name for name in targets if name.endswith(t.module.split(".")[-1])][:2]
             hint = f" (did you mean {' or '.join(close)}?)" if close else ""
             raise RecipeError(f"{where}.module: '{t.module}' is not a Linear module of {recipe.model.name}{hint}")
-        module = targets[t.module]
-        if t.indices is not None:
-            size = axis_size(module, t.axis)
-            bad = [i for i in t.indices if i >= size]
-            if bad:
-                raise RecipeError(f"{where}.indices: index {bad[0]} is out of range for {t.axis} of "
-                                  f"'{t.module}' ({size} {t.axis})")
-        if t.rank is not None and t.rank > min(module.d_in, module.d_out):
-            raise RecipeError(f"{where}.rank: {t.rank} exceeds min(d_in, d_out) = {min(module.d_in, module.d_out)} "
-                              f"of '{t.module}'")
+        problem = method.check_part(targets[t.module], part_from_target(t))
+        if problem:
+            field = "rank" if t.rank is not None else "indices"
+            raise RecipeError(f"{where}.{field}: {problem}")
 
 
 def check_recipe(recipe: Recipe) -> dict:

@@ -38,8 +38,10 @@ class ValidateConfig:
     allocation: str = "greedy"  # the advised placements' RecommendConfig.allocation
 
     def validate(self) -> None:
-        if self.method not in ("rocoft", "lora"):
-            raise ValidateError(f"unknown --method '{self.method}': use rocoft or lora")
+        from ..methods import method_names
+
+        if self.method not in method_names():
+            raise ValidateError(f"unknown --method '{self.method}': use {' or '.join(method_names())}")
         if self.arms:
             known = {name for name, _, _ in arm_names(self.method)}
             unknown = [a for a in self.arms if a not in known and not random_arm_seed(a)]
@@ -72,14 +74,14 @@ class ValidateConfig:
 
 def arm_names(method: str) -> list[tuple[str, str, str]]:
     """(placement name, placement kind, method) in the order they fill K."""
-    from ..advice.baselines import LORA_BASELINES, ROCOFT_BASELINES
     from ..advice.config import DEFAULT_OBJECTIVE
+    from ..methods import get_method
     from ..ntk.select import OBJECTIVES
 
     advised = [("advised" if o == DEFAULT_OBJECTIVE else f"advised-{o}", o, method)
                for o in (DEFAULT_OBJECTIVE,) + tuple(o for o in OBJECTIVES if o != DEFAULT_OBJECTIVE)]
-    baselines = [(b, b, method) for b in (LORA_BASELINES if method == "lora" else ROCOFT_BASELINES)]
-    cross = [("lora-qv", "lora-qv", "lora")] if method == "rocoft" else []
+    baselines = [(b, b, method) for b in get_method(method).baselines]
+    cross = [(name, name, other) for name, other in get_method(method).cross_arms]
     return advised + baselines + cross
 
 

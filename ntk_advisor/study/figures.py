@@ -106,21 +106,24 @@ def row_column_profiles(profile: dict, scores: dict, top: int = 4) -> bytes:
     return _png(fig)
 
 
-def placement_map(placement: dict, method: str, shapes: dict[str, tuple[int, int]] | None, title: str) -> bytes:
-    """The chosen placement drawn on the model: trained units per module over layers × roles."""
+def placement_map(parts: dict, method: str, shapes: dict[str, tuple[int, int]] | None, title: str) -> bytes:
+    """The chosen placement drawn on the model: trained units per module over layers × roles.
+
+    ``parts``: module -> a typed part, or a part as plan.json and recipes store it."""
     from ..inputs.models import layer_of, role_of
+    from ..methods import Slices, get_method, part_from_json
 
     plt = _pyplot()
-    modules = []
-    for name, value in placement.items():
-        units = value if method == "lora" else len(value[1])
-        modules.append({"name": name, "layer": layer_of(name), "role": role_of(name), "units": units})
+    typed = {name: part if hasattr(part, "units") else part_from_json(part) for name, part in parts.items()}
+    modules = [{"name": name, "layer": layer_of(name), "role": role_of(name), "units": part.units}
+               for name, part in typed.items()]
     if not modules or all(m["layer"] is None for m in modules):
         fig, ax = plt.subplots(figsize=(6, 2))
         ax.text(0.5, 0.5, "no block modules in this placement", ha="center")
         ax.axis("off")
         return _png(fig)
-    unit = "LoRA rank" if method == "lora" else ("rows" if next(iter(placement.values()))[0] == "rows" else "columns")
+    first = next(iter(typed.values()))
+    unit = ("columns" if first.axis == "cols" else "rows") if isinstance(first, Slices) else get_method(method).unit_label
     grid, layers, roles = _grid(modules, lambda m: m["units"])
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(layers) + 2.2))
     _heatmap(ax, grid, layers, roles, title, f"{unit} trained", "{:.0f}", cmap="Blues")

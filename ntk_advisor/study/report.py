@@ -137,9 +137,8 @@ def _run_sections(folder: Path) -> list[str]:
                             for h in metrics.get("history", [])]))
     targets = recipe.get("targets", [])
     if targets:
-        method = recipe.get("method", "rocoft")
-        placement = {t["module"]: (t["rank"] if method == "lora" else (t["axis"], t["indices"])) for t in targets}
-        sections.append(_figure("Placement", figures.placement_map(placement, method, None, "trained units"),
+        placement = {t["module"]: {k: t[k] for k in ("axis", "indices", "rank") if k in t} for t in targets}
+        sections.append(_figure("Placement", figures.placement_map(placement, recipe["method"], None, "trained units"),
                                 "What this run trained, over layers × roles."))
     return sections
 

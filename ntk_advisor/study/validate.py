@@ -35,6 +35,7 @@ from ..advice.recommend import (
     weight_budget,
 )
 from ..errors import RecipeError, ValidateError
+from ..methods import Placement, part_from_json, part_to_json
 from ..ntk.select import OBJECTIVES
 from ..profiling.folder import load_profile, save_profile
 from .config import ValidateConfig, arm_names, random_arm_seed
@@ -45,9 +46,8 @@ STUDY_ENTRIES = ("settings.json", "profile", "plan.json", "runs", "sweep", "vali
 
 
 
-def _canonical(placement: dict, method: str) -> str:
-    return json.dumps([method, sorted((m, v if method == "lora" else [v[0], sorted(v[1])])
-                                      for m, v in placement.items())])
+def _canonical(placement: Placement, method: str) -> str:
+    return json.dumps([method, sorted((m, part_to_json(part)) for m, part in placement.items())], sort_keys=True)
 
 
 def build_plan(profile_dir: Path, config: ValidateConfig, progress: Progress) -> dict:
@@ -92,23 +92,22 @@ def build_plan(profile_dir: Path, config: ValidateConfig, progress: Progress) ->
         seen[key] = name
         plan[name] = {"method": method, "kind": "advised" if name.startswith("advised") else "baseline",
                       "objective": settings.objective if name.startswith("advised") else None,
-                      "placement": placement, "scores": scores,
+                      "placement": {m: part_to_json(part) for m, part in placement.items()}, "scores": scores,
                       "predicted": predicted_report(captured, placement, method, ridge)}
         progress("placements", len(plan), wanted)
     return {"budget": budget, "head": head, "biases": biases, "ridge": ridge, "placements": plan,
             "duplicates": duplicates}
 
 
-def _as_placement(stored: dict, method: str) -> dict:
-    if method == "lora":
-        return {m: int(r) for m, r in stored.items()}
-    return {m: (axis, list(idx)) for m, (axis, idx) in stored.items()}
+def _as_placement(stored: dict) -> Placement:
+    """plan.json's placement, typed again (0.1 studies' [axis, indices] and bare ranks read too)."""
+    return {m: part_from_json(value) for m, value in stored.items()}
 
 
 def _recipe(settings: dict, config: ValidateConfig, entry: dict, seed: int, strength: float, mode: str):
     rec_config = RecommendConfig(method=entry["method"], budget=config.budget, seed=seed, proximal=strength,
                                  proximal_mode=mode, training=config.training(seed))
-    placement = _as_placement(entry["placement"], entry["method"])
+    placement = _as_placement(entry["placement"])
     return build_recipe(settings, rec_config, placement, entry["scores"], {"validate": entry["predicted"]})
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..methods.lora import apply_lora
-from ..methods.rocoft import apply_rocoft, load_rocoft_adapter
+from ..errors import ExportError
+from ..methods import get_method, method_for_adapter
 from ..recipe.schema import Recipe
 
 
@@ -81,25 +81,23 @@ def trainable_names(recipe: Recipe, model: nn.Module, head_name: str | None) -> 
 def apply_recipe(model: nn.Module, recipe: Recipe, head_name: str | None = None) -> tuple[nn.Module, Proximal]:
     """Place the recipe on ``model`` (a transformers model); returns (model to train, proximal helper)."""
     extra = trainable_names(recipe, model, head_name)
-    if recipe.method == "rocoft":
-        apply_rocoft(model, [(t.module, t.axis, t.indices) for t in recipe.targets], extra_trainable=extra)
-        trained = model
-    else:
-        head = head_name if recipe.training.train_head else None
-        trained = apply_lora(model, recipe.targets, recipe.training.lora_alpha, recipe.training.lora_dropout, head,
-                             recipe.training.train_bias)
+    trained = get_method(recipe.method).apply(model, recipe, extra, head_name)
     theta0 = {n: p.detach().clone() for n, p in trained.named_parameters() if p.requires_grad}
     return trained, Proximal(recipe.proximal.strength, recipe.proximal.mode, theta0)
 
 
 def load_adapter(model: nn.Module, path) -> nn.Module:
-    """Load a trained adapter (RoCoFT folder or PEFT LoRA folder) onto a fresh base model."""
+    """Load a trained adapter (any registered method's folder) onto a fresh base model."""
+    import json
     from pathlib import Path
 
-    folder = Path(path)
-    if (folder / "adapter_config.json").exists() and '"method": "rocoft"' in (folder / "adapter_config.json").read_text():
-        load_rocoft_adapter(model, folder)
-        return model
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(model, folder)
+    config_path = Path(path) / "adapter_config.json"
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        raise ExportError(f"'{path}' is not an adapter folder (no readable adapter_config.json): pass the adapter/ "
+                          "folder of a finished run") from None
+    method = method_for_adapter(config if isinstance(config, dict) else {})
+    if method is None:
+        raise ExportError(f"'{config_path}' names no method this ntk-advisor knows: train it with this version")
+    return method.load(model, Path(path))

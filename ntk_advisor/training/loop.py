@@ -14,8 +14,6 @@ import json
 import math
 import os
 import resource
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,13 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._io import write_text_atomically
+from .._io import write_folder_atomically, write_text_atomically
 from ..errors import TrainError
 from ..inputs import data as data_lib
 from ..inputs import models
-from ..methods.rocoft import save_rocoft_adapter
+from ..methods import get_method
 from ..ntk.linearization import linearization_gap
-from ..recipe.schema import Recipe, recipe_to_dict, save_recipe
+from ..recipe.io import recipe_to_dict, save_recipe
+from ..recipe.schema import Recipe
 from .apply import apply_recipe
 from .checkpoints import CHECKPOINTS, latest_checkpoint, prepare_out, prune_checkpoints, save_checkpoint
 from .theta0 import load_for_recipe
@@ -272,14 +271,8 @@ def _gap(loaded, logits_model, trained, proximal, split, max_length: int, exampl
 
 def _write_run(out: Path, recipe: Recipe, trained, metrics: dict) -> None:
     adapter = out / "adapter"
-    tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=out))
-    if recipe.method == "rocoft":
-        save_rocoft_adapter(trained, tmp, {"base_model": recipe.model.name, "num_labels": recipe.model.num_labels})
-    else:
-        trained.save_pretrained(tmp)
-    if adapter.exists():
-        shutil.rmtree(adapter)
-    os.replace(tmp, adapter)
+    write_folder_atomically(adapter, lambda folder: get_method(recipe.method).save(trained, folder, recipe),
+                            force=True, marker="adapter_config.json", what="adapter")
     save_recipe(recipe, out / "recipe.yaml", command=f"ntk-advisor train {out / 'recipe.yaml'} --out {out}")
     write_text_atomically(out / "metrics.json", json.dumps(metrics | {"recipe": recipe_to_dict(recipe)}, indent=2,
                                                         default=float) + "\n")

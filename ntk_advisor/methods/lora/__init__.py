@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import re
-
 from torch import nn
+
+from ...recipe.conversions import default_rank, peft_section
 
 
 def lora_config_kwargs(targets, alpha: float | None, dropout: float, head_name: str | None, bias: str) -> dict:
-    """peft.LoraConfig keyword arguments: exact module names, per-module ranks as ^-anchored patterns."""
+    """peft.LoraConfig keyword arguments: the recipe's peft keys, plus the head and biases it trains."""
     ranks = {t.module: t.rank for t in targets}
-    default = max(set(ranks.values()), key=list(ranks.values()).count)
-    patterns = {f"^{re.escape(m)}": r for m, r in ranks.items() if r != default}
-    return {
-        "r": default,
-        "lora_alpha": alpha if alpha is not None else default,
-        "rank_pattern": patterns,
-        "alpha_pattern": {} if alpha is not None else dict(patterns),
-        "lora_dropout": dropout,
-        "target_modules": list(ranks),
-        "modules_to_save": [head_name] if head_name else None,
-        "bias": bias,
-    }
+    return peft_section(targets, default_rank(ranks), alpha, dropout) | {
+        "modules_to_save": [head_name] if head_name else None, "bias": bias}
 
 
 def apply_lora(model: nn.Module, targets, alpha: float | None, dropout: float, head_name: str | None,

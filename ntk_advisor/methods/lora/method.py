@@ -1,0 +1,108 @@
+"""LoRA (through PEFT) as a registered method: which modules, and what rank each."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ...advice.baselines import baseline_counts, unit_cost
+from ...advice.signal_rules import lora_by_spectrum
+from ...recipe.conversions import axolotl_lora, default_rank, peft_section
+from ...recipe.schema import Target
+from ..base import Candidates, Method, Rank
+from . import apply_lora
+
+RANK_STEP = 2  # the search adds rank two at a time: one step is σ_2j² + σ_2j+1² of the label gradient
+
+
+class LoRA(Method):
+    """ΔW = (α/r) B A with B = 0 at θ0 (Hu et al., 2021), through PEFT; α = r per module."""
+
+    name = "lora"
+    part_type = Rank
+    baselines = ("lora-qv", "lora-all", "random", "weight-kappa", "grad-norm")
+    reference = "lora-qv"
+    kernel_is_a_part = False  # E[K_LoRA(r)] is a scaled K_m, not a part of it: no partition bound
+    unit_label = "LoRA rank"
+
+    def part_cost(self, module, part: Rank) -> int:
+        return part.rank * unit_cost(module, "rank")
+
+    def check_part(self, module, part: Rank) -> str | None:
+        limit = min(module.d_in, module.d_out)
+        return f"rank {part.rank} exceeds min(d_in, d_out) = {limit} of '{module.name}'" if part.rank > limit else None
+
+    # ------------------------------------------------------------------ advice
+    def kernel_part(self, captured, name: str, part: Rank) -> torch.Tensor:
+        """E_A[K_LoRA(r)] = r·σ²·K_W with PEFT's kaiming-uniform A, σ² = 1/(3·d_in) (docs/method.md §5)."""
+        return part.rank * captured.profile.kernels[name] / (3.0 * captured.targets[name].d_in)
+
+    def candidates(self, captured, config) -> Candidates:
+        found = Candidates([], [], [])
+        for name, t in captured.targets.items():
+            base = captured.profile.kernels[name] / (3.0 * t.d_in)
+            for _ in range(config.module_rank * 4 // RANK_STEP):
+                found.items.append((name, RANK_STEP))
+                found.kernels.append(RANK_STEP * base)
+                found.costs.append(RANK_STEP * unit_cost(t, "rank"))
+        return found
+
+    def collect(self, chosen, config) -> dict[str, Rank]:
+        ranks: dict[str, int] = {}
+        for name, step in chosen:
+            ranks[name] = ranks.get(name, 0) + step
+        return {name: Rank(r) for name, r in ranks.items()}
+
+    def allocate(self, captured, config, budget: int):
+        """Ranks by the label gradient's spectrum, when the profile has it (allocation greedy)."""
+        if config.allocation != "greedy" or not captured.profile.scores.get("signal_spectrum"):
+            return None
+        ranks, scores, stats = lora_by_spectrum(captured, config, budget, RANK_STEP)
+        stats["objective_value"] = self.signal_captured(captured, {n: Rank(r) for n, r in ranks.items()})
+        return {n: Rank(r) for n, r in ranks.items()}, scores, stats
+
+    def baseline(self, name: str, captured, config, budget: int) -> dict[str, Rank]:
+        counts = baseline_counts(name, "rank", list(captured.targets.values()), budget, weights=captured.weights,
+                                 grad_norms=captured.grad_norms if name == "grad-norm" else None,
+                                 module_rank=config.module_rank, seed=config.seed)
+        return {n: Rank(k) for n, k in counts.items()}
+
+    def signal_captured(self, captured, placement: dict[str, Rank]) -> float:
+        """The top-r squared singular values of each module's G: the most any rank-r update holds."""
+        rows = captured.profile.scores.get("rows_signal", {})
+        spectra = captured.profile.scores.get("signal_spectrum", {})
+        if not spectra or not all(name in rows for name in captured.targets):
+            return math.nan
+        total = sum(float(rows[name].sum()) for name in captured.targets)  # each module's ‖G‖²_F
+        held = sum(float(spectra[name][:part.rank].sum()) for name, part in placement.items())
+        return held / total if total > 0 else math.nan
+
+    # ------------------------------------------------------------------ models
+    def apply(self, model, recipe, extra_trainable, head_name):
+        head = head_name if recipe.training.train_head else None
+        return apply_lora(model, recipe.targets, recipe.training.lora_alpha, recipe.training.lora_dropout, head,
+                          recipe.training.train_bias)
+
+    def save(self, model, folder, recipe) -> None:
+        model.save_pretrained(folder)
+
+    def owns_adapter(self, config: dict) -> bool:
+        return config.get("peft_type") == "LORA"
+
+    def load(self, model, folder):
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, folder)
+
+    def merge(self, model):
+        return model.merge_and_unload()
+
+    # ------------------------------------------------------------------ other tools' keys
+    def peft_section(self, placement: dict[str, Rank], dropout: float) -> dict:
+        ranks = {name: part.rank for name, part in placement.items()}
+        return peft_section(tuple(Target(module=m, rank=r) for m, r in ranks.items()), default_rank(ranks), None,
+                            dropout)
+
+    def axolotl_section(self, placement: dict[str, Rank]) -> dict:
+        return axolotl_lora({name: part.rank for name, part in placement.items()})
