@@ -26,6 +26,7 @@ from ntk_advisor.inputs import data, models
 from ntk_advisor.ntk import OutputSpec, jacobian_kernels, structured_kernels
 from ntk_advisor.ntk.kernels import module_groups
 from ntk_advisor.profiling.profiler import ProfileConfig
+from ntk_advisor.tasks import load_task_model
 
 GIB = 2**30
 CHECKED = ("model.layers.0.self_attn.q_proj", "model.layers.15.mlp.up_proj", "score")
@@ -42,7 +43,7 @@ def main() -> None:
     dataset = data.load_dataset("vader-movie")
     splits = data.split_dataset(dataset, seed=0)
     sample = data.probe_sample(splits.train, args.samples, seed=0)
-    loaded = models.load_classifier("smollm2-135m", 2, task="auto", label_names=dataset.label_names)
+    loaded = load_task_model("smollm2-135m", 2, task="auto", label_names=dataset.label_names)
     batch = loaded.encode(sample.texts, args.max_length)
     spec = OutputSpec("trace", 2, torch.tensor(sample.labels))
     targets = models.discover_targets(loaded.backbone)

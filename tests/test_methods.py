@@ -7,8 +7,19 @@ import pytest
 import torch
 
 from ntk_advisor.errors import RecipeError
-from ntk_advisor.methods import (Rank, Slices, Whole, base, get_method, method_names, part_from_json, part_from_target,
-                                 part_to_json, register, target_fields)
+from ntk_advisor.methods import (
+    Rank,
+    Slices,
+    Whole,
+    base,
+    get_method,
+    method_names,
+    part_from_json,
+    part_from_target,
+    part_to_json,
+    register,
+    target_fields,
+)
 from ntk_advisor.recipe.schema import Target
 
 

@@ -8,6 +8,7 @@ import torch
 from ntk_advisor.errors import DataError, ModelError
 from ntk_advisor.inputs import models
 from ntk_advisor.inputs.prompts import encode_prompts
+from ntk_advisor.tasks import load_task_model
 
 NAMES = ("negative", "positive")
 
@@ -16,8 +17,8 @@ def test_label_word_logits_are_the_causal_lms_next_token_logits(tiny_llama_folde
     """The oracle: the full causal LM's logits at the prompt's last token, gathered at the label words."""
     from transformers import AutoModelForCausalLM
 
-    loaded = models.load_classifier(str(tiny_llama_folder), num_labels=2, dtype=torch.float64, task="auto",
-                                    template="Review: {text} Sentiment:", label_names=NAMES)
+    loaded = load_task_model(str(tiny_llama_folder), num_labels=2, dtype=torch.float64, task="auto",
+                             template="Review: {text} Sentiment:", label_names=NAMES)
     assert loaded.prompt.label_words == (" negative", " positive") and loaded.head_name == "score"
     lm = AutoModelForCausalLM.from_pretrained(tiny_llama_folder, dtype=torch.float64, attn_implementation="eager")
     batch = loaded.encode(["good fun film", "a very dull and poor plot of the movie", "bad"], 64)
@@ -52,14 +53,14 @@ def test_truncation_cuts_the_text_and_keeps_the_template(tiny_llama_folder):
 ])
 def test_bad_prompts_get_clear_errors(tiny_llama_folder, template, words, max_length, error, pattern):
     with pytest.raises(error, match=pattern):
-        loaded = models.load_classifier(str(tiny_llama_folder), num_labels=2, task="label-words", template=template,
-                                        label_words=words, label_names=NAMES)
+        loaded = load_task_model(str(tiny_llama_folder), num_labels=2, task="label-words", template=template,
+                                 label_words=words, label_names=NAMES)
         loaded.encode(["good film"], max_length)
 
 
 def test_label_words_need_a_decoder(tiny_model_folder):
     with pytest.raises(ModelError, match="decoder-only"):
-        models.load_classifier(str(tiny_model_folder), num_labels=2, task="label-words", label_names=NAMES)
+        load_task_model(str(tiny_model_folder), num_labels=2, task="label-words", label_names=NAMES)
 
 
 def test_prompted_profile_recommend_train_export(tiny_llama_folder, tiny_csv, tmp_path):
@@ -125,7 +126,7 @@ def test_real_smollm2_prompted_profile_and_a_few_training_steps(tmp_path):
     assert result.settings["prompt"] == {"template": "Text: {text}\nLabel:", "label_words": [" negative", " positive"]}
     assert result.head_report["kind"] == "label-words" and result.head_report["validation_examples"] == 10
     # The head is the LM head: the profiled logits are SmolLM2's own next-token logits of the words.
-    loaded = models.load_classifier("smollm2-135m", 2, task="auto", label_names=("negative", "positive"))
+    loaded = load_task_model("smollm2-135m", 2, task="auto", label_names=("negative", "positive"))
     lm = AutoModelForCausalLM.from_pretrained(loaded.source, attn_implementation="eager")
     batch = {k: result.inputs[k] for k in ("input_ids", "attention_mask")}
     with torch.no_grad():

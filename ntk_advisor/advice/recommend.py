@@ -202,8 +202,7 @@ def build_recipe(settings: dict, config: RecommendConfig, placement: Placement, 
     prompt = settings.get("prompt")
     return Recipe(
         schema_version=SCHEMA_VERSION,
-        model=ModelSpec(name=settings["model"], num_labels=settings["num_outputs"],
-                        task="label-words" if prompt else "classifier"),
+        model=ModelSpec(name=settings["model"], num_labels=settings["num_outputs"], task=_profiled_task(settings)),
         data=DataSpec(source=settings["data"], text_column=settings.get("text_column", "text"),
                       label_column=settings.get("label_column", "label"), seed=settings["seed"],
                       max_length=settings["max_length"], template=prompt["template"] if prompt else None,
@@ -216,3 +215,14 @@ def build_recipe(settings: dict, config: RecommendConfig, placement: Placement, 
         peft=method.peft_section(placement, training.lora_dropout),
         axolotl=method.axolotl_section(placement),
     )
+
+
+def _profiled_task(settings: dict) -> str:
+    """The task the profile ran; profiles from before tasks were recorded said "auto" and
+    only a prompting run kept a prompt."""
+    from ..tasks import task_names
+
+    task = settings.get("task")
+    if task in task_names():
+        return task
+    return "label-words" if settings.get("prompt") else "classifier"

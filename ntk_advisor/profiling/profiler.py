@@ -18,6 +18,7 @@ from ..inputs import data as data_lib
 from ..inputs import models
 from ..ntk import OutputSpec, jacobian_kernels, kernel_report, label_gradient_scores, structured_kernels
 from ..ntk.spectral import eigenvalues
+from ..tasks import get_task, load_task_model
 from .config import ProfileConfig
 from .folder import ModuleSummary, NtkProfile
 
@@ -82,10 +83,10 @@ def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkPr
     splits = data_lib.split_dataset(dataset, seed=config.seed)
     sample = data_lib.probe_sample(splits.train, config.samples, seed=config.seed)
     progress("load model", 0, 1)
-    loaded = models.load_classifier(config.model, num_labels=dataset.num_classes, seed=config.seed,
-                                    dtype=getattr(torch, config.dtype), task=config.task, template=config.template,
-                                    label_words=config.label_words or None, label_names=dataset.label_names)
-    head = config.head if config.head != "auto" else ("label-words" if loaded.prompt else "probe")
+    loaded = load_task_model(config.model, dataset.num_classes, task=config.task, seed=config.seed,
+                             dtype=getattr(torch, config.dtype), template=config.template,
+                             label_words=config.label_words or None, label_names=dataset.label_names)
+    head = config.head if config.head != "auto" else get_task(loaded.task).default_head
     if head == "label-words" and loaded.prompt is None:
         raise ProfileError("--head label-words needs label-word prompting: use a decoder-only model or --task "
                            "label-words")
@@ -122,7 +123,7 @@ def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkPr
         if scores:
             result.settings["signal_samples"] = min(config.signal_samples, len(splits.train))
         result.timing["signal_s"] = time.perf_counter() - started_signal
-    result.settings.update({"model": config.model, "data": config.data, "text_column": config.text_column,
+    result.settings.update({"model": config.model, "data": config.data, "task": loaded.task, "text_column": config.text_column,
                             "label_column": config.label_column, "label_names": list(dataset.label_names),
                             "prompt": ({"template": loaded.prompt.template,
                                         "label_words": list(loaded.prompt.label_words)} if loaded.prompt else None)})

@@ -35,7 +35,20 @@ def parse_recipe(document, source: str = "recipe") -> Recipe:
             message = "unknown key (check the spelling; recipes reject keys they do not know)"
         raise RecipeError(f"{source}: {_field_path(first)}: {message}") from None
     check_method(recipe, source)
+    check_task(recipe, source)
     return recipe
+
+
+def check_task(recipe: Recipe, source: str = "recipe") -> None:
+    """The task is registered and the head it starts from fits it."""
+    from ..tasks import get_task, task_names
+
+    if recipe.model.task not in task_names():
+        raise RecipeError(f"{source}: model.task: unknown task '{recipe.model.task}'; use one of "
+                          f"{', '.join(task_names())}")
+    if recipe.model.head_init == "probe" and not get_task(recipe.model.task).fits_probe_head:
+        raise RecipeError(f"{source}: model.head_init: head_init probe is for task classifier; "
+                          f"{recipe.model.task} starts from its own head: use head_init random")
 
 
 def check_method(recipe: Recipe, source: str = "recipe") -> None:

@@ -30,6 +30,7 @@ from ..methods import get_method
 from ..ntk.linearization import linearization_gap
 from ..recipe.io import recipe_to_dict, save_recipe
 from ..recipe.schema import Recipe
+from ..tasks import get_task
 from .apply import apply_recipe
 from .checkpoints import CHECKPOINTS, latest_checkpoint, prepare_out, prune_checkpoints, save_checkpoint
 from .theta0 import load_for_recipe
@@ -48,25 +49,6 @@ def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]
     """The epoch's shuffled batches: a pure function of (seed, epoch), so resume can skip exactly."""
     order = np.random.default_rng([seed, epoch]).permutation(n)
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def _evaluate(logits_model, loaded, split, max_length: int, batch_size: int = 64) -> dict:
-    from sklearn.metrics import f1_score
-
-    logits_model.eval()
-    predictions, losses = [], []
-    with torch.no_grad():
-        for start in range(0, len(split), batch_size):
-            idx = range(start, min(start + batch_size, len(split)))
-            batch = loaded.encode([split.texts[i] for i in idx], max_length)
-            labels = torch.tensor([split.labels[i] for i in idx])
-            logits = logits_model(**batch)
-            losses.append(torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item())
-            predictions.append(logits.argmax(-1))
-    predicted = torch.cat(predictions).numpy()
-    truth = np.asarray(split.labels)
-    return {"accuracy": float((predicted == truth).mean()), "macro_f1": float(f1_score(truth, predicted, average="macro")),
-            "loss": sum(losses) / len(split), "examples": len(split)}
 
 
 def _rss_bytes() -> int:
@@ -132,6 +114,7 @@ class _Run:
                              f"classes: set model.num_labels={dataset.num_classes} in the recipe (or as an override)")
         self.splits = data_lib.split_dataset(dataset, seed=recipe.data.seed)
         self.loaded, self.head_report = load_for_recipe(recipe, dataset.label_names, splits=self.splits)
+        self.task = get_task(self.loaded.task)
         targets = {t.name for t in models.discover_targets(self.loaded.backbone)}
         unknown = [t.module for t in recipe.targets if t.module not in targets]
         if unknown:
@@ -189,7 +172,7 @@ class _Run:
         train = self.splits.train
         batch = self.loaded.encode([train.texts[i] for i in local], self.recipe.data.max_length)
         labels = torch.tensor([train.labels[i] for i in local])
-        loss = torch.nn.functional.cross_entropy(self.logits_model(**batch), labels)
+        loss = self.task.loss(self.logits_model(**batch), labels)
         self.accelerator.backward(loss + self.proximal.penalty(self.trained))
         self.train_rss = max(self.train_rss, _rss_bytes())  # activations and gradients are alive here
         self.proximal.apply_selective(self.trained)
@@ -206,7 +189,7 @@ class _Run:
 
     def evaluate_epoch(self, epoch: int, epochs: int) -> bool:
         """Validation metrics of the epoch; keeps the best state; True when early stopping says stop."""
-        metrics = _evaluate(self.logits_model, self.loaded, self.splits.validation, self.recipe.data.max_length)
+        metrics = self.task.evaluate(self.logits_model, self.loaded, self.splits.validation, self.recipe.data.max_length)
         metrics |= {"epoch": epoch, "step": self.step, "distance_from_theta0": self.proximal.distance(self.trained)}
         self.history.append(metrics)
         self.progress("evaluate", epoch + 1, epochs, metrics)
@@ -235,7 +218,7 @@ class _Run:
                     p.copy_(self.best_state[name])
         self.logits_model.eval()
         max_length = self.recipe.data.max_length
-        test = _evaluate(self.logits_model, self.loaded, self.splits.test, max_length)
+        test = self.task.evaluate(self.logits_model, self.loaded, self.splits.test, max_length)
         gap = _gap(self.loaded, self.logits_model, self.trained, self.proximal, self.splits.validation, max_length)
         optimizer_bytes = sum(t.numel() * t.element_size() for s in self.optimizer.state.values()
                               for k, t in s.items() if torch.is_tensor(t) and k != "step")

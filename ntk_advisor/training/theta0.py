@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..inputs import data as data_lib
 from ..inputs import models
 from ..recipe.schema import Recipe
+from ..tasks import get_task, load_task_model
 
 
 def load_for_recipe(recipe: Recipe, label_names=None,
@@ -15,20 +16,17 @@ def load_for_recipe(recipe: Recipe, label_names=None,
     was trained with. Returns the model and a report of how the head was initialized.
     """
     seed = recipe.training.seed
-    needs_data = (recipe.model.task == "label-words" and not recipe.data.label_words and label_names is None) or \
+    task = get_task(recipe.model.task)
+    needs_data = (task.needs_label_names and not recipe.data.label_words and label_names is None) or \
         (recipe.model.head_init == "probe" and splits is None)
     dataset = data_lib.load_dataset(recipe.data.source, recipe.data.text_column,
                                     recipe.data.label_column) if needs_data else None
-    loaded = models.load_classifier(recipe.model.name, num_labels=recipe.model.num_labels, seed=seed,
-                                    task=recipe.model.task, template=recipe.data.template,
-                                    label_words=recipe.data.label_words,
-                                    label_names=label_names if label_names is not None else
-                                    (dataset.label_names if dataset else None))
+    loaded = load_task_model(recipe.model.name, recipe.model.num_labels, task=task.name, seed=seed,
+                             template=recipe.data.template, label_words=recipe.data.label_words,
+                             label_names=label_names if label_names is not None else
+                             (dataset.label_names if dataset else None))
     if recipe.model.head_init != "probe" or loaded.head_name is None:
-        new_head = loaded.head_name is not None and any(n.startswith(loaded.head_name + ".")
-                                                        for n in loaded.new_parameter_names)
-        kind = "label-words" if loaded.prompt else ("random" if new_head else "checkpoint")
-        return loaded, {"kind": kind, "seed": seed} if kind == "random" else {"kind": kind}
+        return loaded, task.head_report(loaded, seed)
     from ..profiling.config import PROBE_HEAD_EXAMPLES
     from ..profiling.profiler import fit_probe_head
 
