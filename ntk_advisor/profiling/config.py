@@ -8,14 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ProfileError
+from ..settings import Head, Reduction, Route, WeightDtype
 
-REDUCTIONS = ("trace", "margin", "full")  # ntk.targets.REDUCTIONS (the math package keeps its own; tested equal)
-HEADS = ("auto", "probe", "random", "label-words")
 # The probe's direction sets every δ, so it decides which rows look aligned. On vader-movie
 # (3 seeds, README "Stability") 4,000 examples instead of 1,000 raised the probe's validation
 # accuracy from 0.66 to 0.70 and the overlap of the chosen rows across seeds from 0.29 to 0.42.
 PROBE_HEAD_EXAMPLES = 4000
-METHODS = ("structured", "jacobian")
 
 
 @dataclass(frozen=True)
@@ -27,17 +25,16 @@ class ProfileConfig:
     samples: int = 64  # N, the probe sample
     max_length: int = 64  # T, tokens per example after truncation
     seed: int = 0  # splits, probe sample, head init
-    reduction: str = "trace"
-    head: str = "auto"  # probe: fit the new head as a linear probe; random: keep its init; label-words:
-    # the label words' LM-head rows (prompting); auto: label-words when prompting, else probe
+    reduction: str = Reduction.TRACE.value  # settings.Reduction says when to pick which
+    head: str = Head.AUTO.value  # settings.Head
     task: str = "auto"  # classifier (new head on pooled features) or label-words (prompting); auto by model
     template: str | None = None  # label-words: the prompt, with {text}
     label_words: tuple[str, ...] = ()  # label-words: one single-token word per class (default ' ' + name)
     head_train_examples: int = PROBE_HEAD_EXAMPLES  # training examples (outside the probe) for the linear probe
-    method: str = "structured"
+    method: str = Route.STRUCTURED.value  # settings.Route
     ridge: float = 1e-3  # LOO kernel ridge strength, relative to the kernel's mean diagonal
     modules: tuple[str, ...] = ()  # restrict to these module names (default: every Linear)
-    dtype: str = "float32"  # model dtype; kernels are always contracted in float64
+    dtype: str = WeightDtype.FLOAT32.value  # settings.WeightDtype: kernels are contracted in float64 either way
     capture_mib: int = 512  # captured x and δ per forward pass; more modules take further passes
     signal_samples: int = 1024  # M, training examples for the O(M) label-gradient row/column scores; 0: none
 
@@ -50,15 +47,11 @@ class ProfileConfig:
             raise ProfileError(f"--samples must be at least 2, got {self.samples}")
         if self.max_length < 1:
             raise ProfileError(f"--max-length must be at least 1 token, got {self.max_length}")
-        if self.head not in HEADS:
-            raise ProfileError(f"unknown --head '{self.head}': use one of {', '.join(HEADS)}")
+        Head.check(self.head, "--head", ProfileError)
         from ..tasks import task_names
 
         if self.task != "auto" and self.task not in task_names():
             raise ProfileError(f"unknown --task '{self.task}': use one of auto, {', '.join(task_names())}")
-        if self.method not in METHODS:
-            raise ProfileError(f"unknown --method '{self.method}': use one of {', '.join(METHODS)}")
-        if self.reduction not in REDUCTIONS:
-            raise ProfileError(f"unknown --output '{self.reduction}': use trace, margin or full")
-        if self.dtype not in ("float32", "float64"):
-            raise ProfileError(f"unknown --dtype '{self.dtype}': use float32 or float64")
+        Route.check(self.method, "--method", ProfileError)
+        Reduction.check(self.reduction, "--output", ProfileError)
+        WeightDtype.check(self.dtype, "--dtype", ProfileError)

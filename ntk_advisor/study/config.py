@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ValidateError
+from ..settings import Allocation, Objective
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class ValidateConfig:
     kernel_examples: int = 512  # training examples the linear model is fitted on
     seed: int = 0
     resamples: int = 2000
-    allocation: str = "greedy"  # the advised placements' RecommendConfig.allocation
+    allocation: str = Allocation.GREEDY.value  # the advised placements' allocation (settings.Allocation)
 
     def validate(self) -> None:
         from ..methods import method_names
@@ -59,10 +60,7 @@ class ValidateConfig:
             raise ValidateError("--seeds and --key-seeds must be at least 1")
         if any(lam < 0 for lam in self.lambdas):
             raise ValidateError(f"--lambdas must all be >= 0, got {list(self.lambdas)}")
-        from ..advice.config import ALLOCATIONS
-
-        if self.allocation not in ALLOCATIONS:
-            raise ValidateError(f"unknown --allocation '{self.allocation}': use one of {', '.join(ALLOCATIONS)}")
+        Allocation.check(self.allocation, "--allocation", ValidateError)
         if self.steps is not None and self.steps < 1:
             raise ValidateError(f"--steps must be at least 1, got {self.steps}")
 
@@ -76,10 +74,8 @@ def arm_names(method: str) -> list[tuple[str, str, str]]:
     """(placement name, placement kind, method) in the order they fill K."""
     from ..advice.config import DEFAULT_OBJECTIVE
     from ..methods import get_method
-    from ..ntk.select import OBJECTIVES
-
     advised = [("advised" if o == DEFAULT_OBJECTIVE else f"advised-{o}", o, method)
-               for o in (DEFAULT_OBJECTIVE,) + tuple(o for o in OBJECTIVES if o != DEFAULT_OBJECTIVE)]
+               for o in (DEFAULT_OBJECTIVE,) + tuple(o for o in Objective.values() if o != DEFAULT_OBJECTIVE)]
     baselines = [(b, b, method) for b in get_method(method).baselines]
     cross = [(name, name, other) for name, other in get_method(method).cross_arms]
     return advised + baselines + cross
