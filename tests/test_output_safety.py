@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli import assert_one_line_error, run_cli
-from test_train import tiny_recipe
+from helpers import assert_one_line_error, run_cli, tiny_recipe
 
 from ntk_advisor.errors import OutputError, TrainError
 from ntk_advisor.recipe.io import save_recipe

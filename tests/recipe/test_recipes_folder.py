@@ -8,7 +8,7 @@ import pytest
 
 from ntk_advisor.recipe.io import load_recipe
 
-RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").rglob("*.yaml"))
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").rglob("*.yaml"))
 
 
 def test_the_folder_has_recipes():

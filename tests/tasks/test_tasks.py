@@ -46,7 +46,7 @@ def test_the_task_loss_and_metrics(tiny_model_folder, tiny_csv):
 
 
 def test_recipes_name_a_registered_task(tiny_model_folder, tiny_csv):
-    from test_train import tiny_recipe
+    from helpers import tiny_recipe
 
     from ntk_advisor.recipe import parse_recipe, recipe_to_dict
 

@@ -88,7 +88,7 @@ def test_a_new_method_runs_recommend_train_export(bias_only, tiny_model_folder, 
 
 
 def test_a_method_refuses_targets_without_its_keys(bias_only, tiny_model_folder, tiny_csv):
-    from test_train import tiny_recipe
+    from helpers import tiny_recipe
 
     from ntk_advisor.recipe import parse_recipe, recipe_to_dict
 

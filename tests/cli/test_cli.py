@@ -3,48 +3,19 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 
 import pytest
+from helpers import assert_one_line_error, run_cli, write
 
 from ntk_advisor import cli
-
-
-def run_cli(args, capsys, monkeypatch):
-    """Run `ntk-advisor ARGS` in-process through main(); returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["ntk-advisor", *args])
-    monkeypatch.setitem(cli._state, "verbose", False)
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def write(path, text, encoding="utf-8"):
-    path.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
-    return str(path)
 
 
 @pytest.fixture
 def csv_file(tmp_path):
     rows = ["text,label"] + [f"example number {i} is {'good' if i % 2 else 'bad'},{i % 2}" for i in range(40)]
     return write(tmp_path / "reviews.csv", "\n".join(rows) + "\n")
-
-
-def assert_one_line_error(code, err, pattern):
-    assert code == 1, err
-    assert "Traceback" not in err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    # In logs (no terminal) progress lines like "load model: 0/1" may come first; the error is
-    # exactly one line, the last one.
-    progress = [line for line in lines[:-1] if re.fullmatch(r"[\w ]+: \d+/\d+", line)]
-    assert len(progress) == len(lines) - 1 and lines[-1].startswith("error: "), err
-    assert re.search(pattern, lines[-1]), lines[-1]
 
 
 def test_version_and_help(capsys, monkeypatch):

@@ -6,17 +6,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_config
 
 from ntk_advisor.methods import Slices
 from ntk_advisor.study.correlate import rank_correlation
 from ntk_advisor.study.validate import ValidateConfig, ValidateError, validate
-
-
-def tiny_config(model, data, **overrides):
-    settings = dict(model=str(model), data=str(data), budget=400, placements=4, seeds=1, key_seeds=2,
-                    key_placements=("advised", "first-k"), steps=3, batch_size=16, samples=12, max_length=16,
-                    kernel_examples=24, resamples=200, head="random")
-    return ValidateConfig(**(settings | overrides))
 
 
 def test_study_runs_every_placement_and_resumes(tiny_model_folder, tiny_csv, tmp_path):

@@ -6,25 +6,12 @@ import json
 
 import pytest
 import torch
+from helpers import tiny_recipe
 from safetensors.torch import load_file
 
 from ntk_advisor.errors import TrainError
-from ntk_advisor.recipe.io import apply_overrides, parse_recipe
-from ntk_advisor.recipe.schema import SCHEMA_VERSION
+from ntk_advisor.recipe.io import apply_overrides
 from ntk_advisor.training.loop import train
-
-
-def tiny_recipe(model_folder, csv, method="rocoft", **training):
-    target = ({"module": "bert.encoder.layer.1.output.dense", "axis": "rows", "indices": [0, 3, 7]}
-              if method == "rocoft" else {"module": "bert.encoder.layer.1.output.dense", "rank": 2})
-    query = ({"module": "bert.encoder.layer.0.attention.self.query", "axis": "cols", "indices": [1, 2]}
-             if method == "rocoft" else {"module": "bert.encoder.layer.0.attention.self.query", "rank": 4})
-    settings = {"learning_rate": 5e-2, "epochs": 2, "batch_size": 16, "checkpoint_every": 5, "seed": 0,
-                "early_stopping_patience": 0} | training
-    return parse_recipe({"schema_version": SCHEMA_VERSION, "model": {"name": str(model_folder), "num_labels": 2},
-                         "data": {"source": str(csv), "max_length": 12}, "method": method,
-                         "targets": [target, query], "training": settings})
-
 
 # Losses of the first steps of tiny_recipe(rocoft), frozen from a verified run. A change means
 # the loop's arithmetic changed (data order, schedule, proximal term, clipping): check why.

@@ -4,7 +4,7 @@ import base64
 import re
 
 import pytest
-from test_validate import tiny_config
+from helpers import tiny_config
 
 from ntk_advisor.study.report import ReportError, write_report
 from ntk_advisor.study.validate import validate

@@ -13,7 +13,7 @@ from ntk_advisor.exporting.export import export, merged_model
 from ntk_advisor.recipe.io import apply_overrides, load_recipe
 from ntk_advisor.training.loop import train
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "minilm-l6"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "minilm-l6"
 SHORT = ["training.max_steps=2", "training.batch_size=8", "data.max_length=16"]
 
 

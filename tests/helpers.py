@@ -1,0 +1,59 @@
+"""Helpers several test modules share: the CLI run in-process, and tiny recipes and studies."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from ntk_advisor import cli
+from ntk_advisor.recipe.io import parse_recipe
+from ntk_advisor.recipe.schema import SCHEMA_VERSION
+from ntk_advisor.study.config import ValidateConfig
+
+
+def run_cli(args, capsys, monkeypatch):
+    """Run `ntk-advisor ARGS` in-process through main(); returns (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["ntk-advisor", *args])
+    monkeypatch.setitem(cli._state, "verbose", False)
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def write(path, text, encoding="utf-8"):
+    path.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
+    return str(path)
+
+
+def assert_one_line_error(code, err, pattern):
+    assert code == 1, err
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    # In logs (no terminal) progress lines like "load model: 0/1" may come first; the error is
+    # exactly one line, the last one.
+    progress = [line for line in lines[:-1] if re.fullmatch(r"[\w ]+: \d+/\d+", line)]
+    assert len(progress) == len(lines) - 1 and lines[-1].startswith("error: "), err
+    assert re.search(pattern, lines[-1]), lines[-1]
+
+
+def tiny_recipe(model_folder, csv, method="rocoft", **training):
+    target = ({"module": "bert.encoder.layer.1.output.dense", "axis": "rows", "indices": [0, 3, 7]}
+              if method == "rocoft" else {"module": "bert.encoder.layer.1.output.dense", "rank": 2})
+    query = ({"module": "bert.encoder.layer.0.attention.self.query", "axis": "cols", "indices": [1, 2]}
+             if method == "rocoft" else {"module": "bert.encoder.layer.0.attention.self.query", "rank": 4})
+    settings = {"learning_rate": 5e-2, "epochs": 2, "batch_size": 16, "checkpoint_every": 5, "seed": 0,
+                "early_stopping_patience": 0} | training
+    return parse_recipe({"schema_version": SCHEMA_VERSION, "model": {"name": str(model_folder), "num_labels": 2},
+                         "data": {"source": str(csv), "max_length": 12}, "method": method,
+                         "targets": [target, query], "training": settings})
+
+
+def tiny_config(model, data, **overrides):
+    settings = dict(model=str(model), data=str(data), budget=400, placements=4, seeds=1, key_seeds=2,
+                    key_placements=("advised", "first-k"), steps=3, batch_size=16, samples=12, max_length=16,
+                    kernel_examples=24, resamples=200, head="random")
+    return ValidateConfig(**(settings | overrides))
