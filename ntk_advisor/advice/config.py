@@ -33,7 +33,7 @@ class RecommendConfig:
     seed: int = 0
     training: dict = field(default_factory=dict)
 
-    def validate(self) -> None:
+    def check(self) -> None:
         from ..methods import get_method, method_names
 
         if self.method not in method_names():

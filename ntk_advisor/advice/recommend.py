@@ -149,7 +149,7 @@ def predicted_report(captured: Captured, placement: dict, method: str, ridge: fl
 
 
 def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Progress | None = None) -> Recipe:
-    config.validate()
+    config.check()
     progress = on_progress or (lambda *a: None)
     started = time.perf_counter()
     profile = load_profile(profile_dir)

@@ -48,7 +48,7 @@ def profile(
     task: TaskOption = ProfileConfig.task,
     template: TemplateOption = None,
     label_word: LabelWordOption = None,
-    method: Annotated[str, typer.Option(help="structured (fast, default) or jacobian (vmap(jacrev) reference).")] = ProfileConfig.method,
+    route: Annotated[str, typer.Option(help="structured (fast, default) or jacobian (vmap(jacrev) reference).")] = ProfileConfig.route,
     dtype: Annotated[str, typer.Option(help="Model dtype: float32 or float64. Kernels are float64 either way.")] = ProfileConfig.dtype,
     module: Annotated[Optional[list[str]], typer.Option("--module", help="Profile only this module (repeatable).")] = None,
     capture_mib: Annotated[int, typer.Option(help=(
@@ -69,7 +69,7 @@ def profile(
     check_profile_destination(out_dir, force)
     config = ProfileConfig(model=model, data=data, text_column=text_column, label_column=label_column,
                            samples=samples, max_length=max_length, seed=seed, reduction=output, head=head,
-                           method=method, dtype=dtype, modules=tuple(module or ()), task=task,
+                           route=route, dtype=dtype, modules=tuple(module or ()), task=task,
                            capture_mib=capture_mib, signal_samples=signal_samples,
                            **prompt_options(template, label_word))
     with progress_bar() as bar:

@@ -126,7 +126,7 @@ def advise(
     from ..profiling.profiler import profile as run_profile
 
     config = _recommend_config(method, budget, objective, placement, proximal, axis, True, seed, allocation)
-    config.validate()
+    config.check()
     if profile_dir is not None:  # before minutes of work, never after
         check_profile_destination(profile_dir, force)
     with tempfile.TemporaryDirectory() as scratch, progress_bar() as bar:

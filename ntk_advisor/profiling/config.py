@@ -31,14 +31,14 @@ class ProfileConfig:
     template: str | None = None  # label-words: the prompt, with {text}
     label_words: tuple[str, ...] = ()  # label-words: one single-token word per class (default ' ' + name)
     head_train_examples: int = PROBE_HEAD_EXAMPLES  # training examples (outside the probe) for the linear probe
-    method: str = Route.STRUCTURED.value  # settings.Route
+    route: str = Route.STRUCTURED.value  # settings.Route
     ridge: float = 1e-3  # LOO kernel ridge strength, relative to the kernel's mean diagonal
     modules: tuple[str, ...] = ()  # restrict to these module names (default: every Linear)
     dtype: str = WeightDtype.FLOAT32.value  # settings.WeightDtype: kernels are contracted in float64 either way
     capture_mib: int = 512  # captured x and δ per forward pass; more modules take further passes
     signal_samples: int = 1024  # M, training examples for the O(M) label-gradient row/column scores; 0: none
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if self.capture_mib < 1:
             raise ProfileError(f"--capture-mib must be at least 1, got {self.capture_mib}")
         if self.signal_samples < 0 or self.signal_samples == 1:
@@ -52,6 +52,6 @@ class ProfileConfig:
 
         if self.task != "auto" and self.task not in task_names():
             raise ProfileError(f"unknown --task '{self.task}': use one of auto, {', '.join(task_names())}")
-        Route.check(self.method, "--method", ProfileError)
+        Route.check(self.route, "--route", ProfileError)
         Reduction.check(self.reduction, "--output", ProfileError)
         WeightDtype.check(self.dtype, "--dtype", ProfileError)

@@ -75,7 +75,7 @@ def zero_shot_accuracy(loaded: models.LoadedModel, validation, max_length: int, 
 
 def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkProfile:
     """Load model and data, fit or keep the head, and compute every module's kernel and spectra."""
-    config.validate()
+    config.check()
     models.resolve_model_source(config.model)  # a bad model name fails before minutes of data work
     started = time.perf_counter()
     progress = on_progress or (lambda stage, done, total: None)
@@ -152,7 +152,7 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
     prefix = "backbone."
     t0 = time.perf_counter()
     with torch.enable_grad():
-        if config.method == "structured":
+        if config.route == "structured":
             modules = {prefix + t.name: loaded.backbone.get_submodule(t.name) for t in targets}
             raw = structured_kernels(loaded.logits_model, batch, modules, spec, on_progress=progress,
                                      max_group_bytes=config.capture_mib * 2**20)
@@ -198,7 +198,7 @@ def _summaries(targets, results, spec: OutputSpec, labels: torch.Tensor, config:
     summaries = []
     for t in targets:
         stats = results[t.name]
-        route = "jacobian" if config.method == "jacobian" else stats.route
+        route = "jacobian" if config.route == "jacobian" else stats.route
         summaries.append(ModuleSummary(t.name, t.role, t.layer, t.d_out, t.d_in, t.num_weights, route,
                                        **kernel_report(stats.kernel, **report_args)))
     total_kernel = sum(r.kernel for r in results.values())

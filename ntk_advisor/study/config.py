@@ -38,7 +38,7 @@ class ValidateConfig:
     resamples: int = 2000
     allocation: str = Allocation.GREEDY.value  # the advised placements' allocation (settings.Allocation)
 
-    def validate(self) -> None:
+    def check(self) -> None:
         from ..methods import method_names
 
         if self.method not in method_names():

@@ -155,7 +155,7 @@ def validate(config: ValidateConfig, out: str | Path, force: bool = False, on_pr
     """Run (or resume) the study in ``out``; returns the validate.json document."""
     from ..profiling.profiler import ProfileConfig, profile
 
-    config.validate()
+    config.check()
     progress = on_progress or (lambda *a: None)
     out = Path(out)
     wanted = _check_settings(out, config, force)

@@ -94,12 +94,12 @@ def test_module_filter_and_unknown_module():
 
 @pytest.mark.parametrize("field,value,message", [
     ("samples", 1, "at least 2"), ("max_length", 0, "at least 1"), ("head", "magic", "unknown --head"),
-    ("method", "guess", "unknown --method"), ("reduction", "mean", "unknown --output"),
+    ("route", "guess", "unknown --route"), ("reduction", "mean", "unknown --output"),
     ("signal_samples", -1, "--signal-samples"), ("signal_samples", 1, "at least 2 examples"),
 ])
 def test_config_validation(field, value, message):
     with pytest.raises(ProfileError, match=message):
-        ProfileConfig(**{field: value}).validate()
+        ProfileConfig(**{field: value}).check()
 
 
 def test_margin_needs_binary():
@@ -151,6 +151,6 @@ def test_real_decoder_routes_agree():
     modules = ("model.layers.0.self_attn.q_proj", "model.layers.15.mlp.down_proj", "score")
     settings = dict(model="smollm2-135m", samples=6, max_length=12, head="random", modules=modules)
     fast = profile(ProfileConfig(**settings))
-    slow = profile(ProfileConfig(**settings, method="jacobian"))
+    slow = profile(ProfileConfig(**settings, route="jacobian"))
     for name in modules:
         assert float((fast.kernels[name] - slow.kernels[name]).norm() / slow.kernels[name].norm()) < 1e-4, name

@@ -169,13 +169,13 @@ def test_lambda_sweep_reports_linear_model_and_pulls_toward_theta0(tiny_model_fo
 
 def test_bad_study_settings_are_clear_errors(tiny_model_folder, tiny_csv, tmp_path):
     with pytest.raises(ValidateError, match="at least 3"):
-        tiny_config(tiny_model_folder, tiny_csv, placements=2).validate()
+        tiny_config(tiny_model_folder, tiny_csv, placements=2).check()
     with pytest.raises(ValidateError, match="nothing to do"):
-        tiny_config(tiny_model_folder, tiny_csv, placements=0).validate()
+        tiny_config(tiny_model_folder, tiny_csv, placements=0).check()
     with pytest.raises(ValidateError, match="lambdas"):
-        tiny_config(tiny_model_folder, tiny_csv, lambdas=(-1.0,)).validate()
+        tiny_config(tiny_model_folder, tiny_csv, lambdas=(-1.0,)).check()
     with pytest.raises(ValidateError, match="unknown --allocation 'even'"):
-        tiny_config(tiny_model_folder, tiny_csv, allocation="even").validate()
+        tiny_config(tiny_model_folder, tiny_csv, allocation="even").check()
     from ntk_advisor.errors import RecipeError
 
     with pytest.raises(RecipeError, match="budget"):  # smaller than the head alone
@@ -231,9 +231,9 @@ def test_named_arms_are_exactly_the_plan(tiny_model_folder, tiny_csv, tmp_path):
 
 def test_unknown_arms_are_clear_errors(tiny_model_folder, tiny_csv):
     with pytest.raises(ValidateError, match="unknown arm 'best'"):
-        tiny_config(tiny_model_folder, tiny_csv, arms=("advised", "best")).validate()
+        tiny_config(tiny_model_folder, tiny_csv, arms=("advised", "best")).check()
     with pytest.raises(ValidateError, match="twice"):
-        tiny_config(tiny_model_folder, tiny_csv, arms=("advised", "advised")).validate()
+        tiny_config(tiny_model_folder, tiny_csv, arms=("advised", "advised")).check()
 
 
 def test_paired_difference_uses_only_shared_seeds():
