@@ -26,6 +26,7 @@ from ..errors import RecipeError
 from ..methods import Placement, get_method, method_names, target_fields
 from ..ntk import kernel_report
 from ..ntk.select import OBJECTIVES, greedy_select, objective_value
+from ..ntk.spectral import symmetrize
 from ..profiling.capture import Captured, capture
 from ..profiling.folder import load_profile
 from ..recipe.schema import SCHEMA_VERSION, DataSpec, ModelSpec, Proximal, Recipe, Target, Training
@@ -93,7 +94,7 @@ def _excluded_lambda_max(captured: Captured, parts: dict[str, torch.Tensor], met
             if not get_method(method).kernel_is_a_part:
                 continue  # e.g. LoRA's expected kernel is a scaled K_m, not a part of it: no partition bound
             rest = rest - parts[name]
-        total += float(torch.linalg.eigvalsh(0.5 * (rest + rest.T))[-1].clamp_min(0))
+        total += float(torch.linalg.eigvalsh(symmetrize(rest))[-1].clamp_min(0))
     return total
 
 

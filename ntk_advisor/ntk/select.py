@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .spectral import symmetrize
+
 OBJECTIVES = ("alignment", "loo", "lambda_min", "condition", "trace")
 
 
@@ -57,10 +59,10 @@ def objective_value(kernel: torch.Tensor, objective: str, centred: torch.Tensor,
         return float(torch.trace(centred.T @ kernel @ centred) / norm) if norm > 0 else 0.0
     eye = torch.eye(kernel.shape[0], dtype=kernel.dtype)
     if objective == "loo":
-        inverse = torch.linalg.inv(0.5 * (kernel + kernel.T) + ridge * eye)
+        inverse = torch.linalg.inv(symmetrize(kernel) + ridge * eye)
         residual = (inverse @ targets) / torch.diagonal(inverse)[:, None]
         return -float(residual.square().mean())
-    eig = torch.linalg.eigvalsh(0.5 * (kernel + kernel.T))
+    eig = torch.linalg.eigvalsh(symmetrize(kernel))
     if objective == "lambda_min":
         return float(eig[0]) + ridge
     if objective == "condition":
@@ -159,7 +161,7 @@ def _searched_step(objective, candidates, kernel, current, item_kernels, costs, 
         order = candidates[torch.argsort(alignment_after / costs[candidates], descending=True)][:shortlist]
         bounds = None
     else:
-        eig = torch.linalg.eigvalsh(0.5 * (kernel + kernel.T))
+        eig = torch.linalg.eigvalsh(symmetrize(kernel))
         s_min, s_max = float(eig[0]), float(eig[-1])
         if objective == "lambda_min":
             bound_gain = item_lmax[candidates]  # λ_min(S + i) − λ_min(S) ≤ λ_max(K_i)
