@@ -24,6 +24,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Union
 
+from .._registry import Registry
+from ..errors import RecipeError
+
 if TYPE_CHECKING:  # type names only: importing them would tie the methods to the advice
     import torch
     from torch import nn
@@ -201,25 +204,10 @@ class Method(ABC):
         return None
 
 
-_REGISTRY: dict[str, Method] = {}
-
-
-def register(method: Method) -> Method:
-    """Make ``method`` known by its name; registering a name twice replaces the first."""
-    _REGISTRY[method.name] = method
-    return method
-
-
-def method_names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
-
-
-def get_method(name: str) -> Method:
-    from ..errors import RecipeError
-
-    if name not in _REGISTRY:
-        raise RecipeError(f"unknown method '{name}': use one of {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+_REGISTRY: Registry[Method] = Registry("method", RecipeError)
+register = _REGISTRY.register
+method_names = _REGISTRY.names
+get_method = _REGISTRY.get
 
 
 def method_for_adapter(config: dict) -> Method | None:

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import torch
 
+from .._registry import Registry
+from ..errors import ModelError
+
 if TYPE_CHECKING:
     from ..inputs.models import LoadedModel
 
@@ -67,30 +70,14 @@ class Task(ABC):
                 "loss": sum(losses) / len(split), "examples": len(split)}
 
 
-_REGISTRY: dict[str, Task] = {}
-
-
-def register(task: Task) -> Task:
-    _REGISTRY[task.name] = task
-    return task
-
-
-def task_names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
-
-
-def get_task(name: str) -> Task:
-    from ..errors import ModelError
-
-    if name not in _REGISTRY:
-        raise ModelError(f"unknown --task '{name}': use one of auto, {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+_REGISTRY: Registry[Task] = Registry("--task", ModelError, also=("auto",))
+register = _REGISTRY.register
+task_names = _REGISTRY.names
+get_task = _REGISTRY.get
 
 
 def resolve_task(name: str, model_type: str, bidirectional: bool) -> Task:
     """The task `name` stands for on this model (auto: by architecture), or a ModelError why not."""
-    from ..errors import ModelError
-
     if name == "auto":
         return next(t for t in _REGISTRY.values() if t.auto_for(bidirectional))
     task = get_task(name)

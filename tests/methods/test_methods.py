@@ -51,7 +51,7 @@ def test_unknown_method_is_one_clear_error():
 def bias_only(monkeypatch):
     from toy_methods.bias_only import BiasOnly
 
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))  # registered for this test only
+    monkeypatch.setattr(base._REGISTRY, "entries", dict(base._REGISTRY.entries))  # registered for this test only
     return register(BiasOnly())
 
 
