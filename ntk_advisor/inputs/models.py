@@ -97,6 +97,8 @@ class SequenceLogits(nn.Module):
     on data, which breaks ``torch.func.vmap`` in the reference (Jacobian) route.
     """
 
+    prefix = "backbone."  # what the wrapped model's names start with inside this wrapper
+
     def __init__(self, backbone: nn.Module):
         super().__init__()
         self.backbone = backbone
@@ -105,6 +107,11 @@ class SequenceLogits(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         mask = additive_mask(attention_mask, self.causal, next(self.backbone.parameters()).dtype)
         return self.backbone(input_ids=input_ids, attention_mask=mask).logits
+
+
+def wrapped_name(name: str) -> str:
+    """A module or parameter name of the Hugging Face model, as the logits wrapper calls it."""
+    return SequenceLogits.prefix + name
 
 
 def additive_mask(attention_mask: torch.Tensor, causal: bool, dtype: torch.dtype) -> torch.Tensor:

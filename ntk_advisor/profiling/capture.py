@@ -56,13 +56,13 @@ def capture(profile: NtkProfile) -> Captured:
         raise RecipeError("the profile holds no transformer-block modules to place a budget in")
     spec = OutputSpec(settings["reduction"], settings["num_outputs"], profile.inputs["labels"])
     batch = {k: profile.inputs[k] for k in ("input_ids", "attention_mask")}
-    modules = {"backbone." + n: loaded.backbone.get_submodule(n) for n in targets}
+    modules = {models.wrapped_name(n): loaded.backbone.get_submodule(n) for n in targets}
     x, deltas = {}, {n: [] for n in targets}
     with torch.enable_grad():
         for _, xs, ds in module_passes(loaded.logits_model, batch, modules, spec):
             for n in targets:
-                x[n] = xs["backbone." + n]
-                deltas[n].append(ds["backbone." + n])
+                x[n] = xs[models.wrapped_name(n)]
+                deltas[n].append(ds[models.wrapped_name(n)])
     if spec.reduction == "full":
         for n in targets:
             x[n], stacked = kernel_rows(x[n], deltas[n], spec)

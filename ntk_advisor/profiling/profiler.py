@@ -149,7 +149,7 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
     spec = OutputSpec(config.reduction, num_outputs, labels)
     if not spec.defined_alignment:
         warnings.append("the probe sample holds a single class: alignment and LOO accuracy are undefined")
-    prefix = "backbone."
+    prefix = models.SequenceLogits.prefix
     t0 = time.perf_counter()
     with torch.enable_grad():
         if config.route == "structured":

@@ -244,8 +244,8 @@ def _gap(loaded, logits_model, trained, proximal, split, max_length: int, exampl
     """Linearization gap on the first validation examples (dropout off)."""
     batch = loaded.encode(split.texts[:examples], max_length)
     wrapper = logits_model.module if hasattr(logits_model, "module") else logits_model
-    current = {f"backbone.{n}": p for n, p in trained.named_parameters() if p.requires_grad}
-    start = {f"backbone.{n}": proximal.theta0[n] for n, _ in trained.named_parameters() if n in proximal.theta0}
+    current = {models.wrapped_name(n): p for n, p in trained.named_parameters() if p.requires_grad}
+    start = {models.wrapped_name(n): proximal.theta0[n] for n, _ in trained.named_parameters() if n in proximal.theta0}
     try:
         return linearization_gap(wrapper, current, start, batch)
     except RuntimeError as exc:  # forward AD not implemented for some kernel: report, don't fail the run
