@@ -3,53 +3,87 @@ its sha256, cache the parsed table (``_io.cache_dir``), then read the cache."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import json
 import logging
-import os
-import subprocess
-import sys
+import re
 import tarfile
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from .._io import cache_dir, write_text_atomically
+from .._io import cache_dir
 from ..errors import DataError
 from .dataset import TextDataset
+from .fetch import PinnedFile, pinned_bytes, write_jsonl_atomic
+from .pattern3 import PATTERN3_DATASETS
 
 log = logging.getLogger(__name__)
 
-BUILTIN_DATASETS: dict[str, str] = {
-    "vader-movie": "10,043 Rotten Tomatoes review sentences, positive/negative by mean human rating "
-                   "(VADER ground truth, |score| > 0.5)",
-    "bbc-news": "2,225 BBC News articles in 5 topics (business, entertainment, politics, sports, tech)",
-}
-_VADER_SPEC = "vaderSentiment==3.3.2"
-_VADER_ARCHIVE = "vaderSentiment-3.3.2.tar.gz"
-_VADER_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
+_VADER = PinnedFile("vaderSentiment==3.3.2", "vaderSentiment-3.3.2.tar.gz",
+                    "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
+                    "NTK_ADVISOR_VADER_ARCHIVE")
 _VADER_INNER = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
 _VADER_MEMBER = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
 _VADER_ROWS = 10_605  # a cache with any other count is stale or foreign and gets refetched
-_VADER_ENV = "NTK_ADVISOR_VADER_ARCHIVE"
-_PIP_HINT = f"pip download --no-deps --no-binary :all: {_VADER_SPEC}"
+NEUTRAL_BAND = 1.5  # vader-movie-3class: |mean rating| <= 1.5 is neutral; the three classes are near thirds
+
+
+def _vader_binary() -> TextDataset:
+    kept = [r for r in _vader_table() if abs(r["score"]) > 0.5]  # near-zero means raters disagreed, not neutral
+    return TextDataset("vader-movie", tuple(r["text"] for r in kept), tuple(int(r["score"] > 0) for r in kept),
+                       ("negative", "positive"))
+
+
+def _vader_three_classes() -> TextDataset:
+    table = _vader_table()
+    labels = tuple(0 if r["score"] < -NEUTRAL_BAND else 2 if r["score"] > NEUTRAL_BAND else 1 for r in table)
+    return TextDataset("vader-movie-3class", tuple(r["text"] for r in table), labels,
+                       ("negative", "neutral", "positive"))
+
+
+def _bbc_first_sentence() -> TextDataset:
+    full = _load_bbc()
+    return TextDataset("bbc-first-sentence", tuple(first_sentence(t) for t in full.texts), full.labels,
+                       full.label_names)
+
+
+# name -> (what it is, loader); `ntk-advisor data list` prints the descriptions
+_BUILTINS: dict[str, tuple[str, Callable[[], TextDataset]]] = {
+    "vader-movie": ("10,043 Rotten Tomatoes review sentences, positive/negative by mean human rating "
+                    "(VADER ground truth, |score| > 0.5)", _vader_binary),
+    "vader-movie-3class": ("the 10,605 vader-movie sentences in three classes by mean rating: negative "
+                           f"(< -{NEUTRAL_BAND}), neutral, positive (> {NEUTRAL_BAND})", _vader_three_classes),
+    "bbc-news": ("2,225 BBC News articles in 5 topics (business, entertainment, politics, sports, tech)",
+                 lambda: _load_bbc()),
+    "bbc-first-sentence": ("the bbc-news topics from the first sentence of each article's body only "
+                           "(no headline)", _bbc_first_sentence),
+    **PATTERN3_DATASETS,
+}
+BUILTIN_DATASETS: dict[str, str] = {name: text for name, (text, _) in _BUILTINS.items()}
 
 
 def load_builtin(name: str) -> TextDataset:
-    return _load_vader() if name == "vader-movie" else _load_bbc()
+    return _BUILTINS[name][1]()
+
+
+def first_sentence(article: str) -> str:
+    """The body's first sentence: the text after the headline line, up to the first full stop
+    followed by a space or a line end (the articles' sentences end so; '3.5%' does not)."""
+    lines = article.split("\n", 1)
+    body = (lines[1] if len(lines) > 1 else lines[0]).strip()
+    match = re.search(r"[.!?](?=\s|$)", body)
+    return body[: match.end()] if match else body
 
 
 # ----------------------------------------------------------------------------- vader-movie
-def _load_vader() -> TextDataset:
+def _vader_table() -> list[dict]:
     path = cache_dir() / "vader-movie.jsonl"
     table = _read_vader_cache(path)
     if table is None:
         table = _parse_vader(_vader_member_bytes())
-        _write_jsonl_atomic(path, table)
-    kept = [r for r in table if abs(r["score"]) > 0.5]  # near-zero means raters disagreed, not neutral
-    return TextDataset("vader-movie", tuple(r["text"] for r in kept), tuple(int(r["score"] > 0) for r in kept),
-                       ("negative", "positive"))
+        write_jsonl_atomic(path, table)
+    return table
 
 
 def _read_vader_cache(path: Path) -> list[dict] | None:
@@ -73,45 +107,12 @@ def _parse_vader(raw: bytes) -> list[dict]:
 
 
 def _vader_member_bytes() -> bytes:
-    archive, origin = _vader_archive()
-    digest = hashlib.sha256(archive).hexdigest()
-    if digest != _VADER_SHA256:
-        raise DataError(f"{_VADER_ARCHIVE} from {origin} has sha256 {digest[:16]}..., expected "
-                        f"{_VADER_SHA256[:16]}...; fetch a genuine copy ({_PIP_HINT}) and set {_VADER_ENV} to it")
+    """The sdist, not the wheel: only the source archive ships the human-rated ground truth."""
+    archive = pinned_bytes(_VADER)
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as outer:  # nested tar, read in memory
         inner = outer.extractfile(_VADER_INNER).read()
     with tarfile.open(fileobj=io.BytesIO(inner), mode="r:gz") as tar:
         return tar.extractfile(_VADER_MEMBER).read()
-
-
-def _vader_archive() -> tuple[bytes, str]:
-    """The sdist, not the wheel: only the source archive ships the human-rated ground truth."""
-    given = os.environ.get(_VADER_ENV)
-    if given:
-        path = Path(given).expanduser()
-        if not path.is_file():
-            raise DataError(f"{_VADER_ENV}={given} is not a file; point it at {_VADER_ARCHIVE} or unset it")
-        return path.read_bytes(), f"{_VADER_ENV}={given}"
-    advice = f"download it elsewhere with `{_PIP_HINT}` and set {_VADER_ENV} to the .tar.gz"
-    with tempfile.TemporaryDirectory(prefix="ntk-advisor-vader-") as tmp:
-        command = [sys.executable, "-m", *_PIP_HINT.split(), "-d", tmp]
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise DataError(f"could not run pip to fetch {_VADER_SPEC} ({e}); {advice}") from None
-        files = sorted(Path(tmp).glob("*.tar.gz"))
-        if done.returncode != 0 or not files:
-            why = ([ln.strip() for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
-                   or [f"exit code {done.returncode}"])[-1]
-            raise DataError(f"pip could not download the {_VADER_SPEC} source archive ({why}); {advice}")
-        return files[0].read_bytes(), "pip download"
-
-
-def _write_jsonl_atomic(path: Path, records: list[dict]) -> None:
-    """Atomic (readers never see half a cache) and 0644: a cache is not a secret."""
-    text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    write_text_atomically(path, text)
-    os.chmod(path, 0o644)
 
 
 # ----------------------------------------------------------------------------- bbc-news

