@@ -116,11 +116,14 @@ class Allocation(Choice):
       by the label gradient's spectrum, when the profile has it.
     - ``uniform``: rounds of one row per module (each module's next best-aligned) until the
       budget is spent; the safest spread.
+    - ``signal``: one best-aligned row in every module, then each next row by label-gradient
+      score per weight; a module's rows are taken best first, so returns diminish.
     - ``free``: the objective alone; it can pile the budget into a few modules.
     """
 
     GREEDY = "greedy"
     UNIFORM = "uniform"
+    SIGNAL = "signal"
     FREE = "free"
 
 

@@ -14,6 +14,8 @@ weight-kappa    whole modules by weight condition number σ_max/σ_min, lowest f
 grad-norm       whole modules by relative loss-gradient norm ‖∇_W L‖/‖W‖, highest first
 lora-qv         LoRA of one rank on every query and value (PEFT's default for BERT-like models)
 lora-all        LoRA of one rank on every module
+lora-mlp        LoRA of one rank on every FFN module only (PEFT's MetaMathQA benchmark found
+                it 1.6-3.1 points better than q,v at equal parameters)
 ==============  =========================================================================
 
 k is the largest count that fits the budget in every module; the remainder buys one more
@@ -104,5 +106,10 @@ def baseline_counts(name: str, unit: str, targets: list[TargetModule], budget: i
         chosen = [t for t in targets if t.role in ("query", "value")]
         if not chosen:
             raise RecipeError("lora-qv needs query/value modules; this model has none: use lora-all")
+        return uniform_counts(chosen, unit, budget)
+    if name == "lora-mlp":
+        chosen = [t for t in targets if t.role in ("ffn-in", "ffn-out")]
+        if not chosen:
+            raise RecipeError("lora-mlp needs FFN modules; this model has none: use lora-all")
         return uniform_counts(chosen, unit, budget)
     return uniform_counts(targets, unit, budget)

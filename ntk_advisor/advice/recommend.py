@@ -31,6 +31,7 @@ from ..profiling.capture import Captured, capture
 from ..profiling.folder import load_profile
 from ..recipe.schema import SCHEMA_VERSION, DataSpec, ModelSpec, Proximal, Recipe, Target, Training
 from .config import DEFAULT_OBJECTIVE, RecommendConfig  # noqa: F401 - re-exported
+from .uncertainty import uncertainty
 
 Progress = Callable[[str, int, int], None]
 
@@ -173,6 +174,7 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
                 continue  # e.g. lora-qv on a model without query/value modules
     reports = {key: predicted_report(captured, value, method, ridge) for key, (value, method) in evidence_for.items()}
     weights_used = reports["placement"]["weights"]
+    certainty = _uncertainty(captured, config, placement, evidence_for, ridge) if config.placement == "advised" else None
     evidence = {
         "profile": str(profile_dir),
         "placement": config.placement,
@@ -186,7 +188,22 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
         "search": search | {"seconds": round(time.perf_counter() - started, 3)},
         "notes": "kernels are on the profile's probe sample; LoRA kernels are expectations over A's init (docs/method.md §5)",
     }
+    if certainty is not None:
+        evidence["uncertainty"] = certainty
     return build_recipe(profile.settings, config, placement, scores, evidence)
+
+
+def _uncertainty(captured: Captured, config: RecommendConfig, placement: Placement, evidence_for: dict,
+                 ridge: float) -> dict:
+    """The predicted gain over this method's default placement, on the profile and on the suite."""
+    method = get_method(config.method)
+    reference = method.reference
+    reference_kernel = None
+    if reference in evidence_for:
+        reference_kernel = placement_kernel(captured, evidence_for[reference][0], evidence_for[reference][1])
+    return uncertainty(captured, placement_kernel(captured, placement, config.method), reference or "none",
+                       reference_kernel, ridge, config.method, f"advised-{config.allocation}", config.budget,
+                       safe=config.allocation in method.safe_allocations, seed=config.seed)
 
 
 def _baseline(captured: Captured, name: str, method: str, config: RecommendConfig, budget: int,

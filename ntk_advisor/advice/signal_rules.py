@@ -73,3 +73,39 @@ def lora_by_spectrum(captured: Captured, config: RecommendConfig, budget: int, s
         raise RecipeError(f"--budget {config.budget} buys no LoRA rank step of {step}: raise it")
     return placement, scores, {"objective": "label_signal", "candidate_items": len(steps),
                                "steps": sum(r // step for r in placement.values())}
+
+
+def rows_by_signal(captured: Captured, config: RecommendConfig, budget: int):
+    """RoCoFT rows by the label-gradient score with diminishing returns: every module first
+    gets its best row (coverage), then the next row of whichever module offers the most score
+    per weight. A module's rows are taken best first, so each further row is worth less than
+    the one before: the objective is concave in each module's row count, unlike tr K_S."""
+    import heapq
+
+    ordered = {name: torch.argsort(unit_alignment(captured.profile, config.axis, name), descending=True)
+               for name in captured.targets}
+    scores_of = {name: unit_alignment(captured.profile, config.axis, name) for name in captured.targets}
+    costs = {name: unit_cost(t, config.axis) for name, t in captured.targets.items()}
+    chosen: dict[str, list[int]] = {name: [] for name in captured.targets}
+    spent = 0
+    first = sorted(captured.targets, key=lambda n: -float(scores_of[n][ordered[n][0]]) / costs[n])
+    for name in first:  # the coverage round, most promising modules first
+        if spent + costs[name] <= budget:
+            chosen[name].append(int(ordered[name][0]))
+            spent += costs[name]
+    heap = [(-float(scores_of[n][ordered[n][1]]) / costs[n], n) for n in captured.targets
+            if chosen[n] and len(ordered[n]) > 1]
+    heapq.heapify(heap)
+    while heap:
+        _, name = heapq.heappop(heap)
+        if spent + costs[name] > budget:
+            continue  # this module's row no longer fits; a cheaper module's may
+        chosen[name].append(int(ordered[name][len(chosen[name])]))
+        spent += costs[name]
+        if len(chosen[name]) < len(ordered[name]):
+            heapq.heappush(heap, (-float(scores_of[name][ordered[name][len(chosen[name])]]) / costs[name], name))
+    placement = {name: rows for name, rows in chosen.items() if rows}
+    if not placement:
+        raise RecipeError(f"--budget {config.budget} buys no row of any module: raise it")
+    module_scores = {name: float(scores_of[name][rows].sum()) for name, rows in placement.items()}
+    return placement, module_scores, {"objective": "label_signal", "steps": sum(map(len, placement.values()))}

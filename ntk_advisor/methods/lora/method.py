@@ -21,7 +21,7 @@ class LoRA(Method):
 
     name = "lora"
     part_type = Rank
-    baselines = ("lora-qv", "lora-all", "random", "weight-kappa", "grad-norm")
+    baselines = ("lora-qv", "lora-all", "lora-mlp", "random", "weight-kappa", "grad-norm")
     reference = "lora-qv"
     kernel_is_a_part = False  # E[K_LoRA(r)] is a scaled K_m, not a part of it: no partition bound
     unit_label = "LoRA rank"

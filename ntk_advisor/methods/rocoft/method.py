@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ...advice.baselines import axis_size, baseline_counts, unit_cost, wanda_scores
-from ...advice.signal_rules import coverage_order, unit_alignment
+from ...advice.signal_rules import coverage_order, rows_by_signal, unit_alignment
 from ...ntk.rows_cols import per_col_kernels, per_row_kernels
 from ...recipe.conversions import axolotl_unfrozen, default_rank, peft_section
 from ...recipe.schema import Target
@@ -24,6 +24,7 @@ class RoCoFT(Method):
     part_type = Slices
     baselines = ("first-k", "random", "wanda-min", "wanda-max", "weight-kappa", "grad-norm")
     reference = "first-k"
+    safe_allocations = ("uniform",)  # first-k's row counts; only which rows follows the profile
     cross_arms = (("lora-qv", "lora"),)
     unit_label = "rows"
 
@@ -62,6 +63,15 @@ class RoCoFT(Method):
             rounds = 1 if config.allocation == "greedy" else config.candidates_per_module
             found.start = coverage_order(found.items, found.costs, alignments, rounds)
         return found
+
+    def allocate(self, captured, config, budget: int):
+        """allocation signal: rows by the label-gradient score with diminishing returns per module."""
+        if config.allocation != "signal":
+            return None
+        rows, scores, stats = rows_by_signal(captured, config, budget)
+        placement = {name: Slices(config.axis, tuple(sorted(indices))) for name, indices in rows.items()}
+        stats["objective_value"] = self.signal_captured(captured, placement)
+        return placement, scores, stats
 
     def collect(self, chosen, config) -> dict[str, Slices]:
         rows: dict[str, list[int]] = {}

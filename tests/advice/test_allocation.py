@@ -1,0 +1,89 @@
+"""The allocation rules on a tiny profile with planted label-gradient scores: where each rule
+puts the rows, and the lora-mlp baseline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_batch, tiny_classifier
+
+from ntk_advisor.advice.recommend import RecommendConfig, recommend
+from ntk_advisor.inputs.models import discover_targets
+from ntk_advisor.profiling.folder import save_profile
+from ntk_advisor.profiling.profiler import ProfileConfig, profile_model
+
+LABELS = torch.tensor([0, 1, 0, 1, 1, 0])
+HEAD = 2 * 16 + 2
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """Module A's rows score 100, 90, 80, ... (a strong module); every other module's rows
+    score 1, 1/2, 1/3, ...: the signal rule must pile rows into A, uniform must not."""
+    root = tmp_path_factory.mktemp("planted")
+    loaded = tiny_classifier("bert")
+    loaded.backbone.save_pretrained(root / "model")
+    config = ProfileConfig(model=str(root / "model"), data="tiny", samples=6, max_length=7, dtype="float64")
+    result = profile_model(loaded, tiny_batch(), LABELS, config, lambda *a: None)
+    blocks = [t for t in discover_targets(loaded.backbone) if t.layer is not None]
+    signal = {t.name: 1.0 / torch.arange(1, t.d_out + 1, dtype=torch.float64) for t in blocks}
+    strong = blocks[0].name
+    signal[strong] = torch.linspace(100, 100 - 10 * (blocks[0].d_out - 1), blocks[0].d_out, dtype=torch.float64).clamp_min(0.5)
+    order = torch.randperm(blocks[0].d_out, generator=torch.Generator().manual_seed(0))
+    signal = {n: v[order] if v.shape == order.shape else v for n, v in signal.items()}  # best rows not first
+    result.scores["rows_signal"] = signal
+    return save_profile(result, root / "profile"), blocks, signal
+
+
+def rows_of(recipe):
+    return {t.module: t.indices for t in recipe.targets}
+
+
+def test_signal_rule_covers_every_module_then_follows_diminishing_scores(planted):
+    folder, blocks, signal = planted
+    per_round = sum(t.d_in for t in blocks)
+    recipe = recommend(folder, RecommendConfig(budget=HEAD + 3 * per_round, allocation="signal"))
+    rows = rows_of(recipe)
+    assert set(rows) == {t.name for t in blocks}  # coverage first
+    assert recipe.evidence["trainable"]["weights"] <= 3 * per_round
+    for name, indices in rows.items():  # each module's rows are its best-scored ones
+        best = torch.argsort(signal[name], descending=True)[: len(indices)].tolist()
+        assert sorted(indices) == sorted(best)
+    strong = blocks[0].name
+    assert len(rows[strong]) > 3 and all(len(v) <= 3 for n, v in rows.items() if n != strong)
+    # diminishing returns, not a pile: the strong module's rows go in score order, and a weak
+    # module's second row (score 1/2) loses to every strong row worth more per weight
+    taken = sorted(float(signal[strong][i]) for i in rows[strong])
+    assert taken == sorted(float(x) for x in torch.sort(signal[strong], descending=True).values[:len(taken)])
+
+
+def test_uniform_rule_keeps_even_counts_with_the_best_rows(planted):
+    folder, blocks, signal = planted
+    per_round = sum(t.d_in for t in blocks)
+    recipe = recommend(folder, RecommendConfig(budget=HEAD + 3 * per_round, allocation="uniform"))
+    rows = rows_of(recipe)
+    assert {len(v) for v in rows.values()} == {3}
+    strong = blocks[0].name
+    assert sorted(rows[strong]) == sorted(torch.argsort(signal[strong], descending=True)[:3].tolist())
+    certainty = recipe.evidence["uncertainty"]
+    assert certainty["safe_allocation"] is True and "safe allocation" in certainty["sentence"]
+    signal_recipe = recommend(folder, RecommendConfig(budget=HEAD + 3 * per_round, allocation="signal"))
+    assert signal_recipe.evidence["uncertainty"]["safe_allocation"] is False
+
+
+def test_signal_rule_at_one_row_per_module_equals_the_coverage_round(planted):
+    folder, blocks, _ = planted
+    budget = HEAD + sum(t.d_in for t in blocks)
+    by_signal = rows_of(recommend(folder, RecommendConfig(budget=budget, allocation="signal")))
+    by_uniform = rows_of(recommend(folder, RecommendConfig(budget=budget, allocation="uniform")))
+    assert by_signal == by_uniform and {len(v) for v in by_signal.values()} == {1}
+
+
+def test_lora_mlp_puts_rank_on_the_ffn_modules_only(planted):
+    folder, blocks, _ = planted
+    recipe = recommend(folder, RecommendConfig(method="lora", placement="lora-mlp", budget=HEAD + 4 * 48 * 2))
+    roles = {t.name: t.role for t in blocks}
+    assert recipe.targets and {roles[t.module] for t in recipe.targets} == {"ffn-in", "ffn-out"}
+    ranks = [t.rank for t in recipe.targets]
+    assert max(ranks) - min(ranks) <= 1 and len(ranks) == 4  # one rank everywhere (+1 from the remainder)
+    assert recipe.evidence["trainable"]["total"] <= HEAD + 4 * 48 * 2

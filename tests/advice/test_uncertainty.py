@@ -1,0 +1,58 @@
+"""The uncertainty block of a recipe: the paired bootstrap, the suite's measured gains, the sentence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ntk_advisor.advice import uncertainty as unc
+
+
+def test_paired_interval_properties():
+    ones, zeros = torch.ones(40, dtype=torch.float64), torch.zeros(40, dtype=torch.float64)
+    same = unc.paired_gain_interval(ones, ones)
+    assert same["estimate"] == same["low"] == same["high"] == 0.0
+    better = unc.paired_gain_interval(ones, zeros)
+    assert better["estimate"] == better["low"] == better["high"] == 100.0
+    mixed_a = (torch.arange(40) % 2).to(torch.float64)
+    mixed_b = (torch.arange(40) % 4 == 0).to(torch.float64)
+    found = unc.paired_gain_interval(mixed_a, mixed_b, seed=3)
+    assert found["estimate"] == pytest.approx(100 * (0.5 - 0.25))
+    assert found["low"] < found["estimate"] < found["high"]
+    flipped = unc.paired_gain_interval(mixed_b, mixed_a, seed=3)
+    assert flipped["estimate"] == -found["estimate"]
+    assert unc.paired_gain_interval(mixed_a, mixed_b, seed=3) == found  # seeded: the same recipe twice
+
+
+def write_evidence(path):
+    path.write_text(json.dumps({"studies": [
+        {"name": "rocoft-21.5k", "model": "minilm-l6", "method": "rocoft", "budget": 21_506,
+         "rules": {"advised-uniform": {"a": 1.0, "b": 3.0}}},
+        {"name": "rocoft-100k", "model": "minilm-l6", "method": "rocoft", "budget": 100_000,
+         "rules": {"advised-uniform": {"a": -0.5, "b": 0.5, "c": 1.5}, "advised-signal": {"a": -4.0}}},
+    ]}))
+    return path
+
+
+def test_suite_gain_takes_the_nearest_budget(tmp_path):
+    path = write_evidence(tmp_path / "suite.json")
+    near_small = unc.suite_gain("rocoft", "advised-uniform", 30_000, path)
+    assert near_small["study"] == "rocoft-21.5k" and near_small["mean"] == 2.0 and near_small["worst"] == 1.0
+    near_large = unc.suite_gain("rocoft", "advised-uniform", 80_000, path)
+    assert (near_large["tasks"], near_large["mean"], near_large["worst"], near_large["best"]) == (3, 0.5, -0.5, 1.5)
+    assert unc.suite_gain("rocoft", "advised-free", 80_000, path) is None
+    assert unc.suite_gain("lora", "advised-greedy", 80_000, path) is None
+    assert unc.suite_gain("rocoft", "advised-uniform", 80_000, tmp_path / "missing.json") is None
+
+
+def test_sentence_says_what_is_known():
+    block = {"safe_allocation": True, "profile_gain_points": {"estimate": 1.0, "low": -2.0, "high": 4.0,
+                                                              "examples": 64}}
+    text = unc._sentence(block, "first-k")
+    assert "safe allocation" in text and "+1.0 points over first-k" in text and "No suite measurement" in text
+    block |= {"safe_allocation": False, "suite_gain_points": {"tasks": 3, "model": "minilm-l6", "study": "s",
+                                                              "mean": 0.5, "worst": -0.5, "best": 1.5}}
+    text = unc._sentence(block, "first-k")
+    assert "safe allocation" not in text and "worst -0.5" in text and "3 suite tasks" in text
