@@ -190,7 +190,7 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
     }
     if certainty is not None:
         evidence["uncertainty"] = certainty
-    return build_recipe(profile.settings, config, placement, scores, evidence)
+    return build_recipe(profile.settings, config, placement, scores, evidence, captured.head_name)
 
 
 def _uncertainty(captured: Captured, config: RecommendConfig, placement: Placement, evidence_for: dict,
@@ -212,7 +212,7 @@ def _baseline(captured: Captured, name: str, method: str, config: RecommendConfi
 
 
 def build_recipe(settings: dict, config: RecommendConfig, placement: Placement, scores: dict,
-                 evidence: dict) -> Recipe:
+                 evidence: dict, head_module: str | None = None) -> Recipe:
     method = get_method(config.method)
     targets = tuple(Target(module=m, **target_fields(part), score=scores.get(m)) for m, part in placement.items())
     training = Training(**({"seed": config.seed, "train_head": config.train_head, "train_bias": config.train_bias}
@@ -230,9 +230,17 @@ def build_recipe(settings: dict, config: RecommendConfig, placement: Placement, 
         proximal=Proximal(strength=config.proximal, mode=config.proximal_mode),
         training=training,
         evidence=evidence,
-        peft=method.peft_section(placement, training.lora_dropout),
+        peft=_with_head(method.peft_section(placement, training.lora_dropout), head_module, config.train_head),
         axolotl=method.axolotl_section(placement),
     )
+
+
+def _with_head(section: dict | None, head_module: str | None, train_head: bool) -> dict | None:
+    """PEFT freezes everything it does not adapt: a head the recipe trains (and counts in its
+    budget) must be named in modules_to_save, or a PEFT user trains on a random head."""
+    if section is None or not (train_head and head_module):
+        return section
+    return section | {"modules_to_save": [head_module]}
 
 
 def _profiled_task(settings: dict) -> str:

@@ -32,6 +32,7 @@ class Captured:
     logits: torch.Tensor
     spec: OutputSpec
     head_parameters: int  # weight and, where the head has one, bias
+    head_name: str | None = None  # the head module, e.g. "classifier": PEFT's modules_to_save
 
     @cached_property
     def grad_norms(self) -> dict[str, float]:
@@ -72,7 +73,7 @@ def capture(profile: NtkProfile) -> Captured:
     weights = {n: models.weight_matrix(loaded.backbone, t).detach() for n, t in targets.items()}
     head = loaded.backbone.get_submodule(loaded.head_name) if loaded.head_name else None
     head_parameters = sum(p.numel() for p in head.parameters()) if head is not None else 0
-    return Captured(profile, targets, x, deltas, weights, logits, spec, head_parameters)
+    return Captured(profile, targets, x, deltas, weights, logits, spec, head_parameters, loaded.head_name)
 
 
 def _relative_gradient_norms(targets, x, deltas, weights, logits, spec) -> dict[str, float]:

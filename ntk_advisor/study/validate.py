@@ -95,8 +95,8 @@ def build_plan(profile_dir: Path, config: ValidateConfig, progress: Progress) ->
                       "placement": {m: part_to_json(part) for m, part in placement.items()}, "scores": scores,
                       "predicted": predicted_report(captured, placement, method, ridge)}
         progress("placements", len(plan), wanted)
-    return {"budget": budget, "head": head, "biases": biases, "ridge": ridge, "placements": plan,
-            "duplicates": duplicates}
+    return {"budget": budget, "head": head, "head_module": captured.head_name, "biases": biases, "ridge": ridge,
+            "placements": plan, "duplicates": duplicates}
 
 
 def _as_placement(stored: dict) -> Placement:
@@ -104,11 +104,12 @@ def _as_placement(stored: dict) -> Placement:
     return {m: part_from_json(value) for m, value in stored.items()}
 
 
-def _recipe(settings: dict, config: ValidateConfig, entry: dict, seed: int, strength: float, mode: str):
+def _recipe(settings: dict, config: ValidateConfig, entry: dict, seed: int, strength: float, mode: str,
+            head_module: str | None = None):
     rec_config = RecommendConfig(method=entry["method"], budget=config.budget, seed=seed, proximal=strength,
                                  proximal_mode=mode, training=config.training(seed))
     placement = _as_placement(entry["placement"])
-    return build_recipe(settings, rec_config, placement, entry["scores"], {"validate": entry["predicted"]})
+    return build_recipe(settings, rec_config, placement, entry["scores"], {"validate": entry["predicted"]}, head_module)
 
 
 def _train_once(recipe, folder: Path, progress: Progress) -> dict:
@@ -184,7 +185,8 @@ def validate(config: ValidateConfig, out: str | Path, force: bool = False, on_pr
     results = {}
     for done, (folder, entry, seed, strength, mode) in enumerate(jobs):
         progress("runs", done, len(jobs))
-        results[folder] = _train_once(_recipe(settings, config, entry, seed, strength, mode), folder, progress)
+        recipe = _recipe(settings, config, entry, seed, strength, mode, plan.get("head_module"))
+        results[folder] = _train_once(recipe, folder, progress)
     progress("runs", len(jobs), len(jobs))
     document = summarize(config, plan, {k.relative_to(out).as_posix(): v for k, v in results.items()},
                          _linear_sweep(out, config, settings, advised, progress) if config.lambdas else None)

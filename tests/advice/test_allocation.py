@@ -87,3 +87,27 @@ def test_lora_mlp_puts_rank_on_the_ffn_modules_only(planted):
     ranks = [t.rank for t in recipe.targets]
     assert max(ranks) - min(ranks) <= 1 and len(ranks) == 4  # one rank everywhere (+1 from the remainder)
     assert recipe.evidence["trainable"]["total"] <= HEAD + 4 * 48 * 2
+
+
+@pytest.mark.parametrize("method", ["lora", "rocoft"])
+def test_peft_section_trains_what_the_recipe_trains(planted, method):
+    """get_peft_model(model, LoraConfig(**recipe.peft)) trains the head too (modules_to_save):
+    for LoRA exactly the recipe's parameters, names and count; for RoCoFT the nearest LoRA
+    plus the same head."""
+    from peft import LoraConfig, get_peft_model
+
+    folder, blocks, _ = planted
+    recipe = recommend(folder, RecommendConfig(method=method, budget=HEAD + sum(t.d_in + t.d_out for t in blocks)))
+    assert recipe.peft["modules_to_save"] == ["classifier"]
+    model = get_peft_model(tiny_classifier("bert").backbone, LoraConfig(**recipe.peft))
+    trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
+    head = {n: k for n, k in trainable.items() if ".modules_to_save." in n}
+    assert sum(head.values()) == recipe.evidence["trainable"]["head"] == HEAD
+    lora = {n: k for n, k in trainable.items() if "lora_" in n}
+    assert set(trainable) == set(head) | set(lora)
+    adapted = {n.split(".lora_")[0].removeprefix("base_model.model.") for n in lora}
+    assert adapted == {t.module for t in recipe.targets}
+    if method == "lora":
+        assert sum(lora.values()) == recipe.evidence["trainable"]["weights"]
+    no_head = recommend(folder, RecommendConfig(method=method, budget=HEAD + 400, train_head=False))
+    assert "modules_to_save" not in no_head.peft
