@@ -29,7 +29,15 @@ from ..ntk.select import OBJECTIVES, greedy_select, objective_value
 from ..ntk.spectral import symmetrize
 from ..profiling.capture import Captured, capture
 from ..profiling.folder import load_profile
-from ..recipe.schema import SCHEMA_VERSION, DataSpec, ModelSpec, Proximal, Recipe, Target, Training
+from ..recipe.schema import (
+    SCHEMA_VERSION,
+    DataSpec,
+    ModelSpec,
+    Proximal,
+    Recipe,
+    Target,
+    Training,
+)
 from .config import DEFAULT_OBJECTIVE, RecommendConfig  # noqa: F401 - re-exported
 from .uncertainty import uncertainty
 
@@ -190,7 +198,8 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
     }
     if certainty is not None:
         evidence["uncertainty"] = certainty
-    return build_recipe(profile.settings, config, placement, scores, evidence, captured.head_name)
+    recipe = build_recipe(profile.settings, config, placement, scores, evidence, captured.head_name)
+    return recipe.model_copy(update={"provenance": _provenance(profile.settings)})
 
 
 def _uncertainty(captured: Captured, config: RecommendConfig, placement: Placement, evidence_for: dict,
@@ -233,6 +242,20 @@ def build_recipe(settings: dict, config: RecommendConfig, placement: Placement, 
         peft=_with_head(method.peft_section(placement, training.lora_dropout), head_module, config.train_head),
         axolotl=method.axolotl_section(placement),
     )
+
+
+def _provenance(settings: dict) -> dict:
+    """Model-file and data sha256 and versions; the data may have moved since it was profiled."""
+    from ..errors import DataError
+    from ..inputs.data import load_dataset
+    from ..recipe.provenance import library_versions, model_files, provenance
+
+    try:
+        dataset = load_dataset(settings["data"], settings.get("text_column", "text"),
+                               settings.get("label_column", "label"))
+    except DataError:
+        return {"written_by": library_versions(), "model_files": model_files(settings["model"]), "data": {}}
+    return provenance(settings["model"], settings["data"], dataset)
 
 
 def _with_head(section: dict | None, head_module: str | None, train_head: bool) -> dict | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from importlib import metadata
 
 import numpy as np
 import torch
@@ -16,7 +15,13 @@ import torch
 from ..errors import ProfileError
 from ..inputs import data as data_lib
 from ..inputs import models
-from ..ntk import OutputSpec, jacobian_kernels, kernel_report, label_gradient_scores, structured_kernels
+from ..ntk import (
+    OutputSpec,
+    jacobian_kernels,
+    kernel_report,
+    label_gradient_scores,
+    structured_kernels,
+)
 from ..ntk.spectral import eigenvalues
 from ..tasks import get_task, load_task_model
 from .config import ProfileConfig
@@ -246,11 +251,7 @@ def _rebuild_names(loaded: models.LoadedModel, config: ProfileConfig) -> set[str
 
 
 def library_versions() -> dict[str, str]:
-    versions = {}
-    for package in ("ntk-advisor", "torch", "transformers", "safetensors", "scikit-learn"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "unknown"
-    return versions
+    from ..recipe.provenance import library_versions as versions
+
+    return versions(("ntk-advisor", "torch", "transformers", "safetensors", "scikit-learn"))
 

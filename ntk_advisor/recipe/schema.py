@@ -97,6 +97,8 @@ class Recipe(_Strict):
     proximal: Proximal = Proximal()
     training: Training = Training()
     evidence: dict = Field(default_factory=dict)
+    provenance: dict = Field(default_factory=dict, description="Versions, model-file and data sha256 the recipe "
+                             "was made from (recipe/provenance.py); train warns where a run differs.")
     peft: dict | None = None
     axolotl: dict | None = None
 

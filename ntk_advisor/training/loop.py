@@ -29,10 +29,17 @@ from ..inputs import models
 from ..methods import get_method
 from ..ntk.linearization import linearization_gap
 from ..recipe.io import recipe_to_dict, save_recipe
+from ..recipe.provenance import check_provenance
 from ..recipe.schema import Recipe
 from ..tasks import get_task
 from .apply import apply_recipe
-from .checkpoints import CHECKPOINTS, latest_checkpoint, prepare_out, prune_checkpoints, save_checkpoint
+from .checkpoints import (
+    CHECKPOINTS,
+    latest_checkpoint,
+    prepare_out,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from .theta0 import load_for_recipe
 
 Progress = Callable[[str, int, int, dict], None]
@@ -113,6 +120,7 @@ class _Run:
             raise TrainError(f"model.num_labels is {recipe.model.num_labels} but the data has {dataset.num_classes} "
                              f"classes: set model.num_labels={dataset.num_classes} in the recipe (or as an override)")
         self.splits = data_lib.split_dataset(dataset, seed=recipe.data.seed)
+        self.provenance = check_provenance(recipe, dataset)
         self.loaded, self.head_report = load_for_recipe(recipe, dataset.label_names, splits=self.splits)
         self.task = get_task(self.loaded.task)
         targets = {t.name for t in models.discover_targets(self.loaded.backbone)}
@@ -233,6 +241,7 @@ class _Run:
             "peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "peak_train_step_rss_bytes": self.train_rss,  # the peak above also covers loading and evaluation
             "processes": self.accelerator.num_processes,
+            "provenance": self.provenance,
         }
         if self.accelerator.is_main_process:
             _write_run(self.out, self.recipe, self.trained, metrics)
