@@ -29,15 +29,7 @@ from ..ntk.select import OBJECTIVES, greedy_select, objective_value
 from ..ntk.spectral import symmetrize
 from ..profiling.capture import Captured, capture
 from ..profiling.folder import load_profile
-from ..recipe.schema import (
-    SCHEMA_VERSION,
-    DataSpec,
-    ModelSpec,
-    Proximal,
-    Recipe,
-    Target,
-    Training,
-)
+from ..recipe.schema import SCHEMA_VERSION, DataSpec, ModelSpec, Proximal, Recipe, Target, Training
 from .config import DEFAULT_OBJECTIVE, RecommendConfig  # noqa: F401 - re-exported
 from .uncertainty import uncertainty
 

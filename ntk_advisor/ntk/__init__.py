@@ -2,7 +2,6 @@
 
 from .contractions import ModuleKernel, choose_route, gram_route, per_example_route
 from .kernels import jacobian_kernels, structured_kernels
-from .signal import label_gradient_scores
 from .spectral import (
     condition_number_bounds,
     distance_bound,
@@ -13,6 +12,7 @@ from .spectral import (
     spectral_summary,
     weyl_eigenvalue_bounds,
 )
+from .signal import label_gradient_scores
 from .targets import REDUCTIONS, OutputSpec
 
 __all__ = [

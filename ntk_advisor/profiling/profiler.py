@@ -15,13 +15,7 @@ import torch
 from ..errors import ProfileError
 from ..inputs import data as data_lib
 from ..inputs import models
-from ..ntk import (
-    OutputSpec,
-    jacobian_kernels,
-    kernel_report,
-    label_gradient_scores,
-    structured_kernels,
-)
+from ..ntk import OutputSpec, jacobian_kernels, kernel_report, label_gradient_scores, structured_kernels
 from ..ntk.spectral import eigenvalues
 from ..tasks import get_task, load_task_model
 from .config import ProfileConfig

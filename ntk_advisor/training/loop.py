@@ -33,13 +33,7 @@ from ..recipe.provenance import check_provenance
 from ..recipe.schema import Recipe
 from ..tasks import get_task
 from .apply import apply_recipe
-from .checkpoints import (
-    CHECKPOINTS,
-    latest_checkpoint,
-    prepare_out,
-    prune_checkpoints,
-    save_checkpoint,
-)
+from .checkpoints import CHECKPOINTS, latest_checkpoint, prepare_out, prune_checkpoints, save_checkpoint
 from .theta0 import load_for_recipe
 
 Progress = Callable[[str, int, int, dict], None]

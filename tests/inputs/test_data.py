@@ -23,14 +23,7 @@ import pytest
 
 from ntk_advisor._io import cache_dir
 from ntk_advisor.inputs import builtins, data
-from ntk_advisor.inputs.data import (
-    DataError,
-    Splits,
-    TextDataset,
-    load_dataset,
-    probe_sample,
-    split_dataset,
-)
+from ntk_advisor.inputs.data import DataError, Splits, TextDataset, load_dataset, probe_sample, split_dataset
 
 
 def write_csv(path: Path, rows: list[list], delimiter: str = ",") -> Path:

@@ -58,14 +58,7 @@ def bias_only(monkeypatch):
 def test_a_new_method_runs_recommend_train_export(bias_only, tiny_model_folder, tiny_csv, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    from ntk_advisor import (
-        RecommendConfig,
-        export,
-        profile,
-        recommend,
-        save_profile,
-        train,
-    )
+    from ntk_advisor import RecommendConfig, export, profile, recommend, save_profile, train
     from ntk_advisor.profiling.config import ProfileConfig
     from ntk_advisor.recipe import apply_overrides, load_recipe, save_recipe
     from ntk_advisor.recipe.check import check_recipe

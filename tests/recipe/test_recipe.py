@@ -12,22 +12,8 @@ from hypothesis import strategies as st
 from ntk_advisor import cli
 from ntk_advisor.errors import RecipeError
 from ntk_advisor.recipe.conversions import peft_section
-from ntk_advisor.recipe.io import (
-    dump_recipe,
-    load_recipe,
-    parse_recipe,
-    recipe_to_dict,
-    save_recipe,
-)
-from ntk_advisor.recipe.schema import (
-    SCHEMA_VERSION,
-    DataSpec,
-    ModelSpec,
-    Proximal,
-    Recipe,
-    Target,
-    Training,
-)
+from ntk_advisor.recipe.io import dump_recipe, load_recipe, parse_recipe, recipe_to_dict, save_recipe
+from ntk_advisor.recipe.schema import SCHEMA_VERSION, DataSpec, ModelSpec, Proximal, Recipe, Target, Training
 
 Q = "bert.encoder.layer.0.attention.self.query"
 V = "bert.encoder.layer.0.attention.self.value"

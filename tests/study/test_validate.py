@@ -131,10 +131,7 @@ def test_linear_model_of_a_trainable_head_is_ridge_regression_on_its_features(ti
     """Only the head trains: the model is exactly linear in it, so f_lin must equal the primal
     ridge solution per output on features [h, 1] with ridge n·λ."""
     from ntk_advisor.inputs import models
-    from ntk_advisor.study.linear_model import (
-        linear_model_predictions,
-        placement_kernels,
-    )
+    from ntk_advisor.study.linear_model import linear_model_predictions, placement_kernels
 
     loaded = models.load_classifier(str(tiny_model_folder), num_labels=2, dtype=torch.float64)
     for name, p in loaded.backbone.named_parameters():
