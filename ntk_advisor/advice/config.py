@@ -34,6 +34,8 @@ class RecommendConfig:
     training: dict = field(default_factory=dict)
 
     def check(self) -> None:
+        if self.seed < 0:
+            raise RecipeError(f"--seed must be 0 or more, got {self.seed}")
         from ..methods import get_method, method_names
 
         if self.method not in method_names():

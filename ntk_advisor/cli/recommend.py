@@ -65,6 +65,8 @@ def _write_recipe(recipe, out_path: Path, as_json: bool) -> None:
     t = ev["trainable"]
     out.print(f"{len(recipe.targets)} modules targeted; trainable = weights {t['weights']:,} + head {t['head']:,} + "
               f"biases {t['biases']:,} = {t['total']:,}; predictions are kernel regression on the probe sample")
+    if "uncertainty" in ev:
+        out.print(ev["uncertainty"]["sentence"], markup=False)
     out.print(f"wrote {out_path}")
 
 
@@ -81,12 +83,15 @@ def recommend(
     allocation: AllocationOption = RecommendConfig.allocation,
     train_head: Annotated[bool, typer.Option(help="Train the classification head (counted in the budget).")] = RecommendConfig.train_head,
     seed: Annotated[int, typer.Option(help="Seed of random placements and training.")] = RecommendConfig.seed,
+    force: Annotated[bool, typer.Option(help="Replace an existing --out recipe.")] = False,
     as_json: JsonOption = False,
 ):
     """Place a parameter budget from a profile and write a YAML recipe with the evidence behind it."""
     from ..advice.recommend import recommend as run_recommend
+    from ..recipe.io import check_recipe_destination
 
     config = _recommend_config(method, budget, objective, placement, proximal, axis, train_head, seed, allocation)
+    check_recipe_destination(out_path, force)
     with progress_bar() as bar:
         recipe = run_recommend(profile_dir, config, on_progress=progress_callback(bar))
     _write_recipe(recipe, out_path, as_json)
@@ -114,7 +119,7 @@ def advise(
     task: TaskOption = ProfileConfig.task,
     template: TemplateOption = None,
     label_word: LabelWordOption = None,
-    force: Annotated[bool, typer.Option(help="Replace an existing --profile-out profile folder.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing --out recipe and --profile-out profile.")] = False,
     as_json: JsonOption = False,
 ):
     """Profile, then recommend, in one go."""
@@ -125,9 +130,12 @@ def advise(
     from ..profiling.profiler import ProfileConfig
     from ..profiling.profiler import profile as run_profile
 
+    from ..recipe.io import check_recipe_destination
+
     config = _recommend_config(method, budget, objective, placement, proximal, axis, True, seed, allocation)
     config.check()
-    if profile_dir is not None:  # before minutes of work, never after
+    check_recipe_destination(out_path, force)  # before minutes of work, never after
+    if profile_dir is not None:
         check_profile_destination(profile_dir, force)
     with tempfile.TemporaryDirectory() as scratch, progress_bar() as bar:
         folder = profile_dir or Path(scratch) / "profile"

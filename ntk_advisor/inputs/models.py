@@ -82,6 +82,10 @@ class LoadedModel:
 
     def encode(self, texts, max_length: int) -> dict[str, torch.Tensor]:
         """Token ids of texts as this model reads them: filled into the prompt template, or plain."""
+        limit = max_positions(self.backbone.config)
+        if limit is not None and max_length > limit:
+            raise ModelError(f"max length {max_length} is more than the {limit} positions {self.source} reads: "
+                             f"pass --max-length {limit} or less")
         if self.prompt is not None:
             return encode_prompts(self.tokenizer, texts, self.prompt.template, max_length)
         return encode(self.tokenizer, texts, max_length)
@@ -126,6 +130,18 @@ def additive_mask(attention_mask: torch.Tensor, causal: bool, dtype: torch.dtype
         keep = keep.expand(-1, 1, T, T)
     zero = torch.zeros((), dtype=dtype, device=attention_mask.device)
     return torch.where(keep, zero, torch.finfo(dtype).min)
+
+
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")  # positions start after the padding index
+
+
+def max_positions(config) -> int | None:
+    """Tokens a model can read: its position table, less the offset some families start it at."""
+    table = getattr(config, "max_position_embeddings", None)
+    if not isinstance(table, int):
+        return None
+    offset = (config.pad_token_id or 0) + 1 if config.model_type in _OFFSET_POSITIONS else 0
+    return table - offset
 
 
 def resolve_model_source(name: str) -> str:

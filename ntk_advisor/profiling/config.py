@@ -39,6 +39,8 @@ class ProfileConfig:
     signal_samples: int = 1024  # M, training examples for the O(M) label-gradient row/column scores; 0: none
 
     def check(self) -> None:
+        if self.seed < 0:
+            raise ProfileError(f"--seed must be 0 or more, got {self.seed}")
         if self.capture_mib < 1:
             raise ProfileError(f"--capture-mib must be at least 1, got {self.capture_mib}")
         if self.signal_samples < 0 or self.signal_samples == 1:

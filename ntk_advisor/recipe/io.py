@@ -65,12 +65,58 @@ def check_method(recipe: Recipe, source: str = "recipe") -> None:
             raise RecipeError(f"{source}: targets.{position}: {exc}") from None
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that also refuses aliases (an 11 KB alias bomb expands to gigabytes) and
+    a key given twice in one mapping (safe_load keeps the last one without a word)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"YAML alias '*{event.anchor}' at line {event.start_mark.line + 1}: recipes "
+                                 "are plain data, write the value out instead of referring to an anchor")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.YAMLError(f"key '{key}' appears twice in one mapping at line {key_node.start_mark.line + 1}:"
+                                     " keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(text: str):
+    """Plain data only: no tags, no aliases, no duplicate keys."""
+    return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def check_recipe_destination(path: str | Path, force: bool) -> None:
+    """Before any work: an existing --out is replaced only with force, and only if it is a recipe."""
+    from ..errors import OutputError
+
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"--out {path} is a folder; give the recipe file to write, e.g. {path / 'recipe.yaml'}")
+    if not path.exists():
+        return
+    if not force:
+        raise OutputError(f"recipe file '{path}' already exists: choose another --out or pass --force")
+    try:
+        document = read_yaml(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        document = None
+    if not (isinstance(document, dict) and "schema_version" in document and "targets" in document):
+        raise OutputError(f"'{path}' is not a recipe, so --force will not replace it: choose another --out")
+
+
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file '{path}' not found")
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = read_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""
@@ -95,7 +141,7 @@ def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
                 raise RecipeError(f"override '{item}': '{part}' is not a section of the recipe")
             node = node[part]
         try:
-            node[parts[-1]] = yaml.safe_load(raw)
+            node[parts[-1]] = read_yaml(raw)
         except yaml.YAMLError:
             raise RecipeError(f"override '{item}': the value is not a YAML scalar") from None
     return parse_recipe(document, "override")

@@ -16,7 +16,7 @@ SCHEMA_VERSION = 1
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # .inf trains a NaN adapter
 
 
 class ModelSpec(_Strict):
@@ -68,7 +68,7 @@ class Target(_Strict):
 class Proximal(_Strict):
     strength: Annotated[float, Field(ge=0, alias="lambda")] = 0.0
     mode: Literal["plain", "selective"] = "selective"
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 class Training(_Strict):

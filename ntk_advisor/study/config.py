@@ -39,6 +39,8 @@ class ValidateConfig:
     allocation: str = Allocation.GREEDY.value  # the advised placements' allocation (settings.Allocation)
 
     def check(self) -> None:
+        if self.seed < 0:
+            raise ValidateError(f"--seed must be 0 or more, got {self.seed}")
         from ..methods import method_names
 
         if self.method not in method_names():

@@ -1,0 +1,78 @@
+"""More of issue 20's bad inputs: each gets one line that says what was wrong and what to do,
+a non-zero exit, and no file written or replaced."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from helpers import assert_one_line_error, run_cli, tiny_recipe, write
+
+from ntk_advisor.errors import RecipeError
+from ntk_advisor.recipe.io import dump_recipe, load_recipe, read_yaml
+
+
+def test_alias_bomb_is_refused_fast(tmp_path):
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"] + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]"
+                                                         for i in range(1, 9)]
+    path = write(tmp_path / "bomb.yaml", "evidence:\n" + "\n".join("  " + line for line in levels) + "\n")
+    with pytest.raises(RecipeError, match=r"YAML alias '\*a0' at line 3: recipes are plain data"):
+        load_recipe(path)
+
+
+def test_a_key_given_twice_is_refused(tiny_model_folder, tiny_csv, tmp_path):
+    text = dump_recipe(tiny_recipe(tiny_model_folder, tiny_csv))
+    twice = text.replace("  learning_rate: 0.05\n", "  learning_rate: 0.05\n  learning_rate: 0.5\n")
+    assert twice != text
+    with pytest.raises(RecipeError, match="key 'learning_rate' appears twice in one mapping at line .*: keep one"):
+        load_recipe(write(tmp_path / "r.yaml", twice))
+    assert read_yaml("a: {b: 1}\nc: [1, 2]\n") == {"a": {"b": 1}, "c": [1, 2]}  # plain data still reads
+
+
+@pytest.mark.parametrize("key, value", [("learning_rate", ".inf"), ("learning_rate", ".nan")])
+def test_infinite_or_nan_settings_are_refused(tiny_model_folder, tiny_csv, tmp_path, key, value):
+    text = dump_recipe(tiny_recipe(tiny_model_folder, tiny_csv)).replace(f"  {key}: 0.05\n", f"  {key}: {value}\n")
+    with pytest.raises(RecipeError, match=r"training.learning_rate.*finite"):
+        load_recipe(write(tmp_path / "r.yaml", text))
+
+
+def test_infinite_proximal_is_refused(tiny_model_folder, tiny_csv, tmp_path):
+    document = yaml.safe_load(dump_recipe(tiny_recipe(tiny_model_folder, tiny_csv)))
+    document["proximal"] = {"lambda": float("inf"), "mode": "plain"}
+    with pytest.raises(RecipeError, match=r"proximal.lambda.*finite"):
+        load_recipe(write(tmp_path / "r.yaml", yaml.safe_dump(document)))
+
+
+@pytest.mark.parametrize("extra, pattern", [
+    (["--seed", "-1"], r"--seed must be 0 or more, got -1"),
+    (["--max-length", "100"], r"max length 100 is more than the 64 positions .*: pass --max-length 64 or less"),
+])
+def test_profile_values_out_of_range(tiny_model_folder, tiny_csv, tmp_path, capsys, monkeypatch, extra, pattern):
+    args = ["profile", "--model", str(tiny_model_folder), "--data", str(tiny_csv), "--samples", "8",
+            "--out", str(tmp_path / "p")] + (extra if "--max-length" in extra else ["--max-length", "8"] + extra)
+    code, _, err = run_cli(args, capsys, monkeypatch)
+    assert_one_line_error(code, err, pattern)
+    assert not (tmp_path / "p").exists()
+
+
+def test_recommend_never_overwrites_a_file_silently(tiny_model_folder, tiny_csv, tmp_path, capsys, monkeypatch):
+    profile = ["profile", "--model", str(tiny_model_folder), "--data", str(tiny_csv), "--samples", "8",
+               "--max-length", "8", "--out", str(tmp_path / "p")]
+    assert run_cli(profile, capsys, monkeypatch)[0] == 0
+    notes = tmp_path / "notes.yaml"
+    notes.write_text("my: notes\n")
+    base = ["recommend", str(tmp_path / "p"), "--budget", "400", "--out"]
+    for force in ([], ["--force"]):
+        code, _, err = run_cli(base + [str(notes)] + force, capsys, monkeypatch)
+        assert_one_line_error(code, err, "already exists: choose another --out or pass --force" if not force
+                              else "is not a recipe, so --force will not replace it")
+        assert notes.read_text() == "my: notes\n"
+    recipe = tmp_path / "r.yaml"
+    assert run_cli(base + [str(recipe)], capsys, monkeypatch)[0] == 0
+    code, _, err = run_cli(base + [str(recipe)], capsys, monkeypatch)
+    assert_one_line_error(code, err, "already exists")
+    code, out, _ = run_cli(base + [str(recipe), "--force"], capsys, monkeypatch)
+    assert code == 0 and load_recipe(recipe).evidence["budget"] == 400
+    sentence = load_recipe(recipe).evidence["uncertainty"]["sentence"]
+    assert " ".join(sentence.split()) in " ".join(out.split())  # the uncertainty is printed with the summary
+    code, _, err = run_cli(base + [str(tmp_path)], capsys, monkeypatch)
+    assert_one_line_error(code, err, "is a folder; give the recipe file to write")
