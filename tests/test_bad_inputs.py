@@ -76,3 +76,25 @@ def test_recommend_never_overwrites_a_file_silently(tiny_model_folder, tiny_csv,
     assert " ".join(sentence.split()) in " ".join(out.split())  # the uncertainty is printed with the summary
     code, _, err = run_cli(base + [str(tmp_path)], capsys, monkeypatch)
     assert_one_line_error(code, err, "is a folder; give the recipe file to write")
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["profile", "--samples", "abc"], r"Invalid value for '--samples'.*an integer \(see ntk-advisor profile --help\)"),
+    (["profile", "--bogus"], r"No such option: --bogus.*\(see ntk-advisor profile --help\)"),
+    (["nosuch"], r"No such command 'nosuch'.*\(see ntk-advisor --help\)"),
+    (["recommend"], r"Missing argument 'profile_dir'.*\(see ntk-advisor recommend --help\)"),
+])
+def test_usage_errors_are_one_line_and_exit_1(args, pattern, capsys, monkeypatch):
+    code, out, err = run_cli(args, capsys, monkeypatch)
+    assert_one_line_error(code, err, pattern)
+    assert "╭" not in err and "Usage:" not in err  # not click's box
+
+
+def test_ctrl_c_says_what_was_kept(capsys, monkeypatch):
+    class Interrupting(dict):
+        def items(self):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("ntk_advisor.inputs.data.BUILTIN_DATASETS", Interrupting())
+    code, _, err = run_cli(["data", "list"], capsys, monkeypatch)
+    assert code == 130 and "interrupted; finished outputs were kept" in err and "Traceback" not in err

@@ -18,16 +18,32 @@ from .console import err, state
 
 
 def main() -> None:
+    """click's own handling (standalone mode) would print usage errors as a box with exit 2
+    and swallow Ctrl-C; here both get the one line every other error gets."""
+    import typer
+
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="ntk-advisor")
     except NtkAdvisorError as exc:
         if state["verbose"]:
             raise
         err.print(f"error: {exc}", markup=False, soft_wrap=True)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         err.print("interrupted; finished outputs were kept, unfinished ones were not written")
         sys.exit(130)
+    except typer.TyperException as exc:  # usage errors: an unknown flag, --samples abc, a missing argument
+        if state["verbose"]:
+            raise
+        context = getattr(exc, "ctx", None)
+        command = context.command_path if context is not None else "ntk-advisor"
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        err.print(f"error: {message} (see {command} --help)", markup=False, soft_wrap=True)
+        sys.exit(1)
+    if code == 130:  # typer turns Ctrl-C into a quiet exit 130
+        err.print("interrupted; finished outputs were kept, unfinished ones were not written")
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
 
 
 _state = state  # the name tests and older scripts patch
