@@ -98,3 +98,28 @@ def test_ctrl_c_says_what_was_kept(capsys, monkeypatch):
     monkeypatch.setattr("ntk_advisor.inputs.data.BUILTIN_DATASETS", Interrupting())
     code, _, err = run_cli(["data", "list"], capsys, monkeypatch)
     assert code == 130 and "interrupted; finished outputs were kept" in err and "Traceback" not in err
+
+
+def test_export_names_the_classes_even_for_an_older_run(tiny_model_folder, tiny_csv, tmp_path):
+    """The HF export's id2label carries the class names (from metrics.json, or from the data
+    for a run written before they were recorded), so pipeline() does not answer LABEL_0."""
+    import json
+
+    from transformers import AutoConfig
+
+    from ntk_advisor.exporting.export import export
+    from ntk_advisor.training.loop import train
+
+    named = tmp_path / "data.csv"
+    named.write_text("text,label\n" + "".join(f"{line.rsplit(',', 1)[0]},{'good' if line.endswith('1') else 'bad'}\n"
+                                              for line in tiny_csv.read_text().splitlines()[1:]))
+    run = tmp_path / "run"
+    train(tiny_recipe(tiny_model_folder, named, max_steps=1), run)
+    assert json.loads((run / "metrics.json").read_text())["label_names"] == ["bad", "good"]
+    export(run, "hf", tmp_path / "hf")
+    assert AutoConfig.from_pretrained(tmp_path / "hf").id2label == {0: "bad", 1: "good"}
+    metrics = json.loads((run / "metrics.json").read_text())
+    del metrics["label_names"]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    export(run, "hf", tmp_path / "hf-old")
+    assert AutoConfig.from_pretrained(tmp_path / "hf-old").id2label == {0: "bad", 1: "good"}

@@ -68,6 +68,8 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, force: bool = False) 
                           f"causal LM of a label-word run): use one of {', '.join(task.export_formats)}")
     if fmt.endswith("-lm"):
         model = models.causal_lm_with_label_head(model, loaded.source, loaded.prompt)
+    else:
+        _name_the_classes(model, Path(run_dir))
     report: dict = {}
 
     def write(folder: Path):
@@ -87,6 +89,27 @@ def export(run_dir: str | Path, fmt: str, out: str | Path, force: bool = False) 
     target = write_folder_atomically(Path(out), write, force, marker="export_report.json", what="export")
     files = {p.name: p.stat().st_size for p in sorted(target.iterdir()) if p.is_file()}
     return ExportReport(target, fmt, time.perf_counter() - started, files, report.get("max_abs_logit_difference"))
+
+
+def _name_the_classes(model, run_dir: Path) -> None:
+    """id2label from the run's class names, so pipeline("text-classification") answers in
+    words, not LABEL_0; a run from before names were recorded reads them from its data."""
+    names = None
+    metrics = run_dir / "metrics.json"
+    if metrics.exists():
+        names = json.loads(metrics.read_text()).get("label_names")
+    if names is None:
+        from ..errors import DataError
+        from ..inputs.data import load_dataset
+
+        recipe = load_recipe(run_dir / "recipe.yaml")
+        try:
+            names = list(load_dataset(recipe.data.source, recipe.data.text_column, recipe.data.label_column).label_names)
+        except DataError:
+            return  # the data moved: keep transformers' LABEL_i
+    if len(names) == model.config.num_labels:
+        model.config.id2label = dict(enumerate(names))
+        model.config.label2id = {name: i for i, name in enumerate(names)}
 
 
 def _export_onnx(model, loaded, folder: Path, tolerance: float = PARITY_TOLERANCE) -> float:

