@@ -123,3 +123,19 @@ def test_export_names_the_classes_even_for_an_older_run(tiny_model_folder, tiny_
     (run / "metrics.json").write_text(json.dumps(metrics))
     export(run, "hf", tmp_path / "hf-old")
     assert AutoConfig.from_pretrained(tmp_path / "hf-old").id2label == {0: "bad", 1: "good"}
+
+
+@pytest.mark.parametrize("change, pattern", [
+    ({"indices": (0, 3, 999)}, r"targets.0.indices: index 999 is out of range for rows of "
+                                    r"'bert.encoder.layer.1.output.dense' \(16 rows\); fix the recipe"),
+    ({"module": "bert.encoder.layer.7.output.dense"}, r"targets.0.module: .* is not a Linear module"),
+])
+def test_train_checks_targets_as_check_does(tiny_model_folder, tiny_csv, tmp_path, change, pattern):
+    from ntk_advisor.errors import TrainError
+    from ntk_advisor.training.loop import train
+
+    recipe = tiny_recipe(tiny_model_folder, tiny_csv, max_steps=1)
+    recipe = recipe.model_copy(update={"targets": (recipe.targets[0].model_copy(update=change),) + recipe.targets[1:]})
+    with pytest.raises(TrainError, match=pattern):
+        train(recipe, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()  # a failed start leaves nothing to refuse a retry

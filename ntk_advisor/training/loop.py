@@ -23,11 +23,12 @@ import numpy as np
 import torch
 
 from .._io import write_folder_atomically, write_text_atomically
-from ..errors import TrainError
+from ..errors import RecipeError, TrainError
 from ..inputs import data as data_lib
 from ..inputs import models
 from ..methods import get_method
 from ..ntk.linearization import linearization_gap
+from ..recipe.check import check_targets
 from ..recipe.io import recipe_to_dict, save_recipe
 from ..recipe.provenance import check_provenance
 from ..recipe.schema import Recipe
@@ -117,11 +118,10 @@ class _Run:
         self.provenance = check_provenance(recipe, dataset)
         self.loaded, self.head_report = load_for_recipe(recipe, dataset.label_names, splits=self.splits)
         self.task = get_task(self.loaded.task)
-        targets = {t.name for t in models.discover_targets(self.loaded.backbone)}
-        unknown = [t.module for t in recipe.targets if t.module not in targets]
-        if unknown:
-            raise TrainError(f"recipe target '{unknown[0]}' is not a Linear module of {recipe.model.name}: "
-                             "run ntk-advisor check on the recipe")
+        try:  # the same checks as `ntk-advisor check`: an index out of range must not reach the model
+            check_targets(recipe, {t.name: t for t in models.discover_targets(self.loaded.backbone)})
+        except RecipeError as exc:
+            raise TrainError(f"{exc}; fix the recipe (ntk-advisor check shows every problem)") from None
         self.trained, self.proximal = apply_recipe(self.loaded.backbone, recipe, self.loaded.head_name)
         self.params = [p for p in self.trained.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
