@@ -139,3 +139,23 @@ def test_train_checks_targets_as_check_does(tiny_model_folder, tiny_csv, tmp_pat
     with pytest.raises(TrainError, match=pattern):
         train(recipe, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()  # a failed start leaves nothing to refuse a retry
+
+
+def test_resume_with_another_recipe_is_refused(tiny_model_folder, tiny_csv, tmp_path):
+    from ntk_advisor.errors import TrainError
+    from ntk_advisor.recipe.io import apply_overrides
+    from ntk_advisor.training.loop import train
+
+    recipe = tiny_recipe(tiny_model_folder, tiny_csv, max_steps=8, checkpoint_every=3)
+
+    def stop(stage, done, total, metrics):
+        if stage == "train" and done == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, tmp_path / "run", on_progress=stop)
+    faster = apply_overrides(recipe, ["training.learning_rate=0.5"])
+    with pytest.raises(TrainError, match=r"started from another recipe \(training.learning_rate differs\): resume "
+                                         "with the recipe it was started with, or start over with --force"):
+        train(faster, tmp_path / "run", resume=True)
+    assert train(recipe, tmp_path / "run", resume=True).metrics["steps"] == 8  # the right recipe still resumes

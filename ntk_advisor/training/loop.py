@@ -135,6 +135,11 @@ class _Run:
         self.best_state = _trainable_state(self.trained)
 
     def restore(self, state: dict) -> None:
+        started_with = state.get("recipe")
+        if started_with is not None and started_with != _what_trains(self.recipe):
+            changed = _first_difference(started_with, _what_trains(self.recipe))
+            raise TrainError(f"the checkpoint in '{self.out}' was started from another recipe ({changed} differs): "
+                             "resume with the recipe it was started with, or start over with --force")
         with torch.no_grad():
             for name, p in self.trained.named_parameters():
                 if name in state["trainable"]:
@@ -207,7 +212,7 @@ class _Run:
         (self.out / CHECKPOINTS).mkdir(exist_ok=True)  # again: a folder deleted mid-run costs no work
         state = {"trainable": _trainable_state(self.trained), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "rng": torch.get_rng_state(), "complete": True,
-                 **{key: getattr(self, key) for key in LOOP_STATE}}
+                 "recipe": _what_trains(self.recipe), **{key: getattr(self, key) for key in LOOP_STATE}}
         save_checkpoint(state, self.out / CHECKPOINTS / f"step-{self.step}.pt")
         prune_checkpoints(self.out)
 
@@ -242,6 +247,20 @@ class _Run:
             _write_run(self.out, self.recipe, self.trained, metrics)
         self.accelerator.wait_for_everyone()
         return RunResult(self.out, metrics)
+
+
+def _what_trains(recipe: Recipe) -> dict:
+    """The parts of a recipe that decide the run (a resume must not change them); not evidence."""
+    document = recipe_to_dict(recipe)
+    return {key: document.get(key) for key in ("model", "data", "method", "targets", "proximal", "training")}
+
+
+def _first_difference(old, new, path: str = "") -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+    return path or "the recipe"
 
 
 def _gap(loaded, logits_model, trained, proximal, split, max_length: int, examples: int = 64) -> dict:
