@@ -176,6 +176,12 @@ class Method(ABC):
     def apply(self, model: nn.Module, recipe: Recipe, extra_trainable: list[str], head_name: str | None) -> nn.Module:
         """Freeze ``model``, put the placement on it, unfreeze ``extra_trainable``; the model to train."""
 
+    def initialize(self, model: nn.Module, recipe: Recipe, calibration) -> None:
+        """A data-driven init after ``apply`` (``calibration()`` yields input batches); none by default."""
+        if recipe.training.lora_init != "default":
+            raise RecipeError(f"training.lora_init={recipe.training.lora_init} is a LoRA setting; this recipe's method "
+                              f"is {self.name}: remove it or use method lora")
+
     @abstractmethod
     def save(self, model: nn.Module, folder, recipe: Recipe) -> None:
         """Write the trained adapter to ``folder`` (adapter_config.json + safetensors)."""

@@ -86,6 +86,10 @@ class Training(_Strict):
     checkpoint_every: Annotated[int, Field(ge=1)] = 100
     lora_alpha: Annotated[float, Field(gt=0)] | None = None
     lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # LoRA only: "eva" is PEFT's EVA (A from the SVD of each module's inputs on training
+    # batches, ranks redistributed up to eva_rho x r; Paischer et al., 2024), a data-driven rival.
+    lora_init: Literal["default", "eva"] = "default"
+    eva_rho: Annotated[float, Field(ge=1)] = 2.0
 
 
 class Recipe(_Strict):

@@ -78,10 +78,17 @@ def trainable_names(recipe: Recipe, model: nn.Module, head_name: str | None) -> 
     return names
 
 
-def apply_recipe(model: nn.Module, recipe: Recipe, head_name: str | None = None) -> tuple[nn.Module, Proximal]:
-    """Place the recipe on ``model`` (a transformers model); returns (model to train, proximal helper)."""
+def apply_recipe(model: nn.Module, recipe: Recipe, head_name: str | None = None,
+                 calibration=None) -> tuple[nn.Module, Proximal]:
+    """Place the recipe on ``model`` (a transformers model); returns (model to train, proximal helper).
+
+    ``calibration()`` yields input batches for a data-driven init (LoRA's EVA); θ0 is taken
+    after it, so the proximal term pulls toward the initialized adapter.
+    """
     extra = trainable_names(recipe, model, head_name)
-    trained = get_method(recipe.method).apply(model, recipe, extra, head_name)
+    method = get_method(recipe.method)
+    trained = method.apply(model, recipe, extra, head_name)
+    method.initialize(trained, recipe, calibration or (lambda: []))
     theta0 = {n: p.detach().clone() for n, p in trained.named_parameters() if p.requires_grad}
     return trained, Proximal(recipe.proximal.strength, recipe.proximal.mode, theta0)
 

@@ -122,7 +122,8 @@ class _Run:
             check_targets(recipe, {t.name: t for t in models.discover_targets(self.loaded.backbone)})
         except RecipeError as exc:
             raise TrainError(f"{exc}; fix the recipe (ntk-advisor check shows every problem)") from None
-        self.trained, self.proximal = apply_recipe(self.loaded.backbone, recipe, self.loaded.head_name)
+        self.trained, self.proximal = apply_recipe(self.loaded.backbone, recipe, self.loaded.head_name,
+                                                   calibration=self._calibration)
         self.params = [p for p in self.trained.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.splits.train) / cfg.batch_size)
@@ -133,6 +134,12 @@ class _Run:
         self.logits_model, self.optimizer = self.accelerator.prepare(models.SequenceLogits(self.trained),
                                                                      self.optimizer)
         self.best_state = _trainable_state(self.trained)
+
+    def _calibration(self, examples: int = 256) -> list[dict]:
+        """Input batches of the first training examples, for a data-driven adapter init (EVA)."""
+        texts = self.splits.train.texts[:examples]
+        size = self.cfg.batch_size
+        return [self.loaded.encode(texts[i:i + size], self.recipe.data.max_length) for i in range(0, len(texts), size)]
 
     def restore(self, state: dict) -> None:
         started_with = state.get("recipe")

@@ -11,7 +11,7 @@ from ...advice.signal_rules import lora_by_spectrum
 from ...recipe.conversions import axolotl_lora, default_rank, peft_section
 from ...recipe.schema import Target
 from ..base import Candidates, Method, Rank
-from . import apply_lora
+from . import apply_lora, initialize_eva
 
 RANK_STEP = 2  # the search adds rank two at a time: one step is σ_2j² + σ_2j+1² of the label gradient
 
@@ -81,8 +81,13 @@ class LoRA(Method):
     # ------------------------------------------------------------------ models
     def apply(self, model, recipe, extra_trainable, head_name):
         head = head_name if recipe.training.train_head else None
+        eva = recipe.training.eva_rho if recipe.training.lora_init == "eva" else None
         return apply_lora(model, recipe.targets, recipe.training.lora_alpha, recipe.training.lora_dropout, head,
-                          recipe.training.train_bias)
+                          recipe.training.train_bias, eva)
+
+    def initialize(self, model, recipe, calibration) -> None:
+        if recipe.training.lora_init == "eva":
+            initialize_eva(model, calibration())
 
     def save(self, model, folder, recipe) -> None:
         model.save_pretrained(folder)
