@@ -159,3 +159,21 @@ def test_resume_with_another_recipe_is_refused(tiny_model_folder, tiny_csv, tmp_
                                          "with the recipe it was started with, or start over with --force"):
         train(faster, tmp_path / "run", resume=True)
     assert train(recipe, tmp_path / "run", resume=True).metrics["steps"] == 8  # the right recipe still resumes
+
+
+# ----------------------------------------------------------------------------- data files
+@pytest.mark.parametrize("content, columns, pattern", [
+    ("text,text,label\na,b,1\nc,d,0\n", {}, r"the header names column 'text' twice; rename one of them"),
+    ("text,label\na,1\nb,0\n", {"label_column": "text"}, r"'text' is given as both the text and the label column"),
+    ("text,label\na,0.5\nb,1\n", {}, r"line 2 has label '0.5' in 'label', which is not a class"),
+    ("text,label\n" + "".join(f"row {i},{i % 2}\n" for i in range(4)) + '"unclosed quote,1\n'
+     + "".join(f"row {i},{i % 2}\n" for i in range(50)),
+     {}, r"line 6 opens a quote that is never closed \(the record runs to line 56\); close the quote"),
+])
+def test_data_file_mistakes(tmp_path, content, columns, pattern):
+    from ntk_advisor.errors import DataError
+    from ntk_advisor.inputs.data import load_dataset
+
+    path = write(tmp_path / "data.csv", content)
+    with pytest.raises(DataError, match=pattern):
+        load_dataset(path, **columns)

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 FILE_KINDS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 _INT = re.compile(r"[+-]?\d+")
+_FRACTION = re.compile(r"[+-]?\d*\.\d*[1-9]\d*([eE][+-]?\d+)?")  # 0.5, -.25, 3.10; not 1.0
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -79,13 +80,28 @@ def _read_delimited(source: str, text: str, delimiter: str) -> tuple[Rows, list[
     # Whole documents in one cell easily pass csv's 128 KiB default field limit.
     old_limit = csv.field_size_limit()
     csv.field_size_limit(max(old_limit, 1 << 30))
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows, starts_at = [], 1
     try:
-        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
         columns = [c.strip() for c in reader.fieldnames or []]
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise DataError(f"{source}: the header names column '{repeated[0]}' twice; rename one of them")
         reader.fieldnames = columns
-        rows = [(f"line {reader.line_num}", row) for row in reader]
+        starts_at = reader.line_num + 1
+        for row in reader:
+            if reader.line_num > starts_at and None in row.values():
+                # A record spanning lines that still lacks fields: a quote opened on its first
+                # line swallowed the rest of the file.
+                raise DataError(f"{source}: line {starts_at} opens a quote that is never closed (the record runs to "
+                                f"line {reader.line_num}); close the quote or re-export the file")
+            rows.append((f"line {starts_at}", row))  # where the record starts: multi-line cells are legal
+            starts_at = reader.line_num + 1
     except csv.Error as e:
-        raise DataError(f"{source}: cannot parse line {reader.line_num} ({e}); fix or re-export the file") from None
+        # csv reports where it gave up (often the end of the file, for an unclosed quote);
+        # the record that broke starts right after the last good one.
+        raise DataError(f"{source}: cannot parse the record that starts at line {starts_at} ({e}); "
+                        "fix or re-export the file (an unclosed quote runs to the end of the file)") from None
     finally:
         csv.field_size_limit(old_limit)
     return rows, columns
@@ -155,6 +171,9 @@ def _columnar_rows(columns: Sequence[str], get, num_rows: int) -> tuple[Rows, li
 
 def _build(source: str, rows: Rows, columns: list[str], text_column: str, label_column: str,
            class_names: tuple[str, ...] | None = None) -> TextDataset:
+    if text_column == label_column:
+        raise DataError(f"{source}: '{text_column}' is given as both the text and the label column; "
+                        "choose different ones with --text-column/--label-column")
     missing = [c for c in (text_column, label_column) if c not in columns]
     if missing:
         found = ", ".join(repr(c) for c in columns) or "none"
@@ -195,6 +214,9 @@ def _label_ids(source: str, values: list, wheres: list[str], label_column: str,
                                 "labels must be class names or integers (bin scores into classes first)")
         elif isinstance(value, str):
             as_int = as_int and bool(_INT.fullmatch(value.strip()))
+            if _FRACTION.fullmatch(value.strip()):  # "0.5" in a CSV is a score, not a class name
+                raise DataError(f"{source}: {where} has label {value.strip()!r} in '{label_column}', which is not a "
+                                "class; labels must be class names or integers (bin scores into classes first)")
         elif not isinstance(value, (int, np.integer)):
             as_int = False
     keys = [int(v) for v in values] if as_int else [str(v).strip() for v in values]
