@@ -1,0 +1,44 @@
+"""The transfer suite's tables (benchmarks/suite/tables.py): the best default is chosen per
+task and split, gains are paired by seed, and a loss beyond 0.5 points is listed as harm."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "suite"))
+from tables import gains, write_tables  # noqa: E402
+
+
+def record(task, arm, seed, validation, test, study="s", lr=2e-3):
+    return {"task": task, "study": study, "arm": arm, "seed": seed, "learning_rate": lr,
+            "validation": validation, "test": test}
+
+
+RUNS = [
+    record("a", "advised-x", 0, 0.80, 0.70), record("a", "advised-x", 1, 0.82, 0.74),
+    record("a", "first-k", 0, 0.78, 0.72), record("a", "first-k", 1, 0.80, 0.72),
+    record("a", "random", 0, 0.90, 0.60), record("a", "random", 1, 0.90, 0.60),  # best on validation only
+    record("b", "advised-x", 0, 0.50, 0.50), record("b", "first-k", 0, 0.60, 0.60),
+    record("b", "advised-x", 0, 0.99, 0.99, lr=4e-3),  # another learning rate: never mixed in
+]
+
+
+def test_best_default_is_chosen_per_split_and_gains_are_paired():
+    test = gains(RUNS, "s", ("first-k", "random"), "test", 2e-3)["advised-x"]
+    gain, se, best = test["a"]
+    assert best == "first-k" and gain == pytest.approx(100 * ((0.70 - 0.72) + (0.74 - 0.72)) / 2)
+    assert se == pytest.approx(2.0)  # stdev of (-2, +2) over sqrt(2)
+    validation = gains(RUNS, "s", ("first-k", "random"), "validation", 2e-3)["advised-x"]
+    assert validation["a"][2] == "random" and validation["a"][0] == pytest.approx(100 * (0.81 - 0.90))
+    assert test["b"][0] == pytest.approx(-10.0) and test["b"][1] != test["b"][1]  # one seed: no SE
+
+
+def test_tables_list_the_harmed_tasks(tmp_path):
+    text = write_tables({"model": "m", "runs": RUNS}, {"rocoft": ("first-k", "random")}, {}, {"s": "rocoft"},
+                        tmp_path / "t.md")
+    assert (tmp_path / "t.md").read_text().strip() == text.strip()
+    test_summary = text.split("test split:")[1]
+    assert "| advised-x | 2 | -5.00 | b (-10.0) | b (-10.0) |" in test_summary
