@@ -29,3 +29,11 @@ def test_hf_trainer_example():
     summary = load("hf_trainer").main(steps=2)
     assert len(summary["losses"]) == 2 and summary["adapter_round_trip_equal"]
     assert summary["trainable"] == 21_506
+
+
+@pytest.mark.slow
+def test_place_in_pipeline_example():
+    summary = load("place_in_pipeline").main(steps=3)
+    assert summary["trainable"] == summary["budget"] <= 21_506
+    assert summary["modules"] == 36  # one best row in each of minilm-l6's block Linears, at least
+    assert len(summary["losses"]) == 3 and all(loss > 0 for loss in summary["losses"])
