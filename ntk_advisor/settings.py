@@ -111,7 +111,10 @@ class Objective(Choice):
 class Allocation(Choice):
     """How a RoCoFT budget is spread over modules before the objective spends the rest.
 
-    - ``greedy`` (default): one best-aligned row in every module, then the objective. Coverage
+    - ``default``: the method's own default (``Method.default_allocation``): for RoCoFT the
+      rule the transfer suite chose on its validation split (docs/suite.md), for LoRA
+      ``greedy``.
+    - ``greedy``: one best-aligned row in every module, then the objective. Coverage
       across layers mattered in the first premise check (docs/method.md §11). For LoRA: ranks
       by the label gradient's spectrum, when the profile has it.
     - ``uniform``: rounds of one row per module (each module's next best-aligned) until the
@@ -121,6 +124,7 @@ class Allocation(Choice):
     - ``free``: the objective alone; it can pile the budget into a few modules.
     """
 
+    DEFAULT = "default"
     GREEDY = "greedy"
     UNIFORM = "uniform"
     SIGNAL = "signal"

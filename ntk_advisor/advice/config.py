@@ -25,7 +25,7 @@ class RecommendConfig:
     axis: str = Axis.ROWS.value  # settings.Axis
     proximal: float = 0.0  # λ of (λ/2)‖θ − θ0‖²; also the ridge of the predicted kernel regression
     proximal_mode: str = "selective"
-    allocation: str = Allocation.GREEDY.value  # settings.Allocation says what each does
+    allocation: str = Allocation.DEFAULT.value  # settings.Allocation says what each does
     candidates_per_module: int = 64
     module_rank: int = 8  # units per module for module-level baselines, LoRA's largest rank step count
     train_head: bool = True
@@ -52,3 +52,14 @@ class RecommendConfig:
         names = ("advised",) + get_method(self.method).baselines
         if self.placement not in names:
             raise RecipeError(f"unknown --placement '{self.placement}' for {self.method}: use one of {', '.join(names)}")
+
+
+def resolve_allocation(config: RecommendConfig) -> RecommendConfig:
+    """``allocation="default"`` made concrete: the method's own default rule."""
+    from dataclasses import replace
+
+    from ..methods import get_method
+
+    if config.allocation != Allocation.DEFAULT.value:
+        return config
+    return replace(config, allocation=get_method(config.method).default_allocation)

@@ -30,7 +30,7 @@ from ..ntk.spectral import symmetrize
 from ..profiling.capture import Captured, capture
 from ..profiling.folder import load_profile
 from ..recipe.schema import SCHEMA_VERSION, DataSpec, ModelSpec, Proximal, Recipe, Target, Training
-from .config import DEFAULT_OBJECTIVE, RecommendConfig  # noqa: F401 - re-exported
+from .config import DEFAULT_OBJECTIVE, RecommendConfig, resolve_allocation  # noqa: F401 - re-exported
 from .uncertainty import uncertainty
 
 Progress = Callable[[str, int, int], None]
@@ -152,6 +152,7 @@ def predicted_report(captured: Captured, placement: dict, method: str, ridge: fl
 
 def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Progress | None = None) -> Recipe:
     config.check()
+    config = resolve_allocation(config)
     progress = on_progress or (lambda *a: None)
     started = time.perf_counter()
     profile = load_profile(profile_dir)

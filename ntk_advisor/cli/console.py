@@ -43,8 +43,10 @@ LabelWordOption = Annotated[Optional[list[str]], typer.Option("--label-word", he
     "label-words: one single-token word per class, in label order (repeatable; default ' ' + label name)."))]
 MethodOption = Annotated[str, typer.Option(help="rocoft (rows/columns) or lora (modules and ranks).")]
 AllocationOption = Annotated[str, typer.Option(help=(
-    "RoCoFT rows per module before the objective spends the rest: greedy (one best-aligned row in every module), "
-    "uniform (the same number in every module, each module's best-aligned rows) or free (the objective alone)."))]
+    "How the budget is spread over modules: default (the method's own: see docs/suite.md), greedy (one "
+    "best-aligned row in every module, then the objective; for LoRA ranks by the label gradient's spectrum), "
+    "uniform (the same number of rows in every module, each module's best rows: the safe allocation), signal "
+    "(rows by label-gradient score with diminishing returns per module) or free (the objective alone)."))]
 
 
 def prompt_options(template, label_word) -> dict:

@@ -127,6 +127,7 @@ class Method(ABC):
     baselines: ClassVar[tuple[str, ...]]  # named placements at the same budget (docs/method.md §10)
     reference: ClassVar[str | None] = None  # the default placement every recipe's evidence is compared with
     cross_arms: ClassVar[tuple[tuple[str, str], ...]] = ()  # (placement, method) arms `validate` adds
+    default_allocation: ClassVar[str] = "greedy"  # what --allocation default means for this method
     safe_allocations: ClassVar[tuple[str, ...]] = ()  # allocations that spread the budget as the reference does
     kernel_is_a_part: ClassVar[bool] = True  # K of a placed part is a PSD part of K_m (Weyl distance bound)
     unit_label: ClassVar[str] = "units"

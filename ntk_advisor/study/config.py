@@ -36,7 +36,7 @@ class ValidateConfig:
     kernel_examples: int = 512  # training examples the linear model is fitted on
     seed: int = 0
     resamples: int = 2000
-    allocation: str = Allocation.GREEDY.value  # the advised placements' allocation (settings.Allocation)
+    allocation: str = Allocation.DEFAULT.value  # the advised placements' allocation (settings.Allocation)
 
     def check(self) -> None:
         if self.seed < 0:

@@ -27,6 +27,7 @@ from pathlib import Path
 from .._io import check_replaceable, json_safe, read_json, write_json
 from ..advice.recommend import (
     RecommendConfig,
+    resolve_allocation,
     build_recipe,
     capture,
     place,
@@ -53,8 +54,8 @@ def _canonical(placement: Placement, method: str) -> str:
 def build_plan(profile_dir: Path, config: ValidateConfig, progress: Progress) -> dict:
     """K distinct placements at the budget and what the profile predicts for each."""
     captured = capture(load_profile(profile_dir))
-    base = RecommendConfig(method=config.method, budget=config.budget, proximal=config.proximal, seed=config.seed,
-                           allocation=config.allocation)
+    base = resolve_allocation(RecommendConfig(method=config.method, budget=config.budget, proximal=config.proximal,
+                                              seed=config.seed, allocation=config.allocation))
     budget, head, biases = weight_budget(captured, base)
     ridge = search_ridge(captured, config.proximal)
     wanted = len(config.arms) or config.placements or 1  # the sweep alone still needs the advised placement
