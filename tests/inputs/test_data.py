@@ -10,16 +10,15 @@ import csv
 import dataclasses
 import hashlib
 import importlib.util
-import io
 import json
 import subprocess
 import sys
-import tarfile
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import tar_gz
 
 from ntk_advisor._io import cache_dir
 from ntk_advisor.inputs import builtins, data
@@ -324,16 +323,6 @@ def test_probe_sample_edges():
 
 
 # ----------------------------------------------------------------------------- vader-movie fetcher
-def tar_gz(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, payload in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    return buffer.getvalue()
-
-
 GROUND_TRUTH = ("1\t2.26666666667\tA fine, ''warm'' film.\r\n2\t-0.4\tMeh.\r\n3\t-3.0\tAwful.\r\n"
                 "4\t0.5\tBorderline.\r\n5\t-0.6\tSlightly bad \u2014 really.\r\n6\t0.51\tOkay.")
 
