@@ -42,3 +42,17 @@ def test_tables_list_the_harmed_tasks(tmp_path):
     assert (tmp_path / "t.md").read_text().strip() == text.strip()
     test_summary = text.split("test split:")[1]
     assert "| advised-x | 2 | -5.00 | b (-10.0) | b (-10.0) |" in test_summary
+
+
+def test_prediction_table_and_spearman():
+    from tables import _spearman, prediction_table
+
+    runs = [dict(record(t, "advised-x", 0, 0, acc), predicted_gain=g, predicted_low=g - 5, predicted_high=g + 5)
+            for t, acc, g in (("a", 0.75, 3.0), ("b", 0.70, 1.0), ("c", 0.60, -2.0))]
+    runs += [record(t, "first-k", 0, 0, 0.70) for t in "abc"]
+    lines = prediction_table(runs, "s", "first-k", 2e-3)
+    assert "| a | advised-x | 0 | +3.0 (-2.0 to +8.0) | +5.0 | yes |" in lines
+    assert "| c | advised-x | 0 | -2.0 (-7.0 to +3.0) | -10.0 | no |" in lines
+    assert lines[-1].endswith("+1.00")  # the predictions order the three tasks as measured
+    assert _spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert _spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(0.866, abs=1e-3)  # ties share their mean rank

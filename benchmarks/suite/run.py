@@ -133,6 +133,13 @@ def arm_recipe(profile: Path, method: str, budget: int, fields: dict, seed: int,
     return recommend(profile, RecommendConfig(method=method, budget=budget, seed=0, training=training, **fields))
 
 
+def predicted(recipe) -> dict:
+    """What the recipe predicted before training: its profile's LOO gain over the reference."""
+    gain = recipe.evidence.get("uncertainty", {}).get("profile_gain_points")
+    return {"predicted_gain": gain["estimate"], "predicted_low": gain["low"], "predicted_high": gain["high"]} \
+        if gain else {}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="minilm-l6")
@@ -159,7 +166,7 @@ def main(argv=None) -> int:
                             print(f"  {study} {arm} seed {seed} lr {lr:g}", flush=True)
                             figures = train_arm(recipe, args.work / args.model / task)
                             record = {"task": task, "study": study, "arm": arm, "seed": seed,
-                                      "learning_rate": lr, **figures}
+                                      "learning_rate": lr, **figures, **predicted(recipe)}
                             done[(task, study, arm, seed, lr)] = record
                             results["runs"] = sorted(done.values(), key=lambda r: (r["task"], r["study"], r["arm"],
                                                                                    r["seed"], r["learning_rate"]))

@@ -78,6 +78,52 @@ def gain_table(found: dict, title: str) -> list[str]:
     return lines
 
 
+def prediction_table(runs: list[dict], study: str, reference: str, learning_rate: float) -> list[str]:
+    """The recipe's predicted gain over ``reference`` (profile LOO, before training) next to
+    the measured test gain over the same arm, and the Spearman ρ over the rows."""
+    by_key = {(r["task"], r["arm"], r["seed"]): r for r in runs
+              if r["study"] == study and r["learning_rate"] == learning_rate}
+    rows = []
+    for (task, arm, seed), r in sorted(by_key.items()):
+        base = by_key.get((task, reference, seed))
+        if arm.startswith("advised") and "predicted_gain" in r and base is not None:
+            rows.append((task, arm, seed, r["predicted_gain"], r["predicted_low"], r["predicted_high"],
+                         100 * (r["test"] - base["test"])))
+    if not rows:
+        return []
+    lines = [f"Predicted (profile, before training) vs measured gain over {reference}, test split:", "",
+             "| task | advised arm | seed | predicted, points (90 % interval) | measured, points | inside |",
+             "|---|---|---|---|---|---|"]
+    for task, arm, seed, gain, low, high, measured in rows:
+        lines.append(f"| {task} | {arm} | {seed} | {gain:+.1f} ({low:+.1f} to {high:+.1f}) | {measured:+.1f} | "
+                     f"{'yes' if low <= measured <= high else 'no'} |")
+    if len(rows) >= 3:
+        lines += ["", f"Spearman ρ of predicted vs measured over {len(rows)} rows: "
+                      f"{_spearman([r[3] for r in rows], [r[6] for r in rows]):+.2f}"]
+    return lines
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    def ranks(values):
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        out = [0.0] * len(values)
+        i = 0
+        while i < len(order):  # ties share their mean rank
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2
+            i = j + 1
+        return out
+
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = _mean(ra), _mean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    var = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+    return cov / var if var else float("nan")
+
+
 def write_tables(results: dict, defaults: dict, rivals: dict, study_methods: dict, path: Path) -> str:
     runs = results["runs"]
     lines = [f"# Transfer suite: {results['model']}", ""]
@@ -89,6 +135,9 @@ def write_tables(results: dict, defaults: dict, rivals: dict, study_methods: dic
                 found = gains(runs, study, defaults[method], split, lr)
                 if found:
                     lines += gain_table(found, f"Paired gain over the best default placement, {split} split:") + [""]
+            prediction = prediction_table(runs, study, defaults[method][0], lr)
+            if prediction:
+                lines += prediction + [""]
             for rival in rivals.get(method, ()):
                 found = gains(runs, study, (rival,), "test", lr)
                 if found:
