@@ -177,3 +177,55 @@ def test_data_file_mistakes(tmp_path, content, columns, pattern):
     path = write(tmp_path / "data.csv", content)
     with pytest.raises(DataError, match=pattern):
         load_dataset(path, **columns)
+
+
+# ----------------------------------------------------------------------------- profiles and checks
+@pytest.fixture
+def tiny_profile(tiny_model_folder, tiny_csv, tmp_path, capsys, monkeypatch):
+    args = ["profile", "--model", str(tiny_model_folder), "--data", str(tiny_csv), "--samples", "8",
+            "--max-length", "8", "--out", str(tmp_path / "p")]
+    assert run_cli(args, capsys, monkeypatch)[0] == 0
+    return tmp_path / "p"
+
+
+def test_torn_or_incomplete_profiles_are_one_line(tiny_profile, tmp_path, capsys, monkeypatch):
+    import json
+    import shutil
+
+    torn = tmp_path / "torn"
+    shutil.copytree(tiny_profile, torn)
+    data = (torn / "kernels.safetensors").read_bytes()
+    (torn / "kernels.safetensors").write_bytes(data[: len(data) // 2])
+    code, _, err = run_cli(["recommend", str(torn), "--out", str(tmp_path / "r.yaml")], capsys, monkeypatch)
+    assert_one_line_error(code, err, r"profile folder .*torn' is corrupt .*recompute it with ntk-advisor profile")
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_profile, partial)
+    document = json.loads((partial / "profile.json").read_text())
+    del document["modules"]
+    (partial / "profile.json").write_text(json.dumps(document))
+    code, _, err = run_cli(["recommend", str(partial), "--out", str(tmp_path / "r.yaml")], capsys, monkeypatch)
+    assert_one_line_error(code, err, r"is incomplete \(profile.json lacks 'modules'\)")
+    assert not (tmp_path / "r.yaml").exists()
+
+
+def test_a_budget_beyond_what_the_placement_can_use_is_said(tiny_profile, tmp_path, caplog):
+    import logging
+
+    from ntk_advisor.advice.recommend import RecommendConfig, recommend
+
+    with caplog.at_level(logging.WARNING, logger="ntk_advisor.advice.recommend"):
+        recipe = recommend(tiny_profile, RecommendConfig(budget=10 ** 12))
+    assert any("is more than this placement can use" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ntk_advisor.advice.recommend"):
+        recommend(tiny_profile, RecommendConfig(budget=recipe.evidence["trainable"]["total"]))
+    assert not caplog.records  # a budget the placement fills: no warning
+
+
+def test_check_names_a_data_file_that_is_not_there(tiny_model_folder, tiny_csv, tmp_path, capsys, monkeypatch):
+    from ntk_advisor.recipe.io import save_recipe
+
+    recipe = tiny_recipe(tiny_model_folder, tmp_path / "moved.csv")
+    save_recipe(recipe, tmp_path / "r.yaml")
+    code, _, err = run_cli(["check", str(tmp_path / "r.yaml")], capsys, monkeypatch)
+    assert_one_line_error(code, err, r"data.source: '.*moved.csv' does not exist here; point it at the data file")

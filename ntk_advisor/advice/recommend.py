@@ -14,6 +14,7 @@ E[K_LoRA(r)] = r·σ²·K_W (docs/method.md §5).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from .config import DEFAULT_OBJECTIVE, RecommendConfig, resolve_allocation  # no
 from .uncertainty import uncertainty
 
 Progress = Callable[[str, int, int], None]
+log = logging.getLogger(__name__)
 
 
 def placement_parts(captured: Captured, placement: Placement, method: str) -> dict[str, torch.Tensor]:
@@ -175,6 +177,10 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
                 continue  # e.g. lora-qv on a model without query/value modules
     reports = {key: predicted_report(captured, value, method, ridge) for key, (value, method) in evidence_for.items()}
     weights_used = reports["placement"]["weights"]
+    if weights_used < 0.9 * budget and config.placement == "advised":
+        log.warning("--budget %s is more than this placement can use: it trains %s weights + head %s + biases %s; "
+                    "a smaller budget gives the same recipe", f"{config.budget:,}", f"{weights_used:,}",
+                    f"{head_params:,}", f"{bias_params:,}")
     certainty = _uncertainty(captured, config, placement, evidence_for, ridge) if config.placement == "advised" else None
     evidence = {
         "profile": str(profile_dir),

@@ -113,26 +113,35 @@ def load_profile(folder: Path) -> NtkProfile:
     try:
         document = json_restore(json.loads(meta_path.read_text()))
         tensors = load_file(str(tensor_path))
-    except (ValueError, OSError) as exc:
-        raise ProfileError(f"profile folder '{folder}' is corrupt ({exc}); recompute it with ntk-advisor profile") from None
-    if document.get("format") != PROFILE_FORMAT:
-        raise ProfileError(f"profile format {document.get('format')} is not supported (this ntk-advisor reads "
+    except Exception as exc:  # noqa: BLE001 - json, OSError and safetensors' own SafetensorError
+        raise ProfileError(f"profile folder '{folder}' is corrupt ({str(exc).splitlines()[0][:120]}); recompute it "
+                           "with ntk-advisor profile") from None
+    if not isinstance(document, dict) or document.get("format") != PROFILE_FORMAT:
+        found = document.get("format") if isinstance(document, dict) else None
+        raise ProfileError(f"profile format {found} is not supported (this ntk-advisor reads "
                            f"format {PROFILE_FORMAT}); recompute it with this version")
     grouped: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         group, _, name = key.partition("/")
         grouped.setdefault(group, {})[name] = value
     head_path = folder / "head.safetensors"
-    return NtkProfile(
-        settings=document["settings"],
-        modules=[ModuleSummary(**m) for m in document["modules"]],
-        total=document["total"],
-        kernels=grouped.get("kernel", {}),
-        scores={g: grouped.get(g, {}) for g in _SCORE_GROUPS},
-        inputs=grouped.get("inputs", {}),
-        head=load_file(str(head_path)) if head_path.exists() else {},
-        versions=document.get("versions", {}),
-        timing=document.get("timing", {}),
-        warnings=document.get("warnings", []),
-        head_report=document.get("head", {}),
-    )
+    try:
+        return NtkProfile(
+            settings=document["settings"],
+            modules=[ModuleSummary(**m) for m in document["modules"]],
+            total=document["total"],
+            kernels=grouped.get("kernel", {}),
+            scores={g: grouped.get(g, {}) for g in _SCORE_GROUPS},
+            inputs=grouped.get("inputs", {}),
+            head=load_file(str(head_path)) if head_path.exists() else {},
+            versions=document.get("versions", {}),
+            timing=document.get("timing", {}),
+            warnings=document.get("warnings", []),
+            head_report=document.get("head", {}),
+        )
+    except (KeyError, TypeError) as exc:
+        raise ProfileError(f"profile folder '{folder}' is incomplete (profile.json lacks {exc}); recompute it with "
+                           "ntk-advisor profile") from None
+    except Exception as exc:  # noqa: BLE001 - a torn head.safetensors
+        raise ProfileError(f"profile folder '{folder}' is corrupt ({str(exc).splitlines()[0][:120]}); recompute it "
+                           "with ntk-advisor profile") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..errors import RecipeError
 from ..inputs import models
 from ..methods import get_method, part_from_target
@@ -39,6 +41,12 @@ def check_targets(recipe: Recipe, targets: dict[str, models.TargetModule]) -> No
 
 def check_recipe(recipe: Recipe) -> dict:
     """Load the recipe's model, check targets, recount the budget against the recipe's evidence."""
+    from ..inputs.data import BUILTIN_DATASETS
+
+    source = recipe.data.source
+    if source not in BUILTIN_DATASETS and not Path(source).expanduser().exists():
+        raise RecipeError(f"data.source: '{source}' does not exist here; point it at the data file (or a builtin: "
+                          f"{', '.join(BUILTIN_DATASETS)}) before training")
     loaded = models.load_classifier(recipe.model.name, num_labels=recipe.model.num_labels, with_tokenizer=False)
     targets = {t.name: t for t in models.discover_targets(loaded.backbone)}
     check_targets(recipe, targets)
