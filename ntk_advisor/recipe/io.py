@@ -8,6 +8,7 @@ recipe is checked against the method it names without the schema knowing any met
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from pathlib import Path
 
 import yaml
@@ -72,17 +73,21 @@ class _RecipeLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.YAMLError(f"YAML alias '*{event.anchor}' at line {event.start_mark.line + 1}: recipes "
-                                 "are plain data, write the value out instead of referring to an anchor")
+            raise yaml.composer.ComposerError(None, None, f"YAML alias '*{event.anchor}': recipes are plain data, "
+                                              "write the value out instead of referring to an anchor", event.start_mark)
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
+        self.flatten_mapping(node)  # merge keys (<<) first, so a merged duplicate is seen too
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                raise yaml.constructor.ConstructorError(None, None, "a mapping key must be a plain value, not a "
+                                                        "list or mapping", key_node.start_mark)
             if key in seen:
-                raise yaml.YAMLError(f"key '{key}' appears twice in one mapping at line {key_node.start_mark.line + 1}:"
-                                     " keep one")
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' appears twice in one mapping: "
+                                                        "keep one", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep)
 

@@ -387,7 +387,7 @@ def test_vader_pip_failure(tmp_path, monkeypatch):
     calls = []
 
     def fake_run(command, **kwargs):
-        calls.append(command)
+        calls.append(command + [Path(command[command.index("-r") + 1]).read_text()])
         return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution found for "
                                                            "vaderSentiment==3.3.2\n")
 
@@ -397,7 +397,8 @@ def test_vader_pip_failure(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="pip could not download vaderSentiment==3.3.2 .ERROR: No matching distribution.*"
                                         "set NTK_ADVISOR_VADER_ARCHIVE to the file"):
         load_dataset("vader-movie")
-    assert calls[0][1:8] == ["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "vaderSentiment==3.3.2"]
+    assert calls[0][1:9] == ["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes", "-r"]
+    assert calls[0][-1] == "vaderSentiment==3.3.2 --hash=sha256:" + builtins._VADER.sha256 + "\n"  # checked before any build
     assert not (tmp_path / "cache").exists()
 
 
