@@ -39,6 +39,7 @@ def place(model, tokenizer, texts: Sequence[str], labels: Sequence, budget: int,
     from .recipe.io import save_recipe
     from .training.apply import apply_recipe
 
+    labels = [label.item() if hasattr(label, "item") else label for label in labels]  # numpy / torch scalars
     if len(texts) != len(labels):
         raise DataError(f"place() got {len(texts)} texts but {len(labels)} labels: give one label per text")
     profile_keys = {f.name for f in fields(ProfileConfig)}
@@ -62,7 +63,14 @@ def place(model, tokenizer, texts: Sequence[str], labels: Sequence, budget: int,
         if keep is not None:
             save_recipe(recipe, work / "recipe.yaml")
         head = _head_of(model)
-        trained, _ = apply_recipe(model, recipe, head)
+
+        def calibration():  # input batches for a data-driven init (training.lora_init=eva)
+            from .inputs.models import encode
+
+            sample = list(texts[:256])
+            return [encode(tokenizer, sample[i:i + 32], max_length) for i in range(0, len(sample), 32)]
+
+        trained, _ = apply_recipe(model, recipe, head, calibration=calibration)
     return trained, recipe
 
 

@@ -46,7 +46,7 @@ def test_infinite_proximal_is_refused(tiny_model_folder, tiny_csv, tmp_path):
 
 @pytest.mark.parametrize("extra, pattern", [
     (["--seed", "-1"], r"--seed must be 0 or more, got -1"),
-    (["--max-length", "100"], r"max length 100 is more than the 64 positions .*: pass --max-length 64 or less"),
+    (["--max-length", "100"], r"max length 100 is more than the 64 positions .*: use 64 or less \(--max-length, or data.max_length"),
 ])
 def test_profile_values_out_of_range(tiny_model_folder, tiny_csv, tmp_path, capsys, monkeypatch, extra, pattern):
     args = ["profile", "--model", str(tiny_model_folder), "--data", str(tiny_csv), "--samples", "8",

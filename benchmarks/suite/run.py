@@ -20,7 +20,7 @@ Every arm's recipe comes from ``recommend`` on the task's profile. A run's folde
 the sha256 of what decides its result (model, data, method, placement, training settings,
 seed): training is deterministic, so an arm whose placement did not change is read back, not
 retrained, and arms that coincide are trained once. Runs record validation and test accuracy;
-defaults are chosen on validation (``--select validation``) and reported on test.
+a default is chosen on the validation tables and reported on the test ones.
 
     .venv/bin/python benchmarks/suite/run.py [--model minilm-l6] [--seeds 1] [--tasks ...]
         [--studies ...] [--learning-rates 2e-3] [--work runs/suite] [--tables-only]

@@ -47,6 +47,10 @@ class RecommendConfig:
         if self.train_bias not in ("none", "all"):
             raise RecipeError(f"--train-bias must be none or all when recommending, got '{self.train_bias}'")
         Allocation.check(self.allocation, "--allocation", RecipeError)
+        offered = ("default",) + get_method(self.method).allocations
+        if self.allocation not in offered:
+            raise RecipeError(f"--allocation {self.allocation} has no rule for {self.method}: use one of "
+                              f"{', '.join(offered)}")
         if self.proximal < 0:
             raise RecipeError(f"--proximal must be >= 0, got {self.proximal}")
         names = ("advised",) + get_method(self.method).baselines

@@ -96,8 +96,10 @@ def _name_the_classes(model, run_dir: Path) -> None:
     words, not LABEL_0; a run from before names were recorded reads them from its data."""
     names = None
     metrics = run_dir / "metrics.json"
-    if metrics.exists():
-        names = json.loads(metrics.read_text()).get("label_names")
+    try:
+        names = json.loads(metrics.read_text()).get("label_names") if metrics.exists() else None
+    except (ValueError, OSError, AttributeError):
+        names = None  # a torn metrics.json: the data still names the classes
     if names is None:
         from ..errors import DataError
         from ..inputs.data import load_dataset

@@ -21,6 +21,7 @@ from torch import nn
 
 from .._io import cache_dir, write_folder_atomically
 from ..errors import ModelError
+from .architecture import identity_before_head, max_positions
 from .prompts import Prompt, encode_prompts
 
 # Real, offline models shipped as pip wheels (see README "Models").
@@ -85,7 +86,7 @@ class LoadedModel:
         limit = max_positions(self.backbone.config)
         if limit is not None and max_length > limit:
             raise ModelError(f"max length {max_length} is more than the {limit} positions {self.source} reads: "
-                             f"pass --max-length {limit} or less")
+                             f"use {limit} or less (--max-length, or data.max_length in a recipe)")
         if self.prompt is not None:
             return encode_prompts(self.tokenizer, texts, self.prompt.template, max_length)
         return encode(self.tokenizer, texts, max_length)
@@ -130,18 +131,6 @@ def additive_mask(attention_mask: torch.Tensor, causal: bool, dtype: torch.dtype
         keep = keep.expand(-1, 1, T, T)
     zero = torch.zeros((), dtype=dtype, device=attention_mask.device)
     return torch.where(keep, zero, torch.finfo(dtype).min)
-
-
-_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")  # positions start after the padding index
-
-
-def max_positions(config) -> int | None:
-    """Tokens a model can read: its position table, less the offset some families start it at."""
-    table = getattr(config, "max_position_embeddings", None)
-    if not isinstance(table, int):
-        return None
-    offset = (config.pad_token_id or 0) + 1 if config.model_type in _OFFSET_POSITIONS else 0
-    return table - offset
 
 
 def resolve_model_source(name: str) -> str:
@@ -260,21 +249,8 @@ def load_classifier(name: str, num_labels: int, dtype: torch.dtype = torch.float
         backbone.config.pad_token_id = tokenizer.pad_token_id
     backbone.eval()
     loaded = _wrap(source, backbone, tokenizer, info)
-    _identity_before_head(backbone, loaded)
+    identity_before_head(backbone, loaded.head_name, loaded.new_parameter_names)
     return loaded
-
-
-@torch.no_grad()
-def _identity_before_head(backbone: nn.Module, loaded: LoadedModel) -> None:
-    """RoBERTa-style heads (MPNet, RoBERTa) put a new dense layer before the output Linear.
-    Left at its random init and frozen, it would scramble the features the probe head is fitted
-    on and the trained head reads; as the identity, the head is linear in tanh(h_<s>)."""
-    for name, module in backbone.named_modules():
-        new = name + ".weight" in loaded.new_parameter_names
-        if new and name != loaded.head_name and isinstance(module, nn.Linear) and module.in_features == module.out_features:
-            module.weight.copy_(torch.eye(module.in_features, dtype=module.weight.dtype))
-            if module.bias is not None:
-                module.bias.zero_()
 
 
 @torch.no_grad()

@@ -128,6 +128,7 @@ class Method(ABC):
     reference: ClassVar[str | None] = None  # the default placement every recipe's evidence is compared with
     cross_arms: ClassVar[tuple[tuple[str, str], ...]] = ()  # (placement, method) arms `validate` adds
     default_allocation: ClassVar[str] = "greedy"  # what --allocation default means for this method
+    allocations: ClassVar[tuple[str, ...]] = ("greedy", "free")  # the --allocation values it has rules for
     safe_allocations: ClassVar[tuple[str, ...]] = ()  # allocations that spread the budget as the reference does
     kernel_is_a_part: ClassVar[bool] = True  # K of a placed part is a PSD part of K_m (Weyl distance bound)
     unit_label: ClassVar[str] = "units"
@@ -177,11 +178,14 @@ class Method(ABC):
     def apply(self, model: nn.Module, recipe: Recipe, extra_trainable: list[str], head_name: str | None) -> nn.Module:
         """Freeze ``model``, put the placement on it, unfreeze ``extra_trainable``; the model to train."""
 
+    def check_training(self, training) -> str | None:
+        """None, or what in the recipe's training section this method cannot do."""
+        if training.lora_init != "default":
+            return f"lora_init={training.lora_init} is a LoRA setting; this recipe's method is {self.name}: remove it"
+        return None
+
     def initialize(self, model: nn.Module, recipe: Recipe, calibration) -> None:
         """A data-driven init after ``apply`` (``calibration()`` yields input batches); none by default."""
-        if recipe.training.lora_init != "default":
-            raise RecipeError(f"training.lora_init={recipe.training.lora_init} is a LoRA setting; this recipe's method "
-                              f"is {self.name}: remove it or use method lora")
 
     @abstractmethod
     def save(self, model: nn.Module, folder, recipe: Recipe) -> None:

@@ -114,7 +114,7 @@ def load_profile(folder: Path) -> NtkProfile:
         document = json_restore(json.loads(meta_path.read_text()))
         tensors = load_file(str(tensor_path))
     except Exception as exc:  # noqa: BLE001 - json, OSError and safetensors' own SafetensorError
-        raise ProfileError(f"profile folder '{folder}' is corrupt ({str(exc).splitlines()[0][:120]}); recompute it "
+        raise ProfileError(f"profile folder '{folder}' is corrupt ({_first_line(exc)}); recompute it "
                            "with ntk-advisor profile") from None
     if not isinstance(document, dict) or document.get("format") != PROFILE_FORMAT:
         found = document.get("format") if isinstance(document, dict) else None
@@ -139,9 +139,13 @@ def load_profile(folder: Path) -> NtkProfile:
             warnings=document.get("warnings", []),
             head_report=document.get("head", {}),
         )
-    except (KeyError, TypeError) as exc:
+    except KeyError as exc:
         raise ProfileError(f"profile folder '{folder}' is incomplete (profile.json lacks {exc}); recompute it with "
                            "ntk-advisor profile") from None
-    except Exception as exc:  # noqa: BLE001 - a torn head.safetensors
-        raise ProfileError(f"profile folder '{folder}' is corrupt ({str(exc).splitlines()[0][:120]}); recompute it "
+    except Exception as exc:  # noqa: BLE001 - a torn head.safetensors, a module summary of another shape
+        raise ProfileError(f"profile folder '{folder}' is corrupt ({_first_line(exc)}); recompute it "
                            "with ntk-advisor profile") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc) or type(exc).__name__).splitlines()[0][:120]

@@ -64,6 +64,9 @@ def check_method(recipe: Recipe, source: str = "recipe") -> None:
             method.check_target_shape(target)
         except ValueError as exc:
             raise RecipeError(f"{source}: targets.{position}: {exc}") from None
+    problem = method.check_training(recipe.training)
+    if problem:
+        raise RecipeError(f"{source}: training.{problem}")
 
 
 class _RecipeLoader(yaml.SafeLoader):

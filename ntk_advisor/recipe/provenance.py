@@ -51,9 +51,12 @@ def model_files(model: str) -> dict[str, str]:
 
 
 def data_fingerprint(source: str, dataset) -> dict:
-    """The data's sha256: the file's bytes, or the parsed examples of a builtin or a folder."""
+    """The data's sha256: the file's bytes, or the parsed examples of a builtin or a folder
+    (a builtin name wins over a same-named file, as in load_dataset)."""
+    from ..inputs.data import BUILTIN_DATASETS
+
     path = Path(source).expanduser()
-    if path.is_file():
+    if source not in BUILTIN_DATASETS and path.is_file():
         return {"sha256": file_sha256(path), "of": "file", "examples": len(dataset)}
     content = json.dumps([list(dataset.texts), list(dataset.labels), list(dataset.label_names)], ensure_ascii=False)
     return {"sha256": hashlib.sha256(content.encode("utf-8")).hexdigest(), "of": "examples",

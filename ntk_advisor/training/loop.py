@@ -11,6 +11,7 @@ recipes are; `train` calls them in order.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import resource
@@ -38,6 +39,7 @@ from .checkpoints import CHECKPOINTS, latest_checkpoint, prepare_out, prune_chec
 from .theta0 import load_for_recipe
 
 Progress = Callable[[str, int, int, dict], None]
+log = logging.getLogger(__name__)
 LOOP_STATE = ("step", "history", "curve", "best", "best_state", "stale")  # what a checkpoint carries
 
 
@@ -125,6 +127,11 @@ class _Run:
         self.trained, self.proximal = apply_recipe(self.loaded.backbone, recipe, self.loaded.head_name,
                                                    calibration=self._calibration)
         self.params = [p for p in self.trained.parameters() if p.requires_grad]
+        claimed = recipe.evidence.get("trainable", {}).get("total") if isinstance(recipe.evidence, dict) else None
+        if claimed is not None and claimed != sum(p.numel() for p in self.params):
+            log.warning("this run trains %s parameters, the recipe's evidence says %s (a data-driven init such as "
+                        "EVA moves rank between modules of different size)",
+                        f"{sum(p.numel() for p in self.params):,}", f"{claimed:,}")
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.splits.train) / cfg.batch_size)
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
@@ -257,8 +264,13 @@ class _Run:
 
 
 def _what_trains(recipe: Recipe) -> dict:
-    """The parts of a recipe that decide the run (a resume must not change them); not evidence."""
-    document = recipe_to_dict(recipe)
+    """The parts of a recipe that decide the run (a resume must not change them), without
+    evidence, and without fields at their defaults (a setting added in a later version
+    must not make older checkpoints look foreign); a data path compares as resolved."""
+    document = recipe.model_dump(mode="json", exclude_defaults=True, by_alias=True)
+    source = Path(recipe.data.source).expanduser()
+    if source.exists():
+        document.setdefault("data", {})["source"] = str(source.resolve())
     return {key: document.get(key) for key in ("model", "data", "method", "targets", "proximal", "training")}
 
 

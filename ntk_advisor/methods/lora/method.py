@@ -10,6 +10,7 @@ from ...advice.baselines import baseline_counts, unit_cost
 from ...advice.signal_rules import lora_by_spectrum
 from ...recipe.conversions import axolotl_lora, default_rank, peft_section
 from ...recipe.schema import Target
+from ...errors import RecipeError
 from ..base import Candidates, Method, Rank
 from . import apply_lora, initialize_eva
 
@@ -23,6 +24,7 @@ class LoRA(Method):
     part_type = Rank
     baselines = ("lora-qv", "lora-all", "lora-mlp", "random", "weight-kappa", "grad-norm")
     reference = "lora-qv"
+    allocations = ("greedy", "free")  # greedy: ranks by the label gradient's spectrum
     kernel_is_a_part = False  # E[K_LoRA(r)] is a scaled K_m, not a part of it: no partition bound
     unit_label = "LoRA rank"
 
@@ -85,9 +87,19 @@ class LoRA(Method):
         return apply_lora(model, recipe.targets, recipe.training.lora_alpha, recipe.training.lora_dropout, head,
                           recipe.training.train_bias, eva)
 
+    def check_training(self, training) -> str | None:
+        return None
+
     def initialize(self, model, recipe, calibration) -> None:
-        if recipe.training.lora_init == "eva":
-            initialize_eva(model, calibration())
+        """EVA moves rank between modules but keeps the sum of ranks, so the parameter count can
+        differ from the recipe's (FFN ranks cost more than attention ranks); train reports it."""
+        if recipe.training.lora_init != "eva":
+            return
+        batches = calibration()
+        if not batches:
+            raise RecipeError("training.lora_init=eva needs input batches to initialize from: pass calibration= to "
+                              "apply_recipe (train and place() do)")
+        initialize_eva(model, batches)
 
     def save(self, model, folder, recipe) -> None:
         model.save_pretrained(folder)

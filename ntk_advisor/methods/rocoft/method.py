@@ -24,6 +24,7 @@ class RoCoFT(Method):
     part_type = Slices
     baselines = ("first-k", "random", "wanda-min", "wanda-max", "weight-kappa", "grad-norm")
     reference = "first-k"
+    allocations = ("greedy", "uniform", "signal", "free")
     safe_allocations = ("uniform",)  # first-k's row counts; only which rows follows the profile
     cross_arms = (("lora-qv", "lora"),)
     unit_label = "rows"
