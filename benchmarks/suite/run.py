@@ -115,9 +115,16 @@ def train_arm(recipe, work: Path) -> dict:
     folder = work / "runs" / run_key(recipe)
     metrics_path = folder / "metrics.json"
     if not metrics_path.exists():
+        from ntk_advisor.errors import TrainError
+
         resume = folder.exists() and latest_checkpoint(folder)[0] is not None
         started = time.perf_counter()
-        train(recipe, folder, resume=resume, force=not resume)
+        try:
+            train(recipe, folder, resume=resume, force=not resume)
+        except TrainError as exc:  # a checkpoint from an older version of the tool: start the run over
+            if "started from another recipe" not in str(exc):
+                raise
+            train(recipe, folder, force=True)
         print(f"    trained in {time.perf_counter() - started:.0f} s", flush=True)
     metrics = json.loads(metrics_path.read_text())
     return {"validation": metrics["validation_best"]["accuracy"], "test": metrics["test"]["accuracy"],
