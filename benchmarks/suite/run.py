@@ -187,6 +187,22 @@ def main(argv=None) -> int:
     return 0
 
 
+def profile_check(runs: list[dict], study: str, reference: str, learning_rate: float) -> dict | None:
+    """How often the recipes' profile estimate had the sign of the measured gain over the reference."""
+    by_key = {(r["task"], r["arm"], r["seed"]): r for r in runs
+              if r["study"] == study and r["learning_rate"] == learning_rate}
+    pairs = [(r["predicted_gain"], 100 * (r["test"] - by_key[(t, reference, s)]["test"]))
+             for (t, a, s), r in by_key.items() if a.startswith("advised") and "predicted_gain" in r
+             and (t, reference, s) in by_key]
+    if not pairs:
+        return None
+    agree = sum((p > 0) == (m > 0) for p, m in pairs if p != 0 and m != 0)
+    inside = sum(r["predicted_low"] <= 100 * (r["test"] - by_key[(t, reference, s)]["test"]) <= r["predicted_high"]
+                 for (t, a, s), r in by_key.items() if a.startswith("advised") and "predicted_gain" in r
+                 and (t, reference, s) in by_key)
+    return {"rows": len(pairs), "sign_agrees": agree, "inside_interval": inside}
+
+
 def write_evidence(results: dict, learning_rate: float = 2e-3) -> None:
     """The test-split gains every recipe quotes (advice/uncertainty.py), per study and rule."""
     studies = []
@@ -195,7 +211,8 @@ def write_evidence(results: dict, learning_rate: float = 2e-3) -> None:
         if found:
             rules = {arm: {task: round(g, 2) for task, (g, _, _) in per_task.items()} for arm, per_task in found.items()}
             studies.append({"name": name, "model": results["model"], "method": method, "budget": budget,
-                            "steps": STEPS, "learning_rate": learning_rate, "rules": rules})
+                            "steps": STEPS, "learning_rate": learning_rate, "rules": rules,
+                            "profile_check": profile_check(results["runs"], name, DEFAULTS[method][0], learning_rate)})
     EVIDENCE.write_text(json.dumps({"source": "benchmarks/suite/run.py", "split": "test",
                                     "studies": studies}, indent=1) + "\n")
 

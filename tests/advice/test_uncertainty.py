@@ -51,8 +51,12 @@ def test_sentence_says_what_is_known():
     block = {"safe_allocation": True, "profile_gain_points": {"estimate": 1.0, "low": -2.0, "high": 4.0,
                                                               "examples": 64}}
     text = unc._sentence(block, "first-k")
-    assert "safe allocation" in text and "+1.0 points over first-k" in text and "No suite measurement" in text
-    block |= {"safe_allocation": False, "suite_gain_points": {"tasks": 3, "model": "minilm-l6", "study": "s",
-                                                              "mean": 0.5, "worst": -0.5, "best": 1.5}}
+    assert text.startswith("No suite measurement covers this method and rule yet")
+    assert "safe allocation" in text and "+1.0 points over first-k" in text and "not yet checked" in text
+    block |= {"safe_allocation": False, "suite_gain_points": {
+        "tasks": 3, "model": "minilm-l6", "study": "s", "mean": 0.5, "worst": -0.5, "best": 1.5,
+        "profile_check": {"rows": 6, "sign_agrees": 0, "inside_interval": 1}}}
     text = unc._sentence(block, "first-k")
-    assert "safe allocation" not in text and "worst -0.5" in text and "3 suite tasks" in text
+    assert text.startswith("Expected gain over the best default placement: +0.5 points, as measured on 3 suite tasks")
+    assert "safe allocation" not in text and "worst task -0.5" in text
+    assert "sign on 0 of 6 runs, so it is not used as the prediction" in text
