@@ -51,7 +51,8 @@ def paired_gain_interval(advised: torch.Tensor, reference: torch.Tensor, seed: i
 
 
 def suite_gain(method: str, rule: str, budget: int, path: Path | None = None) -> dict | None:
-    """The suite's measured gains of ``rule`` (an advised arm) at the budget nearest ``budget``."""
+    """The suite's measured gains of ``rule`` (an advised arm) at the budget nearest ``budget``,
+    if that is within a factor of two; else None."""
     path = path or SUITE_EVIDENCE
     if not path.exists():
         return None
@@ -59,6 +60,8 @@ def suite_gain(method: str, rule: str, budget: int, path: Path | None = None) ->
     if not studies:
         return None
     study = min(studies, key=lambda s: abs(math.log(s["budget"] / budget)))
+    if abs(math.log(study["budget"] / budget)) > math.log(2):
+        return None  # a budget more than twice or half as large measures another regime
     gains = study["rules"][rule]
     values = list(gains.values())
     return {"study": study["name"], "model": study["model"], "budget": study["budget"], "rule": rule,

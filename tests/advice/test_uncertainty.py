@@ -43,6 +43,7 @@ def test_suite_gain_takes_the_nearest_budget(tmp_path):
     near_large = unc.suite_gain("rocoft", "advised-uniform", 80_000, path)
     assert (near_large["tasks"], near_large["mean"], near_large["worst"], near_large["best"]) == (3, 0.5, -0.5, 1.5)
     assert unc.suite_gain("rocoft", "advised-free", 80_000, path) is None
+    assert unc.suite_gain("rocoft", "advised-signal", 40_000, path) is None  # 100k is more than twice 40k
     assert unc.suite_gain("lora", "advised-greedy", 80_000, path) is None
     assert unc.suite_gain("rocoft", "advised-uniform", 80_000, tmp_path / "missing.json") is None
 
