@@ -42,8 +42,7 @@ def main() -> None:
         sys.exit(1)
     if code == 130:  # typer turns Ctrl-C into a quiet exit 130
         err.print("interrupted; finished outputs were kept, unfinished ones were not written")
-    if isinstance(code, int) and code != 0:
-        sys.exit(code)
+    sys.exit(code if isinstance(code, int) else 0)  # as click's own main ends: always through SystemExit
 
 
 _state = state  # the name tests and older scripts patch
