@@ -113,6 +113,7 @@ def test_vader_three_classes_by_mean_rating(fake_vader):
     ("Headline here\n\nProfits rose 3.5% to $1.1bn. Shares fell.", "Profits rose 3.5% to $1.1bn."),
     ("Title\n\nMr. Blair spoke? Then left.", "Mr."),  # an abbreviation ends the sentence: a known limit
     ("Title\n\nNo full stop at all", "No full stop at all"),
+    ("Title\n\nA lead with no stop\n\nThe next paragraph.", "A lead with no stop"),
     ("Only one line.", "Only one line."),
 ])
 def test_first_sentence(article, expected):
