@@ -70,3 +70,23 @@ def tar_gz(members: dict[str, bytes]) -> bytes:
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
     return buffer.getvalue()
+
+
+def install_fake_vader(tmp_path, monkeypatch, ground_truth: str):
+    """A structurally faithful vaderSentiment sdist holding ``ground_truth``, which the fetcher is
+    told to expect (its sha256 and row count); the cache goes to tmp_path."""
+    import dataclasses
+    import hashlib
+
+    from ntk_advisor.inputs import builtins
+
+    inner = tar_gz({"hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt": ground_truth.encode()})
+    archive = tar_gz({"vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz": inner})
+    path = tmp_path / "vaderSentiment-3.3.2.tar.gz"
+    path.write_bytes(archive)
+    monkeypatch.setattr(builtins, "_VADER", dataclasses.replace(builtins._VADER,
+                                                                sha256=hashlib.sha256(archive).hexdigest()))
+    monkeypatch.setattr(builtins, "_VADER_ROWS", len(ground_truth.strip().split("\n")))
+    monkeypatch.setenv("NTK_ADVISOR_VADER_ARCHIVE", str(path))
+    monkeypatch.setenv("NTK_ADVISOR_CACHE", str(tmp_path / "cache"))
+    return path

@@ -12,10 +12,10 @@ import zipfile
 from collections import Counter
 
 import pytest
-from helpers import tar_gz
+from helpers import install_fake_vader, tar_gz
 
 from ntk_advisor.errors import DataError, ModelError
-from ntk_advisor.inputs import builtins, model_files, pattern3
+from ntk_advisor.inputs import model_files, pattern3
 from ntk_advisor.inputs.builtins import BUILTIN_DATASETS, first_sentence
 from ntk_advisor.inputs.data import load_dataset
 
@@ -89,15 +89,7 @@ GROUND_TRUTH = "1\t2.0\tGood.\r\n2\t-0.4\tMeh.\r\n3\t-3.0\tAwful.\r\n4\t1.5\tFin
 
 @pytest.fixture
 def fake_vader(tmp_path, monkeypatch):
-    inner = tar_gz({"hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt": GROUND_TRUTH.encode()})
-    archive = tar_gz({"vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz": inner})
-    path = tmp_path / "vader.tar.gz"
-    path.write_bytes(archive)
-    monkeypatch.setattr(builtins, "_VADER", dataclasses.replace(builtins._VADER,
-                                                                sha256=hashlib.sha256(archive).hexdigest()))
-    monkeypatch.setattr(builtins, "_VADER_ROWS", 5)
-    monkeypatch.setenv("NTK_ADVISOR_VADER_ARCHIVE", str(path))
-    monkeypatch.setenv("NTK_ADVISOR_CACHE", str(tmp_path / "cache"))
+    return install_fake_vader(tmp_path, monkeypatch, GROUND_TRUTH)
 
 
 def test_vader_three_classes_by_mean_rating(fake_vader):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import importlib.util
 import json
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers import tar_gz
+from helpers import install_fake_vader
 
 from ntk_advisor._io import cache_dir
 from ntk_advisor.inputs import builtins, data
@@ -330,15 +329,7 @@ GROUND_TRUTH = ("1\t2.26666666667\tA fine, ''warm'' film.\r\n2\t-0.4\tMeh.\r\n3\
 @pytest.fixture
 def fake_vader(tmp_path, monkeypatch):
     """A structurally faithful archive whose sha the module is told to expect."""
-    inner = tar_gz({"hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt": GROUND_TRUTH.encode()})
-    archive = tar_gz({"vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz": inner})
-    path = tmp_path / "vaderSentiment-3.3.2.tar.gz"
-    path.write_bytes(archive)
-    monkeypatch.setattr(builtins, "_VADER", dataclasses.replace(builtins._VADER, sha256=hashlib.sha256(archive).hexdigest()))
-    monkeypatch.setattr(builtins, "_VADER_ROWS", 6)
-    monkeypatch.setenv("NTK_ADVISOR_VADER_ARCHIVE", str(path))
-    monkeypatch.setenv("NTK_ADVISOR_CACHE", str(tmp_path / "cache"))
-    return path
+    return install_fake_vader(tmp_path, monkeypatch, GROUND_TRUTH)
 
 
 def test_vader_fetch_parse_and_cache(fake_vader, tmp_path, monkeypatch):
