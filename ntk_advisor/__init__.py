@@ -22,7 +22,7 @@ _EXPORTS = {
     "apply_recipe": "training.apply", "load_adapter": "training.apply", "Proximal": "training.apply",
     "train": "training.loop",
     "export": "exporting.export",
-    "place": "placement",
+    "place": "placement", "PlacementCallback": "placement",
     "ValidateConfig": "study.config", "validate": "study.validate", "write_report": "study.report",
 }
 __all__ = sorted(_EXPORTS)

@@ -9,6 +9,11 @@ model with the chosen slices trainable and everything else frozen). The model is
 once to a scratch folder, because the profile and the recommendation rebuild it from a
 folder exactly as the CLI does; the examples too. Nothing stays behind unless ``keep`` names
 a folder, which then holds the profile and recipe.yaml.
+
+PlacementCallback does the same inside ``transformers.Trainer`` and applies the proximal term:
+
+    callback = ntk_advisor.PlacementCallback(tokenizer, texts, labels, budget=21_506, method="lora")
+    Trainer(model=model, args=args, train_dataset=..., callbacks=[callback]).train()
 """
 
 from __future__ import annotations
@@ -80,3 +85,64 @@ def _head_of(model) -> str | None:
 
     heads = [t.name for t in discover_targets(model) if t.role == "head"]
     return heads[-1] if heads else None
+
+
+class PlacementCallback:
+    """Advice inside ``transformers.Trainer``: ``Trainer(..., callbacks=[PlacementCallback(...)])``.
+
+    It places the budget when the Trainer is built (``on_init_end``) and adds the recipe's
+    proximal term to the gradients before every optimizer step (``on_pre_optimizer_step``):
+    plain adds λ(θ − θ0) (the gradient of (λ/2)‖θ − θ0‖²), selective applies
+    ``Proximal.apply_selective``. Trainer clips gradients before that hook, so the proximal
+    gradient is not clipped, unlike a penalty added to the loss.
+
+    Why not ``on_train_begin``: Trainer creates its optimizer before that event, over the
+    parameters that are trainable then, so a LoRA adapter added there would never train.
+    ``on_init_end`` is the last event before the optimizer exists. Placement changes the
+    Trainer's model in place (PEFT injects LoRA layers into the model it wraps; RoCoFT wraps
+    Linears where they are), so Trainer trains it without being told. After training,
+    ``callback.model`` is the placed model to save (a PeftModel for LoRA) and
+    ``callback.recipe`` the recipe; the arguments are place()'s.
+
+    The class follows TrainerCallback's protocol without importing transformers (that import
+    lives in inputs/models.py): every event it does not define is a no-op.
+    """
+
+    def __init__(self, tokenizer, texts: Sequence[str], labels: Sequence, budget: int, method: str = "rocoft",
+                 **place_settings):
+        self.tokenizer, self.texts, self.labels = tokenizer, texts, labels
+        self.budget, self.method, self.place_settings = budget, method, place_settings
+        self.model = self.recipe = self.proximal = None
+
+    def on_init_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        from .training.apply import Proximal
+
+        if optimizer is not None:
+            raise TypeError("PlacementCallback must choose the trainable parameters before the optimizer exists: "
+                            "do not pass optimizers= to Trainer together with it")
+        if model is None:
+            raise TypeError("PlacementCallback got no model from Trainer: build Trainer with model=")
+        self.model, self.recipe = place(model, self.tokenizer, self.texts, self.labels, self.budget, self.method,
+                                        **self.place_settings)
+        theta0 = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        self.proximal = Proximal(self.recipe.proximal.strength, self.recipe.proximal.mode, theta0)
+        return control
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        import torch
+
+        if self.proximal is None or self.proximal.strength == 0:
+            return control
+        if self.proximal.mode == "selective":
+            self.proximal.apply_selective(self.model)
+            return control
+        with torch.no_grad():
+            for name, p in self.proximal.trainable(self.model):
+                if p.grad is not None:
+                    p.grad.add_(p - self.proximal.theta0[name], alpha=self.proximal.strength)
+        return control
+
+    def __getattr__(self, name: str):
+        if name.startswith("on_"):  # Trainer calls every event on every callback
+            return lambda args, state, control, **kwargs: control
+        raise AttributeError(f"'PlacementCallback' object has no attribute '{name}'")

@@ -37,3 +37,15 @@ def test_place_in_pipeline_example():
     assert summary["trainable"] == summary["budget"] <= 21_506
     assert summary["modules"] == 36  # one best row in each of minilm-l6's block Linears, at least
     assert len(summary["losses"]) == 3 and all(loss > 0 for loss in summary["losses"])
+
+
+@pytest.mark.slow
+def test_trainer_callback_example():
+    summary = load("trainer_callback").main(steps=3)
+    assert summary["trainable"] == summary["budget"] <= 21_506
+    assert len(summary["losses"]) == 3 and summary["distance_from_theta0"] > 0
+    # Only what the callback placed trained: LoRA factors and the head's copy; no pretrained tensor moved.
+    assert summary["frozen_moved"] == []
+    assert any("lora_B" in n for n in summary["trained_moved"])
+    assert any("modules_to_save" in n for n in summary["trained_moved"])
+    assert "adapter_config.json" in summary["saved"]

@@ -23,7 +23,8 @@ retrained, and arms that coincide are trained once. Runs record validation and t
 a default is chosen on the validation tables and reported on the test ones.
 
     .venv/bin/python benchmarks/suite/run.py [--model minilm-l6] [--seeds 1] [--tasks ...]
-        [--studies ...] [--learning-rates 2e-3] [--work runs/suite] [--tables-only]
+        [--studies ...] [--arms ...] [--first-seed 0] [--learning-rates 2e-3] [--work runs/suite]
+        [--tables-only]
 
 Writes benchmarks/suite/results/<model>.json (every run's figures) and
 benchmarks/suite/results/<model>.md (the tables).
@@ -154,6 +155,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
     parser.add_argument("--studies", nargs="*", default=list(STUDIES))
     parser.add_argument("--learning-rates", nargs="*", type=float, default=[2e-3])
+    parser.add_argument("--arms", nargs="*", help="only these arms (default: every arm of each study)")
+    parser.add_argument("--first-seed", type=int, default=0, help="skip seeds below this one")
     parser.add_argument("--work", type=Path, default=Path("runs/suite"))
     parser.add_argument("--tables-only", action="store_true", help="print the tables of the runs so far")
     args = parser.parse_args(argv)
@@ -167,8 +170,10 @@ def main(argv=None) -> int:
             for study in args.studies:
                 method, budget, arms = STUDIES[study]
                 for lr in args.learning_rates:
-                    for seed in range(args.seeds):
+                    for seed in range(args.first_seed, args.seeds):
                         for arm, fields in arms.items():
+                            if args.arms and arm not in args.arms:
+                                continue
                             recipe = arm_recipe(profile, method, budget, fields, seed, lr)
                             print(f"  {study} {arm} seed {seed} lr {lr:g}", flush=True)
                             figures = train_arm(recipe, args.work / args.model / task)
