@@ -181,6 +181,65 @@ def _share_like_a_normal_folder(folder: Path) -> None:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
-__all__ = ["cache_dir", "check_replaceable", "check_writable_destination", "json_restore",
+# ----------------------------------------------------------------------------- one writer per output
+class OutputClaim:
+    """Only one command writes an output at a time: ``with OutputClaim(out): ...``.
+
+    The claim is an advisory lock (flock) on a file named by the output's absolute path, in
+    the machine's temp folder, so nothing is created beside the output before the command
+    writes it. The kernel drops the lock when the process ends, even under kill -9, so a
+    crashed command never leaves a stale claim. A second command on the same output stops at
+    once with one line instead of mixing its files with the first one's.
+    """
+
+    def __init__(self, target: Path):
+        import hashlib
+
+        self.target = Path(target)
+        key = hashlib.sha256(str(self.target.resolve()).encode()).hexdigest()[:32]
+        self.path = Path(tempfile.gettempdir()) / "ntk-advisor-locks" / f"{key}.lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> OutputClaim:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no claim, as before
+            return self
+        try:
+            self.path.parent.mkdir(mode=0o777, exist_ok=True)
+        except OSError:  # no writable temp folder: run unclaimed rather than not at all
+            return self
+        while self.fd is None:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError:  # another user's lock folder: run unclaimed rather than not at all
+                return self
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise OutputError(f"another ntk-advisor command (pid {holder}) is writing '{self.target}': wait for it "
+                                  "to finish or choose another --out") from None
+            try:  # the holder before us may have removed the file between our open and our lock
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # while still holding it: a waiter then sees a new file
+            os.close(self.fd)
+            self.fd = None
+
+
+__all__ = ["OutputClaim", "cache_dir", "check_replaceable", "check_writable_destination", "json_restore",
            "json_safe", "read_json", "write_atomically", "write_folder_atomically", "write_json",
            "write_text_atomically"]

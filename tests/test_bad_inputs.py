@@ -242,3 +242,47 @@ def test_csv_records_after_blank_lines_keep_their_line_numbers(tmp_path):
         load_dataset(path)
     ok = load_dataset(write(tmp_path / "ok.csv", 'text,label\na,1\n\nb,0\n"two\nlines",1\n'))
     assert ok.texts == ("a", "b", "two\nlines")
+
+
+@pytest.mark.parametrize("samples, pattern", [("192", r"and 0 training texts are left: use a smaller --samples"),
+                                              ("240", r"larger than the 192 examples")])
+def test_a_probe_set_that_takes_the_whole_training_split(tiny_model_folder, tiny_csv, tmp_path, capsys, monkeypatch,
+                                                        samples, pattern):
+    """The probe head is fit on training texts outside the probe set; at --samples = the
+    training split (the largest the size check allows) none are left."""
+    code, _, err = run_cli(["profile", "--model", str(tiny_model_folder), "--data", str(tiny_csv), "--samples",
+                            samples, "--max-length", "8", "--out", str(tmp_path / "p")], capsys, monkeypatch)
+    assert_one_line_error(code, err, pattern)
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_data_file_of_duplicates(tiny_model_folder, tmp_path, capsys, monkeypatch):
+    data = write(tmp_path / "dup.csv", "text,label\n" + "".join(f"the same words,{i % 2}\n" for i in range(60)))
+    code, _, err = run_cli(["profile", "--model", str(tiny_model_folder), "--data", data, "--samples", "8",
+                            "--max-length", "8", "--out", str(tmp_path / "p")], capsys, monkeypatch)
+    assert_one_line_error(code, err, r"holds only 1 distinct texts\): use a smaller --samples, more data")
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("stage", ["profile", "recommend", "train", "export"])
+def test_an_out_path_under_a_file(tiny_model_folder, tiny_csv, tiny_profile, tmp_path, capsys, monkeypatch, stage):
+    from ntk_advisor.recipe.io import save_recipe
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("mine")
+    recipe = tmp_path / "recipe.yaml"
+    save_recipe(tiny_recipe(tiny_model_folder, tiny_csv, max_steps=1), recipe)
+    run = tmp_path / "run"
+    if stage == "export":
+        assert run_cli(["train", str(recipe), "--out", str(run)], capsys, monkeypatch)[0] == 0
+    args = {"profile": ["profile", "--model", str(tiny_model_folder), "--data", str(tiny_csv), "--samples", "8",
+                        "--max-length", "8"],
+            "recommend": ["recommend", str(tiny_profile), "--budget", "300"],
+            "train": ["train", str(recipe)], "export": ["export", str(run)]}[stage]
+    for out in (blocker / "sub", blocker):
+        for force in ([], ["--force"]):
+            if stage == "recommend" and out == blocker:
+                continue  # a file as --out is recommend's normal case, refused without --force
+            code, _, err = run_cli(args + ["--out", str(out)] + force, capsys, monkeypatch)
+            assert_one_line_error(code, err, r"is a file|already exists|folder path is a file|Not a directory")
+            assert blocker.read_text() == "mine"

@@ -5,6 +5,7 @@ a user's folder replaced by `advise --profile-out`, the working folder deleted b
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,71 @@ def test_checkpoint_folder_deleted_mid_run_is_recreated(tiny_model_folder, tiny_
           on_progress=delete_checkpoints)
     assert (out / "metrics.json").exists() and list((out / "checkpoints").glob("step-*.pt"))
     assert os.access(out, os.W_OK)
+
+
+# ----------------------------------------------------------------------------- one writer per --out
+def test_a_second_command_on_a_claimed_out_stops_at_once(tiny_model_folder, tiny_csv, tmp_path, capsys,
+                                                          monkeypatch):
+    from ntk_advisor._io import OutputClaim
+
+    out = tmp_path / "prof"
+    args = ["profile", "--model", str(tiny_model_folder), "--data", str(tiny_csv), "--samples", "8",
+            "--max-length", "8", "--out", str(out)]
+    with OutputClaim(out):
+        code, _, err = run_cli(args, capsys, monkeypatch)
+        assert_one_line_error(code, err, rf"another ntk-advisor command \(pid {os.getpid()}\) is writing .*prof'")
+        assert not out.exists()
+        recipe = tiny_recipe(tiny_model_folder, tiny_csv, max_steps=1)
+        with pytest.raises(OutputError, match="another ntk-advisor command"):
+            train(recipe, out)
+    assert run_cli(args, capsys, monkeypatch)[0] == 0  # released on exit
+
+
+def test_a_claim_dies_with_its_process(tmp_path):
+    """kill -9 leaves no stale claim: the kernel drops the lock with the process."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ntk_advisor._io import OutputClaim
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom ntk_advisor._io import OutputClaim\n"
+                               f"OutputClaim({str(out)!r}).__enter__(); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputError, match=rf"pid {holder.pid}\)"):
+            OutputClaim(out).__enter__()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with OutputClaim(out):
+                break
+        except OutputError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+def test_two_profiles_racing_for_one_out(tiny_model_folder, tiny_csv, tmp_path):
+    """Started together: one writes the profile, the other says why it did not; nothing is mixed."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "prof"
+    command = [sys.executable, "-m", "ntk_advisor.cli", "profile", "--model", str(tiny_model_folder), "--data",
+               str(tiny_csv), "--samples", "8", "--max-length", "8", "--out", str(out)]
+    racers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(r.wait(timeout=300), r.stderr.read()) for r in racers]
+    assert sorted(code for code, _ in results) == [0, 1], results
+    loser = next(err for code, err in results if code == 1)
+    assert re.search(r"error: (another ntk-advisor command \(pid \d+\) is writing|output folder .* already exists)",
+                     loser), loser
+    from ntk_advisor.profiling.folder import load_profile
+
+    assert load_profile(out).settings["samples"] == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prof"]  # no temp folder of the loser left

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from .._io import OutputClaim
 from .app import app, recipe_app
 from .console import JsonOption, err, out, print_json
 
@@ -26,7 +27,8 @@ def export(
     """Merge the run's adapter into the base weights and write a plain HF folder or ONNX."""
     from ..exporting.export import export as run_export
 
-    report = run_export(run_dir, fmt, out_dir, force=force)
+    with OutputClaim(out_dir):
+        report = run_export(run_dir, fmt, out_dir, force=force)
     if as_json:
         return print_json({"out": str(report.out), "format": report.format, "seconds": report.seconds,
                             "files": report.files, "max_abs_logit_difference": report.max_abs_logit_difference})

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from .._io import OutputClaim
 from ..profiling.config import ProfileConfig
 from .app import app
 from .console import (
@@ -66,15 +67,16 @@ def profile(
     from ..profiling.profiler import ProfileConfig
     from ..profiling.profiler import profile as run_profile
 
-    check_profile_destination(out_dir, force)
     config = ProfileConfig(model=model, data=data, text_column=text_column, label_column=label_column,
                            samples=samples, max_length=max_length, seed=seed, reduction=output, head=head,
                            route=route, dtype=dtype, modules=tuple(module or ()), task=task,
                            capture_mib=capture_mib, signal_samples=signal_samples,
                            **prompt_options(template, label_word))
-    with progress_bar() as bar:
-        result = run_profile(config, on_progress=progress_callback(bar))
-    save_profile(result, out_dir, force=force)
+    with OutputClaim(out_dir):
+        check_profile_destination(out_dir, force)
+        with progress_bar() as bar:
+            result = run_profile(config, on_progress=progress_callback(bar))
+        save_profile(result, out_dir, force=force)
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False)
     summary = {

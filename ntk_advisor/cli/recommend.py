@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
+from .._io import OutputClaim
 from ..advice.config import RecommendConfig
 from ..profiling.config import ProfileConfig
 from .app import app
@@ -91,10 +93,11 @@ def recommend(
     from ..recipe.io import check_recipe_destination
 
     config = _recommend_config(method, budget, objective, placement, proximal, axis, train_head, seed, allocation)
-    check_recipe_destination(out_path, force)
-    with progress_bar() as bar:
-        recipe = run_recommend(profile_dir, config, on_progress=progress_callback(bar))
-    _write_recipe(recipe, out_path, as_json)
+    with OutputClaim(out_path):
+        check_recipe_destination(out_path, force)
+        with progress_bar() as bar:
+            recipe = run_recommend(profile_dir, config, on_progress=progress_callback(bar))
+        _write_recipe(recipe, out_path, as_json)
 
 
 @app.command()
@@ -123,26 +126,30 @@ def advise(
     as_json: JsonOption = False,
 ):
     """Profile, then recommend, in one go."""
+    config = _recommend_config(method, budget, objective, placement, proximal, axis, True, seed, allocation)
+    config.check()
+    with contextlib.ExitStack() as claims:
+        for path in [out_path] + ([profile_dir] if profile_dir is not None else []):
+            claims.enter_context(OutputClaim(path))
+        _advise(out_path, profile_dir, force, as_json, config, ProfileConfig(
+            model=model, data=data, text_column=text_column, label_column=label_column, samples=samples,
+            max_length=max_length, seed=seed, task=task, **prompt_options(template, label_word)))
+
+
+def _advise(out_path, profile_dir, force, as_json, config, profile_config) -> None:
     import tempfile
 
     from ..advice.recommend import recommend as run_recommend
     from ..profiling.folder import check_profile_destination, save_profile
-    from ..profiling.profiler import ProfileConfig
     from ..profiling.profiler import profile as run_profile
-
     from ..recipe.io import check_recipe_destination
 
-    config = _recommend_config(method, budget, objective, placement, proximal, axis, True, seed, allocation)
-    config.check()
     check_recipe_destination(out_path, force)  # before minutes of work, never after
     if profile_dir is not None:
         check_profile_destination(profile_dir, force)
     with tempfile.TemporaryDirectory() as scratch, progress_bar() as bar:
         folder = profile_dir or Path(scratch) / "profile"
-        result = run_profile(ProfileConfig(model=model, data=data, text_column=text_column, label_column=label_column,
-                                           samples=samples, max_length=max_length, seed=seed, task=task,
-                                           **prompt_options(template, label_word)),
-                             on_progress=progress_callback(bar))
+        result = run_profile(profile_config, on_progress=progress_callback(bar))
         save_profile(result, folder, force=force)
         recipe = run_recommend(folder, config, on_progress=progress_callback(bar))
     _write_recipe(recipe, out_path, as_json)

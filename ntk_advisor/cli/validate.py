@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from .._io import OutputClaim
 from ..study.config import ValidateConfig
 from .app import app
 from .console import (
@@ -85,7 +86,7 @@ def validate(
                             batch_size=batch_size, samples=samples, max_length=max_length, proximal=proximal,
                             lambdas=_floats(lambdas, "--lambdas"), kernel_examples=kernel_examples, seed=seed,
                             allocation=allocation)
-    with progress_bar() as bar:
+    with OutputClaim(out_dir), progress_bar() as bar:
         document = run_validate(config, out_dir, force=force, on_progress=progress_callback(bar))
     if as_json:
         return print_json(document)

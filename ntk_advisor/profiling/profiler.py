@@ -38,11 +38,19 @@ def fit_probe_head(loaded: models.LoadedModel, train, validation, *, seed: int, 
     chosen = sorted(rng.permutation(pool)[:examples].tolist())
     fit_set = train.subset(chosen)
     val_set = validation.subset(list(range(min(len(validation), examples))))
+    if len(set(fit_set.labels)) < 2:  # the probe set's texts are held out of the head's fit
+        left = f"{len(pool)} training texts are" if len(pool) != 1 else "1 training text is"
+        distinct = len(set(train.texts))
+        why = (f" (the training split holds only {distinct} distinct texts)" if distinct < len(train) / 2
+               else " (a single class)" if pool else "")
+        raise ProfileError(f"the probe head is fit on training texts outside the --samples set, and {left} "
+                           f"left{why}: use a smaller --samples, more data, or --head random")
+    if not len(val_set):
+        raise ProfileError("the validation split is empty, so the probe head cannot be checked: use more data or "
+                           "--head random")
     features = {}
     for split_name, split in (("fit", fit_set), ("validation", val_set)):
         features[split_name] = models.head_inputs(loaded, list(split.texts), max_length).to(torch.float64).numpy()
-    if len(set(fit_set.labels)) < 2:
-        raise ProfileError("the head's training pool holds a single class: use --head random or more data")
     probe = LogisticRegression(max_iter=2000, C=1.0)
     probe.fit(features["fit"], np.asarray(fit_set.labels))
     coef, intercept = torch.from_numpy(probe.coef_), torch.from_numpy(probe.intercept_)

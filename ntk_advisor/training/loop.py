@@ -10,6 +10,7 @@ recipes are; `train` calls them in order.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._io import write_folder_atomically, write_text_atomically
+from .._io import OutputClaim, write_folder_atomically, write_text_atomically
 from ..errors import RecipeError, TrainError
 from ..inputs import data as data_lib
 from ..inputs import models
@@ -77,12 +78,13 @@ def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = F
     ``protect`` (the CLI passes the recipe file).
     """
     run = _Run(recipe, Path(out), on_progress or (lambda *a: None))
-    state = run.prepare(resume, force, protect)
-    run.setup()
-    if state is not None:
-        run.restore(state)
-    run.train()
-    return run.finish()
+    with OutputClaim(Path(out)) if run.accelerator.is_main_process else contextlib.nullcontext():
+        state = run.prepare(resume, force, protect)
+        run.setup()
+        if state is not None:
+            run.restore(state)
+        run.train()
+        return run.finish()
 
 
 class _Run:
