@@ -181,6 +181,31 @@ def _share_like_a_normal_folder(folder: Path) -> None:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
+def symbolic_link_inside(folder: Path) -> Path | None:
+    """The first symbolic link at or under ``folder``, if any; None for a missing folder.
+
+    Folders this tool writes (profiles, runs, studies, exports) never hold links, so a link
+    in one came from someone else; following it would read, overwrite or delete a file the
+    folder does not hold.
+    """
+    folder = Path(folder)
+    if folder.is_symlink():
+        return folder
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        for name in sorted(dirs + files):
+            if os.path.islink(os.path.join(root, name)):
+                return Path(root, name)
+    return None
+
+
+def refuse_links(folder: Path, what: str, error: type[Exception]) -> None:
+    """Raise ``error`` when a tool folder holds a symbolic link (see symbolic_link_inside)."""
+    link = symbolic_link_inside(folder)
+    if link is not None and link != Path(folder):
+        raise error(f"'{link}' is a symbolic link; a {what} folder holds only the files ntk-advisor wrote there, "
+                    "so it is not read: replace the link with the file it points to, or recompute the folder")
+
+
 # ----------------------------------------------------------------------------- one writer per output
 class OutputClaim:
     """Only one command writes an output at a time: ``with OutputClaim(out): ...``.
@@ -240,6 +265,6 @@ class OutputClaim:
             self.fd = None
 
 
-__all__ = ["OutputClaim", "cache_dir", "check_replaceable", "check_writable_destination", "json_restore",
+__all__ = ["OutputClaim", "cache_dir", "refuse_links", "symbolic_link_inside", "check_replaceable", "check_writable_destination", "json_restore",
            "json_safe", "read_json", "write_atomically", "write_folder_atomically", "write_json",
            "write_text_atomically"]

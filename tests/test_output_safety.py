@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -221,3 +222,58 @@ def test_two_profiles_racing_for_one_out(tiny_model_folder, tiny_csv, tmp_path):
 
     assert load_profile(out).settings["samples"] == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prof"]  # no temp folder of the loser left
+
+
+# ----------------------------------------------------------------------------- links from strangers
+def _outside(tmp_path):
+    secret = tmp_path / "elsewhere"
+    secret.mkdir()
+    (secret / "step-999.pt").write_bytes(b"not yours")
+    (secret / "id_rsa").write_text("private")
+    return secret
+
+
+@pytest.mark.parametrize("entry", ["checkpoints", "adapter", "metrics.json"])
+def test_a_run_folder_with_a_link_is_never_followed(tiny_model_folder, tiny_csv, tmp_path, capsys, monkeypatch,
+                                                   entry):
+    """A shared run folder whose checkpoints/ (or adapter/, metrics.json) links elsewhere:
+    train --resume, --force and export refuse it, and the linked files stay as they were."""
+    secret = _outside(tmp_path)
+    before = _snapshot(secret)
+    recipe = tiny_recipe(tiny_model_folder, tiny_csv, max_steps=6, checkpoint_every=3)
+    save_recipe(recipe, tmp_path / "recipe.yaml")
+    run = tmp_path / "run"
+    train(recipe, run)
+    target = run / entry
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    target.symlink_to(secret / ("id_rsa" if entry == "metrics.json" else ""), target_is_directory=entry != "metrics.json")
+    for args in (["train", str(tmp_path / "recipe.yaml"), "--out", str(run), "--resume"],
+                 ["train", str(tmp_path / "recipe.yaml"), "--out", str(run), "--force"],
+                 ["export", str(run), "--out", str(tmp_path / "exported")]):
+        code, _, err = run_cli(args, capsys, monkeypatch)
+        assert_one_line_error(code, err, rf"'{re.escape(str(target))}' is a symbolic link; a run folder holds only")
+    assert _snapshot(secret) == before and target.is_symlink()
+    assert not (tmp_path / "exported").exists()
+
+
+def test_a_profile_or_study_with_a_link_is_not_read(tiny_model_folder, tiny_csv, tmp_path, capsys, monkeypatch):
+    secret = _outside(tmp_path)
+    prof = tmp_path / "prof"
+    assert run_cli(["profile", "--model", str(tiny_model_folder), "--data", str(tiny_csv), "--samples", "8",
+                    "--max-length", "8", "--out", str(prof)], capsys, monkeypatch)[0] == 0
+    (prof / "head.safetensors").unlink(missing_ok=True)
+    (prof / "head.safetensors").symlink_to(secret / "id_rsa")
+    code, _, err = run_cli(["recommend", str(prof), "--budget", "300", "--out", str(tmp_path / "r.yaml")], capsys,
+                           monkeypatch)
+    assert_one_line_error(code, err, r"head.safetensors' is a symbolic link; a profile folder holds only")
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "settings.json").symlink_to(secret / "id_rsa")
+    from helpers import tiny_config
+
+    from ntk_advisor.errors import ValidateError
+    from ntk_advisor.study.validate import validate
+
+    with pytest.raises(ValidateError, match="settings.json' is a symbolic link"):
+        validate(tiny_config(tiny_model_folder, tiny_csv), study, force=True)
+    assert (secret / "id_rsa").read_text() == "private"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .._io import write_folder_atomically
+from .._io import refuse_links, write_folder_atomically
 from ..errors import ExportError
 from ..inputs import models
 from ..methods import get_method
@@ -39,6 +39,7 @@ def merged_model(run_dir: str | Path):
     """The run's base model with its adapter merged in, and its tokenizer."""
     run_dir = Path(run_dir)
     adapter = run_dir / "adapter"
+    refuse_links(run_dir, "run", ExportError)
     if not (run_dir / "recipe.yaml").exists() or not (adapter / "adapter_config.json").exists():
         raise ExportError(f"'{run_dir}' is not a finished run folder (needs recipe.yaml and adapter/): "
                           "train it to the end first, or pass the right folder")

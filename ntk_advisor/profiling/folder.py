@@ -105,8 +105,11 @@ def save_profile(profile: NtkProfile, out: Path, force: bool = False) -> Path:
 
 
 def load_profile(folder: Path) -> NtkProfile:
+    from .._io import refuse_links
+
     folder = Path(folder)
     meta_path, tensor_path = folder / "profile.json", folder / "kernels.safetensors"
+    refuse_links(folder, "profile", ProfileError)
     if not meta_path.exists() or not tensor_path.exists():
         raise ProfileError(f"'{folder}' is not a profile folder (needs profile.json and kernels.safetensors): "
                            "create one with ntk-advisor profile --out DIR")

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from .._io import check_replaceable, json_safe, read_json, write_json
+from .._io import check_replaceable, json_safe, read_json, refuse_links, write_json
 from ..advice.recommend import (
     RecommendConfig,
     resolve_allocation,
@@ -138,6 +138,8 @@ def _as_stored(config: ValidateConfig) -> dict:
 
 def _check_settings(out: Path, config: ValidateConfig, force: bool) -> dict:
     wanted = _as_stored(config)
+    if out.is_dir():
+        refuse_links(out, "validate study", ValidateError)
     stored = _read_json(out / "settings.json")
     if stored is not None:  # a study from before a setting existed ran with that setting's default
         stored = _as_stored(ValidateConfig()) | stored

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .._io import check_replaceable, write_atomically
+from .._io import check_replaceable, refuse_links, write_atomically
 from ..errors import TrainError
 
 CHECKPOINTS = "checkpoints"
@@ -57,6 +57,7 @@ def prepare_out(out: Path, resume: bool, force: bool, protect: tuple = ()) -> di
     if out.exists() and not out.is_dir():
         raise TrainError(f"--out '{out}' is a file, not a folder: choose another --out")
     if out.exists() and any(out.iterdir()):
+        refuse_links(out, "run", TrainError)
         if resume:
             state, _ = latest_checkpoint(out)
             if state is None:
