@@ -218,8 +218,34 @@ def write_evidence(results: dict, learning_rate: float = 2e-3) -> None:
             studies.append({"name": name, "model": results["model"], "method": method, "budget": budget,
                             "steps": STEPS, "learning_rate": learning_rate, "rules": rules,
                             "profile_check": profile_check(results["runs"], name, DEFAULTS[method][0], learning_rate)})
-    EVIDENCE.write_text(json.dumps({"source": "benchmarks/suite/run.py", "split": "test",
-                                    "studies": studies}, indent=1) + "\n")
+    EVIDENCE.write_text(json.dumps({"source": "benchmarks/suite/run.py", "split": "test", "studies": studies,
+                                    "method_comparisons": method_comparisons(results, learning_rate)},
+                                   indent=1) + "\n")
+
+
+DEFAULT_ARM = "advised-greedy"  # both methods' default allocation (methods/*: default_allocation)
+
+
+def method_comparisons(results: dict, learning_rate: float) -> list[dict]:
+    """RoCoFT's default advice against LoRA's at one budget, per task: test accuracy, mean over
+    the seeds both have (what ``--method auto`` chooses from, advice/method_choice.py)."""
+    comparisons = []
+    for budget in sorted({b for _, b, _ in STUDIES.values()}):
+        studies = {m: s for s, (m, b, _) in STUDIES.items() if b == budget}
+        if set(studies) != {"rocoft", "lora"}:
+            continue
+        runs = {(r["study"], r["task"], r["seed"]): r["test"] for r in results["runs"]
+                if r["arm"] == DEFAULT_ARM and r["learning_rate"] == learning_rate}
+        per_task = {}
+        for task in sorted({t for _, t, _ in runs}):
+            seeds = [s for s in range(100) if all((studies[m], task, s) in runs for m in studies)]
+            if seeds:
+                per_task[task] = {m: round(sum(runs[(studies[m], task, s)] for s in seeds) / len(seeds), 4)
+                                  for m in studies} | {"seeds": len(seeds)}
+        if per_task:
+            comparisons.append({"budget": budget, "model": results["model"], "steps": STEPS,
+                                "learning_rate": learning_rate, "per_task": per_task})
+    return comparisons
 
 
 if __name__ == "__main__":

@@ -38,8 +38,13 @@ class RecommendConfig:
             raise RecipeError(f"--seed must be 0 or more, got {self.seed}")
         from ..methods import get_method, method_names
 
+        if self.method == "auto":
+            if self.allocation != Allocation.DEFAULT.value or self.placement != "advised":
+                raise RecipeError("--method auto chooses the method, so --allocation and --placement must stay at "
+                                  "their defaults: name the method to set them")
+            return  # the rest is checked once resolve_method has chosen
         if self.method not in method_names():
-            raise RecipeError(f"unknown --method '{self.method}': use {' or '.join(method_names())}")
+            raise RecipeError(f"unknown --method '{self.method}': use {', '.join(method_names())} or auto")
         Objective.check(self.objective, "--objective", RecipeError)
         Axis.check(self.axis, "--axis", RecipeError)
         if self.budget <= 0:
@@ -56,6 +61,18 @@ class RecommendConfig:
         names = ("advised",) + get_method(self.method).baselines
         if self.placement not in names:
             raise RecipeError(f"unknown --placement '{self.placement}' for {self.method}: use one of {', '.join(names)}")
+
+
+def resolve_method(config: RecommendConfig) -> tuple[RecommendConfig, dict | None]:
+    """``method="auto"`` made concrete (advice/method_choice.py); the choice block, or None."""
+    from dataclasses import replace
+
+    if config.method != "auto":
+        return config, None
+    from .method_choice import choose_method
+
+    method, choice = choose_method(config.budget)
+    return replace(config, method=method), choice
 
 
 def resolve_allocation(config: RecommendConfig) -> RecommendConfig:

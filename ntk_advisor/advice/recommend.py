@@ -31,7 +31,7 @@ from ..ntk.spectral import symmetrize
 from ..profiling.capture import Captured, capture
 from ..profiling.folder import load_profile
 from ..recipe.schema import SCHEMA_VERSION, DataSpec, ModelSpec, Proximal, Recipe, Target, Training
-from .config import DEFAULT_OBJECTIVE, RecommendConfig, resolve_allocation  # noqa: F401 - re-exported
+from .config import DEFAULT_OBJECTIVE, RecommendConfig, resolve_allocation, resolve_method  # noqa: F401 - re-exported
 from .uncertainty import uncertainty
 
 Progress = Callable[[str, int, int], None]
@@ -154,6 +154,8 @@ def predicted_report(captured: Captured, placement: dict, method: str, ridge: fl
 
 def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Progress | None = None) -> Recipe:
     config.check()
+    config, method_choice = resolve_method(config)
+    config.check()
     config = resolve_allocation(config)
     progress = on_progress or (lambda *a: None)
     started = time.perf_counter()
@@ -197,6 +199,8 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
     }
     if certainty is not None:
         evidence["uncertainty"] = certainty
+    if method_choice is not None:
+        evidence["method_choice"] = method_choice
     recipe = build_recipe(profile.settings, config, placement, scores, evidence, captured.head_name)
     return recipe.model_copy(update={"provenance": _provenance(profile.settings)})
 

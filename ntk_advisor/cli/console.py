@@ -41,7 +41,9 @@ TemplateOption = Annotated[Optional[str], typer.Option(help=(
     "label-words: the prompt, with {text} where the text goes (default 'Text: {text}\\nLabel:'); \\n is a newline."))]
 LabelWordOption = Annotated[Optional[list[str]], typer.Option("--label-word", help=(
     "label-words: one single-token word per class, in label order (repeatable; default ' ' + label name)."))]
-MethodOption = Annotated[str, typer.Option(help="rocoft (rows/columns) or lora (modules and ranks).")]
+MethodOption = Annotated[str, typer.Option(help=(
+    "rocoft (rows/columns), lora (modules and ranks), or auto: the method whose default advice won on more suite "
+    "tasks at the nearest measured budget (the recipe says which and why)."))]
 AllocationOption = Annotated[str, typer.Option(help=(
     "How the budget is spread over modules: default (the method's own: see docs/suite.md), greedy (one "
     "best-aligned row in every module, then the objective; for LoRA ranks by the label gradient's spectrum), "

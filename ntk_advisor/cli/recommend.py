@@ -67,6 +67,8 @@ def _write_recipe(recipe, out_path: Path, as_json: bool) -> None:
     t = ev["trainable"]
     out.print(f"{len(recipe.targets)} modules targeted; trainable = weights {t['weights']:,} + head {t['head']:,} + "
               f"biases {t['biases']:,} = {t['total']:,}; predictions are kernel regression on the probe sample")
+    if "method_choice" in ev:
+        out.print(ev["method_choice"]["sentence"], markup=False)
     if "uncertainty" in ev:
         out.print(ev["uncertainty"]["sentence"], markup=False)
     out.print(f"wrote {out_path}")

@@ -215,3 +215,47 @@ def test_lora_ranks_follow_the_label_gradient_spectrum_with_diminishing_returns(
     rocoft = recommend(folder, RecommendConfig(budget=head + 32))  # two 16-weight rows: the best-aligned ones
     assert {t.module: t.indices for t in rocoft.targets} == {a.name: (0,), b.name: (0,)}
     assert rocoft.evidence["predicted"]["label_signal"] == pytest.approx((9 + 4) / 28)
+
+
+# ----------------------------------------------------------------------------- --method auto
+def _comparisons(path, per_task, budget=21_506):
+    import json
+
+    path.write_text(json.dumps({"studies": [], "method_comparisons": [
+        {"budget": budget, "model": "minilm-l6", "steps": 100, "learning_rate": 2e-3, "per_task": per_task}]}))
+    return path
+
+
+def test_auto_picks_the_method_that_won_more_suite_tasks(tmp_path):
+    from ntk_advisor.advice.method_choice import choose_method
+
+    path = _comparisons(tmp_path / "e.json", {"a": {"rocoft": 0.80, "lora": 0.85}, "b": {"rocoft": 0.70, "lora": 0.71},
+                                              "c": {"rocoft": 0.90, "lora": 0.60}})
+    method, why = choose_method(21_506, path)
+    assert method == "lora"  # two wins of three, although its mean difference is negative
+    assert why["points_lora_minus_rocoft"] == {"a": 5.0, "b": 1.0, "c": -30.0}
+    assert "beat RoCoFT's on 2 of 3 suite tasks" in why["sentence"] and "on c the difference was -30.0" in why["sentence"]
+    method, why = choose_method(30_000, _comparisons(tmp_path / "t.json", {"a": {"rocoft": 0.8, "lora": 0.7},
+                                                                          "b": {"rocoft": 0.6, "lora": 0.8}}))
+    assert method == "lora" and why["basis"] == "suite"  # one win each: the larger mean difference decides
+
+
+def test_auto_falls_back_without_a_comparison_near_the_budget(tmp_path):
+    from ntk_advisor.advice.method_choice import choose_method
+
+    path = _comparisons(tmp_path / "e.json", {"a": {"rocoft": 0.8, "lora": 0.9}})
+    method, why = choose_method(100_000, path)  # more than twice 21,506
+    assert method == "rocoft" and why["basis"] == "fallback" and "no measured" in why["sentence"]
+    assert choose_method(21_506, tmp_path / "missing.json")[0] == "rocoft"
+
+
+def test_auto_writes_a_recipe_of_the_chosen_method_with_its_reason(tiny_profile_dir):
+    from ntk_advisor.advice import method_choice
+
+    chosen, why = method_choice.choose_method(400)
+    recipe = recommend(tiny_profile_dir, RecommendConfig(method="auto", budget=400))
+    assert recipe.method == chosen and recipe.evidence["method_choice"] == why
+    named = recommend(tiny_profile_dir, RecommendConfig(method=chosen, budget=400))
+    assert [t.model_dump() for t in recipe.targets] == [t.model_dump() for t in named.targets]
+    with pytest.raises(RecipeError, match="--method auto chooses the method"):
+        recommend(tiny_profile_dir, RecommendConfig(method="auto", allocation="uniform"))
