@@ -30,6 +30,7 @@ from ..ntk.select import OBJECTIVES, greedy_select, objective_value
 from ..ntk.spectral import symmetrize
 from ..profiling.capture import Captured, capture
 from ..profiling.folder import load_profile
+from ..recipe.conversions import axolotl_with_head
 from ..recipe.schema import SCHEMA_VERSION, DataSpec, ModelSpec, Proximal, Recipe, Target, Training
 from .config import DEFAULT_OBJECTIVE, RecommendConfig, resolve_allocation, resolve_method  # noqa: F401 - re-exported
 from .uncertainty import uncertainty
@@ -243,7 +244,7 @@ def build_recipe(settings: dict, config: RecommendConfig, placement: Placement, 
         training=training,
         evidence=evidence,
         peft=_with_head(method.peft_section(placement, training.lora_dropout), head_module, config.train_head),
-        axolotl=method.axolotl_section(placement),
+        axolotl=axolotl_with_head(method.axolotl_section(placement), head_module if config.train_head else None),
     )
 
 

@@ -33,16 +33,29 @@ def peft_section(recipe_targets, default: int, alpha: float | None, dropout: flo
 
 
 def axolotl_lora(ranks: dict[str, int]) -> dict:
+    """axolotl's LoRA keys (its `LoraConfig` schema), with α = r per module as in peft_section."""
     default = default_rank(ranks)
     return {"adapter": "lora", "lora_r": default, "lora_alpha": default, "lora_target_modules": list(ranks),
-            "lora_rank_pattern": dict(ranks)}
+            # axolotl hands these to PEFT, which reads each key as a regex over a name's dotted suffix
+            "lora_rank_pattern": {re.escape(m): r for m, r in ranks.items()},
+            "lora_alpha_pattern": {re.escape(m): r for m, r in ranks.items() if r != default}}
+
+
+def axolotl_pattern(parameter: str) -> str:
+    """One whole parameter name as axolotl's `unfrozen_parameters` reads it.
+
+    axolotl escapes every '.' itself (utils/freeze.py: a dot not followed by '+' becomes a
+    literal dot), so the name is written with plain dots: an escaped ``\\.`` would become
+    ``\\\\.``, a literal backslash, and match nothing. ``^`` and ``$`` pin the whole name.
+    """
+    return f"^{parameter}$"
 
 
 def axolotl_unfrozen(slices: dict[str, tuple[str, tuple[int, ...]]]) -> dict:
     """RoCoFT rows as `unfrozen_parameters` row ranges; columns need the whole weight unfrozen."""
     patterns = []
     for name, (axis, indices) in slices.items():
-        stem = "^" + name.replace(".", r"\.") + r"\.weight$"
+        stem = axolotl_pattern(f"{name}.weight")
         if axis != "rows":  # axolotl slices rows only
             patterns.append(stem)
             continue
@@ -54,3 +67,17 @@ def axolotl_unfrozen(slices: dict[str, tuple[str, tuple[int, ...]]]) -> dict:
                 start = current
         patterns.extend(f"{stem}[{a}:{b}]" for a, b in runs)
     return {"unfrozen_parameters": patterns}
+
+
+def axolotl_with_head(section: dict | None, head_module: str | None) -> dict | None:
+    """The head a recipe trains, in axolotl's terms: LoRA's ``lora_modules_to_save``, or the
+    head's weight and bias among a full-weight run's ``unfrozen_parameters``; otherwise axolotl
+    freezes the head at its random init."""
+    if section is None or head_module is None:
+        return section
+    if "adapter" in section:
+        return section | {"lora_modules_to_save": [head_module]}
+    if "unfrozen_parameters" in section:
+        head = [axolotl_pattern(f"{head_module}.{kind}") for kind in ("weight", "bias")]
+        return section | {"unfrozen_parameters": section["unfrozen_parameters"] + head}
+    return section

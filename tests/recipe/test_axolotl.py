@@ -1,0 +1,91 @@
+"""The recipe's `axolotl:` keys as axolotl 0.19 itself reads them: its pydantic config schema,
+its `unfrozen_parameters` parser (utils/freeze.py) and the PEFT LoraConfig it builds from the
+LoRA keys (loaders/adapter.py, `_build_peft_lora_config`; that module imports bitsandbytes,
+so the test builds the same LoraConfig from the same keys). axolotl is installed for the
+tests with --no-deps (scripts/setup.sh)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_batch, tiny_classifier
+
+from ntk_advisor.advice.recommend import RecommendConfig, recommend
+from ntk_advisor.profiling.folder import save_profile
+from ntk_advisor.profiling.profiler import ProfileConfig, profile_model
+from ntk_advisor.training.apply import apply_recipe
+
+axolotl_config = pytest.importorskip("axolotl.utils.schemas.config", reason="scripts/setup.sh installs axolotl")
+freeze = pytest.importorskip("axolotl.utils.freeze")
+LABELS = torch.tensor([0, 1, 0, 1, 1, 0])
+ANY_RUN = {"base_model": "local/model", "datasets": [{"path": "train.jsonl", "type": "alpaca"}],
+           "micro_batch_size": 8, "gradient_accumulation_steps": 1, "learning_rate": 2e-3, "num_epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def profile_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("axolotl")
+    loaded = tiny_classifier("bert")
+    loaded.backbone.save_pretrained(root / "model")
+    config = ProfileConfig(model=str(root / "model"), data="tiny", samples=6, max_length=7, dtype="float64")
+    return save_profile(profile_model(loaded, tiny_batch(), LABELS, config, lambda *a: None), root / "profile")
+
+
+def _trained_by_us(recipe):
+    loaded = tiny_classifier("bert")
+    model, _ = apply_recipe(loaded.backbone, recipe, loaded.head_name)
+    return model
+
+
+@pytest.mark.parametrize("method", ["rocoft", "lora"])
+def test_the_axolotl_keys_are_axolotl_config_keys(profile_dir, method):
+    recipe = recommend(profile_dir, RecommendConfig(method=method, budget=400))
+    section = recipe.axolotl
+    fields = axolotl_config.AxolotlInputConfig.model_fields
+    assert set(section) <= set(fields), sorted(set(section) - set(fields))  # axolotl ignores unknown keys silently
+    parsed = axolotl_config.AxolotlInputConfig(**(ANY_RUN | section))
+    for key, value in section.items():
+        assert getattr(parsed, key) == value, key
+
+
+def test_axolotl_unfreezes_exactly_the_recipes_rows_and_head(profile_dir):
+    recipe = recommend(profile_dir, RecommendConfig(method="rocoft", budget=400))
+    model = tiny_classifier("bert").backbone
+    freeze.freeze_layers_except(model, recipe.axolotl["unfrozen_parameters"])
+    batch = tiny_batch()
+    model(**batch).logits.square().sum().backward()
+    moved = {}
+    for name, p in model.named_parameters():
+        if p.grad is not None and p.grad.abs().sum() > 0:
+            rows = (p.grad.reshape(p.shape[0], -1).abs().sum(dim=1) > 0).nonzero().flatten().tolist()
+            moved[name] = rows
+    wanted = {f"{t.module}.weight": sorted(t.indices) for t in recipe.targets}
+    wanted |= {"classifier.weight": [0, 1], "classifier.bias": [0, 1]}
+    assert moved == wanted
+    ours = _trained_by_us(recipe)
+    assert sum(p.numel() for p in ours.parameters() if p.requires_grad) == recipe.evidence["trainable"]["total"]
+    assert sum(len(rows) * model.get_parameter(name)[0].numel() for name, rows in moved.items()) == \
+        recipe.evidence["trainable"]["total"]
+
+
+def test_axolotl_lora_trains_what_ntk_advisor_trains(profile_dir):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    recipe = recommend(profile_dir, RecommendConfig(method="lora", budget=1_200))  # ranks 4 and 32
+    cfg = axolotl_config.AxolotlInputConfig(**(ANY_RUN | recipe.axolotl))
+    theirs = get_peft_model(tiny_classifier("bert").backbone, LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=cfg.lora_target_modules,
+        modules_to_save=cfg.lora_modules_to_save, rank_pattern=cfg.lora_rank_pattern or {},
+        alpha_pattern=cfg.lora_alpha_pattern or {}, bias="none", task_type=TaskType.SEQ_CLS))
+    ours = _trained_by_us(recipe)
+
+    def trainable(model):
+        return {n.removeprefix("base_model.model."): tuple(p.shape) for n, p in model.named_parameters()
+                if p.requires_grad}
+
+    assert trainable(theirs) == trainable(ours)
+    assert sum(p.numel() for p in theirs.parameters() if p.requires_grad) == recipe.evidence["trainable"]["total"]
+    scaling = {n: m.scaling for n, m in theirs.named_modules() if hasattr(m, "scaling") and isinstance(m.scaling, dict)}
+    assert scaling == {n: m.scaling for n, m in ours.named_modules() if hasattr(m, "scaling")
+                       and isinstance(m.scaling, dict)}
+    assert len({r for r in cfg.lora_rank_pattern.values()}) > 1  # several ranks: the patterns were exercised
