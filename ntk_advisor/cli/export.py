@@ -59,6 +59,12 @@ def recipe_convert(
     if note:
         err.print(f"note: {note}")
     section = recipe.peft if to == "peft" else recipe.axolotl
+    if to == "axolotl" and section is not None:  # rebuilt from the targets: older recipes wrote keys axolotl misread
+        from ..recipe.conversions import axolotl_with_head
+
+        head = ((recipe.peft or {}).get("modules_to_save") or [None])[0] if recipe.training.train_head else None
+        placement = {t.module: part_from_target(t) for t in recipe.targets}
+        section = axolotl_with_head(method.axolotl_section(placement), head)
     if section is None:
         raise RecipeError(f"{recipe_path} has no {to} section: method {recipe.method} has no {to} equivalent")
     if to == "peft":

@@ -89,3 +89,17 @@ def test_axolotl_lora_trains_what_ntk_advisor_trains(profile_dir):
     assert scaling == {n: m.scaling for n, m in ours.named_modules() if hasattr(m, "scaling")
                        and isinstance(m.scaling, dict)}
     assert len({r for r in cfg.lora_rank_pattern.values()}) > 1  # several ranks: the patterns were exercised
+
+
+def test_convert_rebuilds_the_keys_of_an_older_recipe(profile_dir, tmp_path, capsys, monkeypatch):
+    import yaml
+    from helpers import run_cli
+
+    from ntk_advisor.recipe.io import save_recipe
+
+    recipe = recommend(profile_dir, RecommendConfig(method="rocoft", budget=400))
+    escaped = [p.replace(".", "\\.") for p in recipe.axolotl["unfrozen_parameters"]]  # as recipes had them
+    save_recipe(recipe.model_copy(update={"axolotl": {"unfrozen_parameters": escaped}}), tmp_path / "old.yaml")
+    code, out, err = run_cli(["recipe", "convert", str(tmp_path / "old.yaml"), "--to", "axolotl"], capsys, monkeypatch)
+    assert code == 0, err
+    assert yaml.safe_load(out) == recipe.axolotl
