@@ -78,14 +78,21 @@ class Route(Choice):
 
 
 class WeightDtype(Choice):
-    """The model's weights while profiling; kernels are contracted in float64 either way.
+    """The model's weights while profiling. Captured activations and gradients are contracted
+    in float32 for half-precision weights and in the weights' dtype otherwise; blocks are
+    summed into float64 kernels either way (ntk/contractions.accumulation_dtype).
 
     - ``float32`` (default): what training uses.
     - ``float64``: when a float32 profile overflows (the profile says so), or for oracles.
+    - ``bfloat16`` / ``float16``: half the memory of the model and its captures, for large
+      models on GPUs; the forward and backward passes round to 8 (bf16) or 11 (fp16)
+      significant bits. docs/profile.md gives the measured agreement with float32.
     """
 
     FLOAT32 = "float32"
     FLOAT64 = "float64"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
 
 
 class Objective(Choice):

@@ -50,7 +50,9 @@ def profile(
     template: TemplateOption = None,
     label_word: LabelWordOption = None,
     route: Annotated[str, typer.Option(help="structured (fast, default) or jacobian (vmap(jacrev) reference).")] = ProfileConfig.route,
-    dtype: Annotated[str, typer.Option(help="Model dtype: float32 or float64. Kernels are float64 either way.")] = ProfileConfig.dtype,
+    dtype: Annotated[str, typer.Option(help=(
+        "Model weights: float32, float64, bfloat16 or float16 (half precision is contracted in float32; "
+        "kernels are float64)."))] = ProfileConfig.dtype,
     module: Annotated[Optional[list[str]], typer.Option("--module", help="Profile only this module (repeatable).")] = None,
     capture_mib: Annotated[int, typer.Option(help=(
         "MiB for the layer inputs and output gradients held at once; past it, modules are profiled in further "

@@ -78,6 +78,16 @@ class GradientBuffer:
         return self._storage[:numel].view(shape)
 
 
+HALF = (torch.bfloat16, torch.float16)
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a module's captures are contracted in: float32 for half-precision weights,
+    whose 8 or 11 significant bits would lose the sums over tokens and features, else the
+    weights' own dtype (float64 models stay exact)."""
+    return torch.float32 if dtype in HALF else dtype
+
+
 Parts = list[tuple[torch.Tensor, torch.Tensor]]
 """Consecutive blocks of kernel rows, each (x (n_b, T_b, d_in), δ (n_b, T_b, d_out)): rows of
 similar length share a block padded only to its own T_b (`kernels.length_buckets`)."""
@@ -267,8 +277,9 @@ ROUTES = {"per-example": per_example_route, "gram": gram_route}
 def contract(parts: Parts, target_weights: torch.Tensor, route: str = "auto",
              buffer: GradientBuffer | None = None) -> ModuleKernel:
     """One module and pass: drop each block's inactive tokens, pick the route by cost unless
-    ``route`` names one, contract in the model's dtype (float64 models are exact), return float64."""
-    parts = [active_tokens(x, delta.to(x.dtype)) for x, delta in parts]
+    ``route`` names one, contract in `accumulation_dtype` of the captures, return float64."""
+    work = accumulation_dtype(parts[0][0].dtype)
+    parts = [active_tokens(x.to(work), delta.to(work)) for x, delta in parts]
     rows = sum(x.shape[0] for x, _ in parts)
     tokens = sum(x.shape[0] * x.shape[1] for x, _ in parts) / rows
     x0, d0 = parts[0]

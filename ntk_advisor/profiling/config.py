@@ -34,7 +34,7 @@ class ProfileConfig:
     route: str = Route.STRUCTURED.value  # settings.Route
     ridge: float = 1e-3  # LOO kernel ridge strength, relative to the kernel's mean diagonal
     modules: tuple[str, ...] = ()  # restrict to these module names (default: every Linear)
-    dtype: str = WeightDtype.FLOAT32.value  # settings.WeightDtype: kernels are contracted in float64 either way
+    dtype: str = WeightDtype.FLOAT32.value  # settings.WeightDtype: half precision is contracted in float32
     capture_mib: int = 512  # captured x and δ per forward pass; more modules take further passes
     signal_samples: int = 1024  # M, training examples for the O(M) label-gradient row/column scores; 0: none
 
