@@ -80,6 +80,23 @@ WORDS = ["good", "great", "fine", "fun", "bad", "awful", "dull", "poor", "movie"
          "not", "so"]
 
 
+TINY_LABELS = torch.tensor([0, 1, 0, 1, 1, 0])  # of tiny_batch()'s six examples
+
+
+@pytest.fixture(scope="session")
+def tiny_profile_dir(tmp_path_factory):
+    """A tiny BERT saved as a HF folder, profiled on tiny_batch() in float64: recommend must
+    rebuild it from the folder."""
+    from ntk_advisor.profiling.folder import save_profile
+    from ntk_advisor.profiling.profiler import ProfileConfig, profile_model
+
+    root = tmp_path_factory.mktemp("tiny-profile")
+    loaded = tiny_classifier("bert")
+    loaded.backbone.save_pretrained(root / "model")
+    config = ProfileConfig(model=str(root / "model"), data="tiny", samples=6, max_length=7, dtype="float64")
+    return save_profile(profile_model(loaded, tiny_batch(), TINY_LABELS, config, lambda *a: None), root / "profile")
+
+
 @pytest.fixture(scope="session")
 def tiny_model_folder(tmp_path_factory):
     """A tiny random-init BERT classifier saved with a real WordPiece tokenizer, loadable by path."""

@@ -20,17 +20,6 @@ from ntk_advisor.recipe.check import check_targets, trainable_counts
 LABELS = torch.tensor([0, 1, 0, 1, 1, 0])
 
 
-@pytest.fixture(scope="module")
-def tiny_profile_dir(tmp_path_factory):
-    """A tiny BERT saved as a HF folder, profiled: recommend must rebuild it from the folder."""
-    root = tmp_path_factory.mktemp("tiny")
-    loaded = tiny_classifier("bert")
-    loaded.backbone.save_pretrained(root / "model")
-    config = ProfileConfig(model=str(root / "model"), data="tiny", samples=6, max_length=7, dtype="float64")
-    result = profile_model(loaded, tiny_batch(), LABELS, config, lambda *a: None)
-    return save_profile(result, root / "profile")
-
-
 def targets_of(recipe):
     loaded = tiny_classifier("bert")
     return {t.name: t for t in discover_targets(loaded.backbone)}

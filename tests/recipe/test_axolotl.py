@@ -7,28 +7,20 @@ tests with --no-deps (scripts/setup.sh)."""
 from __future__ import annotations
 
 import pytest
-import torch
 from conftest import tiny_batch, tiny_classifier
 
 from ntk_advisor.advice.recommend import RecommendConfig, recommend
-from ntk_advisor.profiling.folder import save_profile
-from ntk_advisor.profiling.profiler import ProfileConfig, profile_model
 from ntk_advisor.training.apply import apply_recipe
 
 axolotl_config = pytest.importorskip("axolotl.utils.schemas.config", reason="scripts/setup.sh installs axolotl")
 freeze = pytest.importorskip("axolotl.utils.freeze")
-LABELS = torch.tensor([0, 1, 0, 1, 1, 0])
 ANY_RUN = {"base_model": "local/model", "datasets": [{"path": "train.jsonl", "type": "alpaca"}],
            "micro_batch_size": 8, "gradient_accumulation_steps": 1, "learning_rate": 2e-3, "num_epochs": 1}
 
 
-@pytest.fixture(scope="module")
-def profile_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("axolotl")
-    loaded = tiny_classifier("bert")
-    loaded.backbone.save_pretrained(root / "model")
-    config = ProfileConfig(model=str(root / "model"), data="tiny", samples=6, max_length=7, dtype="float64")
-    return save_profile(profile_model(loaded, tiny_batch(), LABELS, config, lambda *a: None), root / "profile")
+@pytest.fixture
+def profile_dir(tiny_profile_dir):
+    return tiny_profile_dir
 
 
 def _trained_by_us(recipe):
