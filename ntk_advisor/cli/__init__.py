@@ -1,6 +1,6 @@
 """ntk-advisor command line: one module per stage, each command a few lines over the library.
 
-`catalog` (models, data), `profile`, `recommend` (recommend, advise, check), `train`,
+`catalog` (models, data), `plan`, `profile`, `recommend` (recommend, advise, check), `train`,
 `export` (export, recipe convert), `validate` (validate, report). Shared helpers live in
 `console`, the typer applications in `app`. This package is the only place that imports rich
 and typer. A user mistake (NtkAdvisorError) prints one line and exits 1; the traceback
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import NtkAdvisorError
-from . import catalog, export, profile, recommend, train, validate  # noqa: F401,I001 - registers the commands; --help order
+from . import catalog, plan, profile, export, recommend, train, validate  # noqa: F401,I001 - registers the commands; --help order
 from .app import app
 from .console import err, state
 

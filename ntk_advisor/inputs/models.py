@@ -372,14 +372,24 @@ def head_inputs(loaded: LoadedModel, texts, max_length: int, batch_size: int = 6
     return features[torch.argsort(order)]
 
 
+def meta_classifier(name: str, num_labels: int) -> nn.Module:
+    """The classifier's skeleton on the meta device: shapes and dtypes from its config.json,
+    no weights read or allocated (for `plan`, and `models show`)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    source = resolve_model_source(name)
+    config = _from_pretrained(AutoConfig, source, num_labels=num_labels)
+    with torch.device("meta"):
+        return AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+
+
 def describe_model(name: str) -> dict:
     """Facts for `ntk-advisor models show`: architecture, parameter count, every target."""
-    loaded = load_classifier(name, num_labels=2)
-    model = loaded.backbone
+    model = meta_classifier(name, num_labels=2)
     targets = discover_targets(model)
     config = model.config
     return {
-        "source": loaded.source,
+        "source": resolve_model_source(name),
         "model_type": config.model_type,
         "num_layers": getattr(config, "num_hidden_layers", None),
         "hidden_size": getattr(config, "hidden_size", None),

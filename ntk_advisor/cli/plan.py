@@ -1,0 +1,76 @@
+"""`ntk-advisor plan`: what a profile will cost, from the model's config alone."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..profiling.config import ProfileConfig
+from .app import app
+from .console import (
+    JsonOption,
+    LabelColumnOption,
+    MaxLengthOption,
+    ModelOption,
+    SamplesOption,
+    TextColumnOption,
+    out,
+    print_json,
+)
+
+
+@app.command()
+def plan(
+    model: ModelOption = ProfileConfig.model,
+    data: Annotated[Optional[str], typer.Option(help=(
+        "Data the profile will read: its classes, split sizes and token lengths refine the plan (only the "
+        "tokenizer is loaded). Without it: --outputs classes and --max-length tokens per example."))] = None,
+    text_column: TextColumnOption = ProfileConfig.text_column,
+    label_column: LabelColumnOption = ProfileConfig.label_column,
+    samples: SamplesOption = ProfileConfig.samples,
+    max_length: MaxLengthOption = ProfileConfig.max_length,
+    outputs: Annotated[int, typer.Option(help="C, the classes, when no --data is given.")] = 2,
+    head: Annotated[str, typer.Option(help="probe, random or auto, as for profile.")] = "probe",
+    signal_samples: Annotated[int, typer.Option(help="M, label-gradient examples, as for profile.")] = ProfileConfig.signal_samples,
+    capture_mib: Annotated[int, typer.Option(help="Capture cap per pass, as for profile.")] = ProfileConfig.capture_mib,
+    dtype: Annotated[str, typer.Option(help="Weights' dtype, as for profile.")] = ProfileConfig.dtype,
+    device_tflops: Annotated[Optional[float], typer.Option(help=(
+        "Also estimate the time on a device that sustains this many TFLOP/s (e.g. an H100's float32 "
+        "matrix rate)."))] = None,
+    as_json: JsonOption = False,
+):
+    """Estimate a profile's flops, memory and time before running it: no weights are loaded (the model is
+    built on torch's meta device from its config) and the time comes from a one-second measurement of this
+    machine's matrix-product rate. docs/plan.md gives the formulas and the measured ratio to real runs."""
+    from ..profiling.plan import calibrate, data_facts, plan_profile
+
+    config = ProfileConfig(model=model, data=data or ProfileConfig.data, text_column=text_column,
+                           label_column=label_column, samples=samples, max_length=max_length, head=head,
+                           signal_samples=signal_samples, capture_mib=capture_mib, dtype=dtype)
+    facts = data_facts(config) if data else {"num_outputs": outputs}
+    result = plan_profile(config, **facts)
+    rate = calibrate()
+    here = result.seconds(rate)
+    device = result.seconds(device_tflops * 1e12) if device_tflops else None
+    if as_json:
+        return print_json({"settings": result.settings, "flops": result.flops, "memory_bytes": result.memory,
+                           "groups": result.groups, "passes": result.passes, "routes": result.routes,
+                           "this_machine": {"flops_per_second": rate, "seconds": here},
+                           "device": {"flops_per_second": device_tflops * 1e12, "seconds": device} if device else None})
+    s = result.settings
+    table = Table("part", "GFLOP", "seconds here", *(["seconds on device"] if device else []),
+                  title=f"profile of {s['model']}: N={s['samples']}, T̄={s['mean_tokens']:.1f} of {s['max_length']}, "
+                        f"C={s['outputs']}, {s['modules']} modules, M={s['signal_samples']:,}")
+    for part, flops in result.flops.items():
+        table.add_row(part, f"{flops / 1e9:,.1f}", f"{here[part]:.1f}", *([f"{device[part]:.2f}"] if device else []))
+    table.add_row("total", f"{sum(result.flops.values()) / 1e9:,.1f}", f"{here['total']:.1f}",
+                  *([f"{device['total']:.2f}"] if device else []))
+    out.print(table)
+    m = result.memory
+    out.print(f"memory: weights {m['weights'] / 2**20:,.0f} MiB, captures {m['captures'] / 2**20:,.0f} MiB in "
+              f"{result.groups} group(s) of at most {s['capture_mib']} MiB, kernels {m['kernels'] / 2**20:,.1f} MiB; "
+              f"{result.passes} backward pass(es) per group; routes {result.routes}")
+    out.print(f"this machine: {rate / 1e9:,.0f} GFLOP/s on a float32 matrix product; a whole profile sustains less "
+              "(docs/plan.md: measured ratio), so read the seconds as a lower bound")

@@ -1,0 +1,74 @@
+"""`plan`: the counts follow the profiler's own formulas and choices, without loading weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import assert_one_line_error, run_cli
+
+from ntk_advisor.inputs import models
+from ntk_advisor.ntk.contractions import choose_route, route_costs
+from ntk_advisor.profiling.config import ProfileConfig
+from ntk_advisor.profiling.plan import data_facts, plan_profile
+
+
+def test_the_skeleton_holds_no_weights(tiny_model_folder):
+    model = models.meta_classifier(str(tiny_model_folder), num_labels=3)
+    assert all(p.is_meta for p in model.parameters())
+    assert model.get_submodule("classifier").weight.shape == (3, 16)
+
+
+@pytest.mark.parametrize("head, outputs, reduction, passes", [("probe", 2, "trace", 1), ("random", 3, "trace", 3),
+                                                              ("random", 2, "margin", 1)])
+def test_counts_follow_the_profilers_formulas(tiny_model_folder, head, outputs, reduction, passes):
+    config = ProfileConfig(model=str(tiny_model_folder), samples=8, max_length=10, head=head, reduction=reduction,
+                           signal_samples=100, head_train_examples=50)
+    plan = plan_profile(config, tokens=6.0, num_outputs=outputs, train_examples=80, validation_examples=10)
+    assert plan.passes == passes
+    targets = models.discover_targets(models.meta_classifier(str(tiny_model_folder), outputs))
+    contraction = sum(2 * passes * route_costs(8, 6.0, t.d_out, t.d_in)[choose_route(8, 6.0, t.d_out, t.d_in)]
+                      for t in targets)
+    assert plan.flops["contractions"] == pytest.approx(contraction)
+    linear = sum(t.d_in * t.d_out for t in targets)
+    forward = 2 * 6.0 * linear + 4 * 36.0 * 16 * 2  # 2 layers of width 16
+    assert plan.flops["kernel passes"] == pytest.approx(plan.groups * (1 + passes) * forward * 8)
+    assert plan.flops["label gradient"] == pytest.approx(3 * forward * 80)  # M capped by the training split
+    head_examples = (50 + 10) if head == "probe" else 0  # fit outside the probe sample, checked on validation
+    assert plan.flops["probe head"] == pytest.approx(forward * head_examples)
+    assert plan.memory["captures"] == pytest.approx(8 * 6.0 * sum(t.d_in + t.d_out for t in targets) * 4)
+    seconds = plan.seconds(1e9)
+    assert seconds["total"] == pytest.approx(sum(plan.flops.values()) / 1e9)
+    assert plan.seconds(2e9)["total"] == pytest.approx(seconds["total"] / 2)
+
+
+def test_a_small_capture_cap_takes_more_groups(tiny_model_folder):
+    import torch
+
+    from ntk_advisor.ntk.kernels import module_groups
+    from ntk_advisor.ntk.targets import OutputSpec
+
+    wide = plan_profile(ProfileConfig(model=str(tiny_model_folder), samples=640, max_length=10, capture_mib=512))
+    narrow = plan_profile(ProfileConfig(model=str(tiny_model_folder), samples=640, max_length=10, capture_mib=1))
+    model = models.meta_classifier(str(tiny_model_folder), 2)
+    modules = {t.name: model.get_submodule(t.name) for t in models.discover_targets(model)}
+    expected = module_groups(modules, 6400, OutputSpec("trace", 2, torch.arange(640) % 2), 2**20)
+    assert wide.groups == 1 and narrow.groups == len(expected) > 5  # about 11 MiB of captures over a 1 MiB cap
+    assert narrow.flops["kernel passes"] == pytest.approx(narrow.groups * wide.flops["kernel passes"])
+
+
+def test_data_facts_read_the_split_and_the_token_lengths(tiny_model_folder, tiny_csv):
+    facts = data_facts(ProfileConfig(model=str(tiny_model_folder), data=str(tiny_csv), max_length=4))
+    assert facts["num_outputs"] == 2 and facts["train_examples"] == 192 and facts["validation_examples"] == 24
+    assert facts["tokens"] == 4.0  # every toy text is longer than 4 tokens with [CLS] and [SEP]
+
+
+def test_plan_cli(tiny_model_folder, tiny_csv, capsys, monkeypatch):
+    code, out, err = run_cli(["plan", "--model", str(tiny_model_folder), "--data", str(tiny_csv), "--samples", "8",
+                              "--max-length", "8", "--device-tflops", "10", "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    document = json.loads(out)
+    assert document["settings"]["outputs"] == 2 and document["this_machine"]["flops_per_second"] > 0
+    assert document["device"]["seconds"]["total"] == pytest.approx(sum(document["flops"].values()) / 1e13)
+    code, _, err = run_cli(["plan", "--model", "no/such-model-here"], capsys, monkeypatch)
+    assert_one_line_error(code, err, r"no/such-model-here")
