@@ -56,3 +56,18 @@ def test_prediction_table_and_spearman():
     assert lines[-1].endswith("+1.00")  # the predictions order the three tasks as measured
     assert _spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert _spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(0.866, abs=1e-3)  # ties share their mean rank
+
+
+def test_each_arm_at_its_own_best_learning_rate():
+    from tables import tuned
+
+    runs = [record("a", "advised-x", 0, v, t, lr=lr) for lr, v, t in [(1e-3, 0.70, 0.71), (2e-3, 0.80, 0.75),
+                                                                       (4e-3, 0.78, 0.90)]]
+    runs += [record("a", "first-k", 0, v, t, lr=lr) for lr, v, t in [(1e-3, 0.60, 0.60), (2e-3, 0.65, 0.64),
+                                                                     (4e-3, 0.79, 0.78)]]
+    runs += [record("a", "advised-x", 1, 0.99, 0.99, lr=2e-3)]  # a seed the grid lacks: not used to choose
+    runs += [record("b", "advised-x", 0, 0.5, 0.5)]  # no grid: left out
+    found = tuned(runs, "s")
+    assert set(found) == {"a"}
+    assert found["a"]["advised-x"] == (2e-3, 0.80, 0.75)  # best on validation, not on test (0.90)
+    assert found["a"]["first-k"] == (4e-3, 0.79, 0.78)

@@ -124,7 +124,60 @@ def _spearman(a: list[float], b: list[float]) -> float:
     return cov / var if var else float("nan")
 
 
-def write_tables(results: dict, defaults: dict, rivals: dict, study_methods: dict, path: Path) -> str:
+def tuned(runs: list[dict], study: str) -> dict:
+    """{task: {arm: (learning rate, validation, test)}} at each arm's own best learning rate,
+    chosen on validation over the seeds every learning rate of the arm has; only tasks where
+    some arm has a grid of at least three learning rates."""
+    table: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))  # task -> arm -> lr -> seed -> run
+    for r in runs:
+        if r["study"] == study:
+            table[r["task"]][r["arm"]][r["learning_rate"]][r["seed"]] = r
+    out: dict = {}
+    for task, arms in table.items():
+        if max(len(grid) for grid in arms.values()) < 3:
+            continue
+        out[task] = {}
+        for arm, grid in arms.items():
+            seeds = sorted(set.intersection(*(set(by_seed) for by_seed in grid.values())))
+            if len(grid) < 3 or not seeds:
+                continue
+            lr = max(grid, key=lambda rate: _mean([grid[rate][s]["validation"] for s in seeds]))
+            out[task][arm] = (lr, _mean([grid[lr][s]["validation"] for s in seeds]),
+                              _mean([grid[lr][s]["test"] for s in seeds]))
+    return out
+
+
+def tuned_table(runs: list[dict], study: str, defaults: tuple[str, ...]) -> list[str]:
+    found = tuned(runs, study)
+    if not found:
+        return []
+    lines = [f"Each arm at its own best learning rate (chosen on validation; seeds shared by the grid), {study}:", "",
+             "| task | arm | learning rate | validation | test | advised − best default, test points |",
+             "|---|---|---|---|---|---|"]
+    for task, arms in found.items():
+        present = [d for d in defaults if d in arms]
+        best = max(present, key=lambda d: arms[d][2]) if present else None
+        for arm, (lr, val, test) in sorted(arms.items()):
+            gain = f"{100 * (test - arms[best][2]):+.1f} (vs {best})" if best and arm.startswith("advised") else ""
+            lines.append(f"| {task} | {arm} | {lr:g} | {val:.4f} | {test:.4f} | {gain} |")
+    return lines
+
+
+def method_table(comparisons: list[dict]) -> list[str]:
+    """RoCoFT's default advice against LoRA's at one budget (what --method auto chooses from)."""
+    lines = []
+    for c in comparisons:
+        lines += [f"## RoCoFT vs LoRA default advice at {c['budget']:,} parameters (--method auto)", "",
+                  "| task | rocoft | lora | lora − rocoft, points | seeds |", "|---|---|---|---|---|"]
+        for task, v in c["per_task"].items():
+            lines.append(f"| {task} | {v['rocoft']:.4f} | {v['lora']:.4f} | {100 * (v['lora'] - v['rocoft']):+.1f} | "
+                         f"{v['seeds']} |")
+        lines.append("")
+    return lines
+
+
+def write_tables(results: dict, defaults: dict, rivals: dict, study_methods: dict, path: Path,
+                 comparisons: list[dict] = ()) -> str:
     runs = results["runs"]
     lines = [f"# Transfer suite: {results['model']}", ""]
     for study, method in study_methods.items():
@@ -142,6 +195,10 @@ def write_tables(results: dict, defaults: dict, rivals: dict, study_methods: dic
                 found = gains(runs, study, (rival,), "test", lr)
                 if found:
                     lines += gain_table(found, f"Paired gain over {rival}, test split:") + [""]
+        grid = tuned_table(runs, study, defaults[method])
+        if grid:
+            lines += [f"## {study}, each arm at its best learning rate", ""] + grid + [""]
+    lines += method_table(list(comparisons))
     text = "\n".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text + "\n")
