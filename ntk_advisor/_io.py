@@ -182,16 +182,15 @@ def _share_like_a_normal_folder(folder: Path) -> None:
 
 
 def symbolic_link_inside(folder: Path) -> Path | None:
-    """The first symbolic link at or under ``folder``, if any; None for a missing folder.
+    """The first symbolic link under ``folder`` (the folder itself may be one), if any; None
+    for a missing folder.
 
     Folders this tool writes (profiles, runs, studies, exports) never hold links, so a link
     in one came from someone else; following it would read, overwrite or delete a file the
     folder does not hold.
     """
     folder = Path(folder)
-    if folder.is_symlink():
-        return folder
-    for root, dirs, files in os.walk(folder, followlinks=False):
+    for root, dirs, files in os.walk(folder, followlinks=False):  # walks a linked top folder's contents too
         for name in sorted(dirs + files):
             if os.path.islink(os.path.join(root, name)):
                 return Path(root, name)
@@ -201,7 +200,7 @@ def symbolic_link_inside(folder: Path) -> Path | None:
 def refuse_links(folder: Path, what: str, error: type[Exception]) -> None:
     """Raise ``error`` when a tool folder holds a symbolic link (see symbolic_link_inside)."""
     link = symbolic_link_inside(folder)
-    if link is not None and link != Path(folder):
+    if link is not None:
         raise error(f"'{link}' is a symbolic link; a {what} folder holds only the files ntk-advisor wrote there, "
                     "so it is not read: replace the link with the file it points to, or recompute the folder")
 
@@ -211,8 +210,9 @@ class OutputClaim:
     """Only one command writes an output at a time: ``with OutputClaim(out): ...``.
 
     The claim is an advisory lock (flock) on a file named by the output's absolute path, in
-    the machine's temp folder, so nothing is created beside the output before the command
-    writes it. The kernel drops the lock when the process ends, even under kill -9, so a
+    a folder of the user's own in the machine's temp folder (0700, checked not to be a link),
+    so nothing is created beside the output before the command writes it and no other user
+    can plant the lock file. The kernel drops the lock when the process ends, even under kill -9, so a
     crashed command never leaves a stale claim. A second command on the same output stops at
     once with one line instead of mixing its files with the first one's.
     """
@@ -222,7 +222,7 @@ class OutputClaim:
 
         self.target = Path(target)
         key = hashlib.sha256(str(self.target.resolve()).encode()).hexdigest()[:32]
-        self.path = Path(tempfile.gettempdir()) / "ntk-advisor-locks" / f"{key}.lock"
+        self.path = Path(tempfile.gettempdir()) / f"ntk-advisor-locks-{os.getuid()}" / f"{key}.lock"
         self.fd: int | None = None
 
     def __enter__(self) -> OutputClaim:
@@ -231,13 +231,18 @@ class OutputClaim:
         except ImportError:  # not POSIX: no claim, as before
             return self
         try:
-            self.path.parent.mkdir(mode=0o777, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, exist_ok=True)
+            info = os.lstat(self.path.parent)
         except OSError:  # no writable temp folder: run unclaimed rather than not at all
             return self
+        import stat
+
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            return self  # someone else's folder or a link in its place: never write through it
         while self.fd is None:
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            except OSError:  # another user's lock folder: run unclaimed rather than not at all
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            except OSError:
                 return self
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -246,6 +251,9 @@ class OutputClaim:
                 os.close(fd)
                 raise OutputError(f"another ntk-advisor command (pid {holder}) is writing '{self.target}': wait for it "
                                   "to finish or choose another --out") from None
+            except OSError:  # a file system without locks (some network temp folders): run unclaimed
+                os.close(fd)
+                return self
             try:  # the holder before us may have removed the file between our open and our lock
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:

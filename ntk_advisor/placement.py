@@ -79,6 +79,13 @@ def place(model, tokenizer, texts: Sequence[str], labels: Sequence, budget: int,
     return trained, recipe
 
 
+def _shares_trainables(model, placed) -> bool:
+    """Whether ``model`` trains the placed model's tensors (PEFT wraps the model it adapts, so
+    the two objects differ but hold the same parameters)."""
+    mine = {id(p) for p in placed.parameters() if p.requires_grad}
+    return bool(mine) and mine == {id(p) for p in model.parameters() if p.requires_grad}
+
+
 def _head_of(model) -> str | None:
     """The classification head's module name, found as the loader finds it in a saved classifier."""
     from .inputs.models import discover_targets
@@ -94,7 +101,12 @@ class PlacementCallback:
     proximal term to the gradients before every optimizer step (``on_pre_optimizer_step``):
     plain adds λ(θ − θ0) (the gradient of (λ/2)‖θ − θ0‖²), selective applies
     ``Proximal.apply_selective``. Trainer clips gradients before that hook, so the proximal
-    gradient is not clipped, unlike a penalty added to the loss.
+    gradient is not clipped, unlike a penalty added to the loss (`ntk-advisor train` applies
+    the selective rule before clipping). ``on_train_begin`` stops the run when nothing was
+    placed (a callback added after the Trainer was built, or ``model_init``). Save
+    ``callback.model``, not ``trainer.save_model()``, which writes the base model with PEFT's
+    injected names. Under several processes every rank profiles and places on its own; with
+    deterministic kernels they agree, but each pays for the profile.
 
     Why not ``on_train_begin``: Trainer creates its optimizer before that event, over the
     parameters that are trainable then, so a LoRA adapter added there would never train.
@@ -126,6 +138,16 @@ class PlacementCallback:
                                         **self.place_settings)
         theta0 = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
         self.proximal = Proximal(self.recipe.proximal.strength, self.recipe.proximal.mode, theta0)
+        return control
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        """A callback added after the Trainer was built (``trainer.add_callback``) or a model
+        rebuilt by ``model_init`` never saw on_init_end: training would silently fine-tune
+        every weight, so it stops here instead."""
+        placed = self.model is not None and model is not None and _shares_trainables(model, self.model)
+        if not placed:
+            raise RuntimeError("PlacementCallback placed nothing on the model Trainer is training: pass it in "
+                               "Trainer(callbacks=[...]) at construction, with model= (not model_init=)")
         return control
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):

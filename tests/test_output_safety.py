@@ -213,7 +213,8 @@ def test_two_profiles_racing_for_one_out(tiny_model_folder, tiny_csv, tmp_path):
     command = [sys.executable, "-m", "ntk_advisor.cli", "profile", "--model", str(tiny_model_folder), "--data",
                str(tiny_csv), "--samples", "8", "--max-length", "8", "--out", str(out)]
     racers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    results = [(r.wait(timeout=300), r.stderr.read()) for r in racers]
+    results = [(r.returncode, r.communicate(timeout=300)[1]) for r in racers]
+    results = [(r.returncode, err) for r, (_, err) in zip(racers, results)]
     assert sorted(code for code, _ in results) == [0, 1], results
     loser = next(err for code, err in results if code == 1)
     assert re.search(r"error: (another ntk-advisor command \(pid \d+\) is writing|output folder .* already exists)",

@@ -69,7 +69,8 @@ def test_placement_callback_trains_only_the_placed_budget(tiny_model_folder, tin
     trainer.train()
     after = dict(callback.model.named_parameters())
     assert all(torch.equal(after[n], p) for n, p in frozen.items())
-    assert any(not torch.equal(after[n], p) for n, p in trainable.items())
+    moved = [n for n, p in trainable.items() if not torch.equal(after[n], p)]
+    assert moved == list(trainable)  # every placed tensor trained: the optimizer was built after placement
     assert callback.proximal.distance(callback.model) > 0
 
 
@@ -115,3 +116,5 @@ def test_placement_callback_refuses_a_ready_optimizer(tiny_model_folder, tiny_cs
     assert callback.on_log(None, None, "control") == "control"  # every other event is a no-op
     with pytest.raises(AttributeError):
         callback.not_an_event
+    with pytest.raises(RuntimeError, match="placed nothing on the model Trainer is training"):
+        callback.on_train_begin(None, None, None, model=loaded.backbone)  # added after Trainer was built

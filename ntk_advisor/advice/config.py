@@ -38,26 +38,26 @@ class RecommendConfig:
             raise RecipeError(f"--seed must be 0 or more, got {self.seed}")
         from ..methods import get_method, method_names
 
-        if self.method == "auto":
-            if self.allocation != Allocation.DEFAULT.value or self.placement != "advised":
-                raise RecipeError("--method auto chooses the method, so --allocation and --placement must stay at "
-                                  "their defaults: name the method to set them")
-            return  # the rest is checked once resolve_method has chosen
-        if self.method not in method_names():
-            raise RecipeError(f"unknown --method '{self.method}': use {', '.join(method_names())} or auto")
         Objective.check(self.objective, "--objective", RecipeError)
         Axis.check(self.axis, "--axis", RecipeError)
         if self.budget <= 0:
             raise RecipeError(f"--budget must be a positive number of parameters, got {self.budget}")
         if self.train_bias not in ("none", "all"):
             raise RecipeError(f"--train-bias must be none or all when recommending, got '{self.train_bias}'")
+        if self.proximal < 0:
+            raise RecipeError(f"--proximal must be >= 0, got {self.proximal}")
+        if self.method == "auto":
+            if self.allocation != Allocation.DEFAULT.value or self.placement != "advised":
+                raise RecipeError("--method auto chooses the method, so --allocation and --placement must stay at "
+                                  "their defaults: name the method to set them")
+            return  # the method-specific checks run once resolve_method has chosen
+        if self.method not in method_names():
+            raise RecipeError(f"unknown --method '{self.method}': use {', '.join(method_names())} or auto")
         Allocation.check(self.allocation, "--allocation", RecipeError)
         offered = ("default",) + get_method(self.method).allocations
         if self.allocation not in offered:
             raise RecipeError(f"--allocation {self.allocation} has no rule for {self.method}: use one of "
                               f"{', '.join(offered)}")
-        if self.proximal < 0:
-            raise RecipeError(f"--proximal must be >= 0, got {self.proximal}")
         names = ("advised",) + get_method(self.method).baselines
         if self.placement not in names:
             raise RecipeError(f"unknown --placement '{self.placement}' for {self.method}: use one of {', '.join(names)}")

@@ -37,14 +37,16 @@ def choose_method(budget: int, path: Path | None = None) -> tuple[str, dict]:
     rocoft_wins = sum(d < 0 for d in differences.values())
     mean = sum(differences.values()) / len(differences)
     chosen = "lora" if (lora_wins, mean) > (rocoft_wins, 0.0) else "rocoft"
-    wins = lora_wins if chosen == "lora" else rocoft_wins
+    wins, losses = (lora_wins, rocoft_wins) if chosen == "lora" else (rocoft_wins, lora_wins)
+    ties = len(differences) - wins - losses
     other = "RoCoFT" if chosen == "lora" else "LoRA"
     sign = 1 if chosen == "lora" else -1
     worst_task = min(differences, key=lambda t: sign * differences[t])
-    sentence = (f"--method auto chose {chosen}: at {comparison['budget']:,} parameters its default advice beat "
-                f"{other}'s on {wins} of {len(differences)} suite tasks ({comparison['model']}, "
-                f"{comparison['steps']} steps, test split), by {sign * mean:+.1f} points on average; on "
-                f"{worst_task} the difference was {sign * differences[worst_task]:+.1f}.")
+    decided = " (the wins tie, so the mean decided)" if wins == losses else ""
+    sentence = (f"--method auto chose {chosen}: at {comparison['budget']:,} parameters its default advice won "
+                f"{wins}, lost {losses} and tied {ties} of {len(differences)} suite tasks against {other}'s "
+                f"({comparison['model']}, {comparison['steps']} steps, test split){decided}; mean difference "
+                f"{sign * mean:+.1f} points, worst task {worst_task} ({sign * differences[worst_task]:+.1f}).")
     return chosen, {"asked": "auto", "chosen": chosen, "basis": "suite", "budget": comparison["budget"],
                     "model": comparison["model"], "points_lora_minus_rocoft": {t: round(d, 2) for t, d in
                                                                                differences.items()},

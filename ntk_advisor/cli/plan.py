@@ -51,7 +51,7 @@ def plan(
                            signal_samples=signal_samples, capture_mib=capture_mib, dtype=dtype)
     facts = data_facts(config) if data else {"num_outputs": outputs}
     result = plan_profile(config, **facts)
-    rate = calibrate()
+    rate = calibrate(width=result.settings["hidden_size"])
     here = result.seconds(rate)
     device = result.seconds(device_tflops * 1e12) if device_tflops else None
     if as_json:

@@ -372,15 +372,15 @@ def head_inputs(loaded: LoadedModel, texts, max_length: int, batch_size: int = 6
     return features[torch.argsort(order)]
 
 
-def meta_classifier(name: str, num_labels: int) -> nn.Module:
-    """The classifier's skeleton on the meta device: shapes and dtypes from its config.json,
-    no weights read or allocated (for `plan`, and `models show`)."""
+def meta_classifier(name: str, num_labels: int, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """The classifier's skeleton on the meta device in ``dtype`` (not the checkpoint's): shapes
+    from its config.json, no weights read or allocated (for `plan`, and `models show`)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     source = resolve_model_source(name)
     config = _from_pretrained(AutoConfig, source, num_labels=num_labels)
     with torch.device("meta"):
-        return AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+        return AutoModelForSequenceClassification.from_config(config, attn_implementation="eager", dtype=dtype)
 
 
 def describe_model(name: str) -> dict:

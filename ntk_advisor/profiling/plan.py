@@ -10,8 +10,8 @@ examples (fit and validation):
     probe head      = forward(E)
     kernel passes   = groups · (forward(N) + passes · forward(N))   (a backward pass to the
                       module outputs costs about one forward; frozen weights get no gradient)
-    contractions    = Σ_modules passes · 2·min(per-example, gram)    (contractions.route_costs,
-                      the route choose_route would take)
+    contractions    = Σ_modules passes · 2·cost of the route choose_route takes
+                      (contractions.route_costs; `full` contracts its C passes' rows at once)
     label gradient  = 3 · forward(M)                      (forward, and a backward to the
                       activations and to every weight)
 
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import ProfileError
 from ..inputs import models
 from ..ntk.contractions import choose_route, route_costs
 from ..ntk.kernels import module_groups
@@ -62,25 +63,32 @@ def plan_profile(config: ProfileConfig, tokens: float | None = None, num_outputs
     train_examples / validation_examples: the data's split sizes, which cap the probe head's
     and the label gradient's examples (default: no cap)."""
     config.check()
-    model = models.meta_classifier(config.model, num_outputs)
+    if num_outputs < 2:
+        raise ProfileError(f"a classifier has at least 2 outputs, got {num_outputs}: give --outputs or --data")
+    model = models.meta_classifier(config.model, num_outputs, dtype=getattr(torch, config.dtype))
     targets = models.discover_targets(model)
     if config.modules:
         targets = [t for t in targets if t.name in set(config.modules)]
     mean_tokens = float(min(tokens or config.max_length, config.max_length))
     n, head = config.samples, config.head
-    binary_probe = num_outputs == 2 and head in ("probe", "auto")
-    passes = 1 if binary_probe or config.reduction == "margin" else num_outputs
+    merged = config.reduction == "trace" and num_outputs == 2 and head in ("probe", "auto")  # merged_head_passes
+    passes = 1 if merged or config.reduction == "margin" else num_outputs
     spec = OutputSpec(config.reduction, num_outputs, torch.arange(n) % num_outputs)
     modules = {t.name: model.get_submodule(t.name) for t in targets}
     groups = module_groups(modules, int(math.ceil(n * mean_tokens)), spec, config.capture_mib * 2**20)
     forward = _forward_flops(model, mean_tokens)
-    rows = n * (num_outputs if config.reduction == "full" else 1)
+    full = config.reduction == "full"
+    rows = n * (num_outputs if full else 1)
+    contracted = 1 if full else passes  # `full` contracts all C passes' rows at once
+    k = spec.target_weights().shape[0]
     contraction, routes = 0.0, {}
     for t in targets:
-        route = choose_route(rows, mean_tokens, t.d_out, t.d_in, targets=spec.target_weights().shape[0])
+        route = choose_route(rows, mean_tokens, t.d_out, t.d_in, targets=k)
         routes[route] = routes.get(route, 0) + 1
-        contraction += 2 * passes * route_costs(rows, mean_tokens, t.d_out, t.d_in)[route]
+        contraction += 2 * contracted * route_costs(rows, mean_tokens, t.d_out, t.d_in, targets=k)[route]
     pool = train_examples if train_examples is not None else math.inf
+    if pool < n:
+        raise ProfileError(f"--samples {n} is more than the {pool} training examples: lower --samples")
     examples = min(config.signal_samples, pool)
     fit = min(config.head_train_examples, pool - n)  # the probe is fit outside the probe sample
     checked = min(config.head_train_examples, validation_examples if validation_examples is not None else math.inf)
@@ -89,13 +97,13 @@ def plan_profile(config: ProfileConfig, tokens: float | None = None, num_outputs
              "kernel passes": len(groups) * (1 + passes) * forward * n,
              "contractions": contraction,
              "label gradient": 3 * forward * examples}
-    bytes_per_float = 4 if config.dtype != "float64" else 8
+    bytes_per_float = getattr(torch, config.dtype).itemsize  # captures are held in the weights' dtype
     capture = n * mean_tokens * sum(t.d_in + t.d_out for t in targets) * bytes_per_float
     memory = {"weights": sum(p.numel() for p in model.parameters()) * bytes_per_float,
               "captures": capture, "captures per group": capture / len(groups),
               "kernels": (len(targets) + 1) * rows * rows * 8,
               "scores": sum(t.d_in + t.d_out for t in targets) * 8 * 3}
-    settings = {"model": config.model, "samples": n, "max_length": config.max_length, "mean_tokens": mean_tokens,
+    settings = {"model": config.model, "hidden_size": getattr(model.config, "hidden_size", None) or 384, "samples": n, "max_length": config.max_length, "mean_tokens": mean_tokens,
                 "outputs": num_outputs, "reduction": config.reduction, "head": head, "modules": len(targets),
                 "signal_samples": examples, "head_examples": head_examples, "capture_mib": config.capture_mib, "dtype": config.dtype}
     return ProfilePlan(settings, flops, memory, len(groups), passes, routes)

@@ -223,10 +223,14 @@ def test_auto_picks_the_method_that_won_more_suite_tasks(tmp_path):
     method, why = choose_method(21_506, path)
     assert method == "lora"  # two wins of three, although its mean difference is negative
     assert why["points_lora_minus_rocoft"] == {"a": 5.0, "b": 1.0, "c": -30.0}
-    assert "beat RoCoFT's on 2 of 3 suite tasks" in why["sentence"] and "on c the difference was -30.0" in why["sentence"]
+    assert "won 2, lost 1 and tied 0 of 3 suite tasks against RoCoFT's" in why["sentence"]
+    assert "mean difference -8.0 points, worst task c (-30.0)" in why["sentence"]
     method, why = choose_method(30_000, _comparisons(tmp_path / "t.json", {"a": {"rocoft": 0.8, "lora": 0.7},
                                                                           "b": {"rocoft": 0.6, "lora": 0.8}}))
     assert method == "lora" and why["basis"] == "suite"  # one win each: the larger mean difference decides
+    assert "the wins tie, so the mean decided" in why["sentence"]
+    with pytest.raises(RecipeError, match="--budget must be a positive"):  # checked before the method is chosen
+        RecommendConfig(method="auto", budget=0).check()
 
 
 def test_auto_falls_back_without_a_comparison_near_the_budget(tmp_path):

@@ -14,8 +14,11 @@ from ntk_advisor.profiling.plan import data_facts, plan_profile
 
 
 def test_the_skeleton_holds_no_weights(tiny_model_folder):
+    import torch
+
     model = models.meta_classifier(str(tiny_model_folder), num_labels=3)
-    assert all(p.is_meta for p in model.parameters())
+    assert all(p.is_meta and p.dtype == torch.float32 for p in model.parameters())
+    assert next(models.meta_classifier(str(tiny_model_folder), 3, dtype=torch.bfloat16).parameters()).itemsize == 2
     assert model.get_submodule("classifier").weight.shape == (3, 16)
 
 
@@ -26,9 +29,14 @@ def test_counts_follow_the_profilers_formulas(tiny_model_folder, head, outputs, 
                            signal_samples=100, head_train_examples=50)
     plan = plan_profile(config, tokens=6.0, num_outputs=outputs, train_examples=80, validation_examples=10)
     assert plan.passes == passes
+    import torch
+
+    from ntk_advisor.ntk.targets import OutputSpec
+
     targets = models.discover_targets(models.meta_classifier(str(tiny_model_folder), outputs))
-    contraction = sum(2 * passes * route_costs(8, 6.0, t.d_out, t.d_in)[choose_route(8, 6.0, t.d_out, t.d_in)]
-                      for t in targets)
+    k = OutputSpec(reduction, outputs, torch.arange(8) % outputs).target_weights().shape[0]
+    contraction = sum(2 * passes * route_costs(8, 6.0, t.d_out, t.d_in, targets=k)[
+        choose_route(8, 6.0, t.d_out, t.d_in, targets=k)] for t in targets)
     assert plan.flops["contractions"] == pytest.approx(contraction)
     linear = sum(t.d_in * t.d_out for t in targets)
     forward = 2 * 6.0 * linear + 4 * 36.0 * 16 * 2  # 2 layers of width 16
@@ -72,3 +80,8 @@ def test_plan_cli(tiny_model_folder, tiny_csv, capsys, monkeypatch):
     assert document["device"]["seconds"]["total"] == pytest.approx(sum(document["flops"].values()) / 1e13)
     code, _, err = run_cli(["plan", "--model", "no/such-model-here"], capsys, monkeypatch)
     assert_one_line_error(code, err, r"no/such-model-here")
+    code, _, err = run_cli(["plan", "--model", str(tiny_model_folder), "--outputs", "1"], capsys, monkeypatch)
+    assert_one_line_error(code, err, r"at least 2 outputs, got 1")
+    code, _, err = run_cli(["plan", "--model", str(tiny_model_folder), "--data", str(tiny_csv), "--samples", "500"],
+                           capsys, monkeypatch)
+    assert_one_line_error(code, err, r"--samples 500 is more than the 192 training examples")
