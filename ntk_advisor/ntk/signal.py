@@ -76,10 +76,12 @@ def label_gradient_scores(
     with _only_these_trainable(model, (weights[n][0] for n in names)) as params, torch.enable_grad():
         for done, (inputs, targets) in enumerate(batches, start=1):
             outputs = stack_outputs(model(**inputs))
-            weighted = (targets.to(outputs.dtype) * outputs).sum() / examples
+            # The 1/M comes after the backward pass, in float64: divided first, a half-precision
+            # backward (5-bit exponent in fp16) would flush the smallest gradients to zero.
+            weighted = (targets.to(outputs.dtype) * outputs).sum()
             for name, grad in zip(names, torch.autograd.grad(weighted, params, allow_unused=True,
                                                              materialize_grads=True)):
-                total[name] += grad.to(torch.float64)
+                total[name] += grad.to(torch.float64) / examples
             if on_progress:
                 on_progress("label gradient", done, total_batches)
     scores = {}
