@@ -46,11 +46,24 @@ def test_lora_run_saves_a_peft_adapter(tiny_model_folder, tiny_csv, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
+    from ntk_advisor.inputs.data import load_dataset, split_dataset
+    from ntk_advisor.inputs.models import load_classifier
+    from ntk_advisor.training.apply import load_adapter
+
     out = tmp_path / "lora"
-    train(tiny_recipe(tiny_model_folder, tiny_csv, method="lora", max_steps=6), out)
+    recipe = tiny_recipe(tiny_model_folder, tiny_csv, method="lora", max_steps=6)
+    result = train(recipe, out)
     base = AutoModelForSequenceClassification.from_pretrained(tiny_model_folder, num_labels=2)
-    model = PeftModel.from_pretrained(base, out / "adapter")
+    model = PeftModel.from_pretrained(base, out / "adapter").eval()  # as a PEFT user loads it, head included
     assert sum("lora_A" in n for n, _ in model.named_parameters()) == 2
+    ours = load_adapter(load_classifier(str(tiny_model_folder), num_labels=2, seed=123).backbone, out / "adapter")
+    test = split_dataset(load_dataset(str(tiny_csv)), seed=recipe.data.seed).test
+    batch = load_classifier(str(tiny_model_folder), num_labels=2).encode(list(test.texts), recipe.data.max_length)
+    with torch.no_grad():
+        theirs_logits, our_logits = model(**batch).logits, ours.eval()(**batch).logits
+    assert torch.allclose(theirs_logits, our_logits, atol=1e-5)
+    accuracy = float((theirs_logits.argmax(1) == torch.tensor(test.labels)).float().mean())
+    assert accuracy == pytest.approx(result.metrics["test"]["accuracy"])  # the run's own test figure
 
 
 def test_stronger_proximal_keeps_theta_closer(tiny_model_folder, tiny_csv, tmp_path):
