@@ -10,10 +10,12 @@ deleted by a mistyped ``--out``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -218,8 +220,6 @@ class OutputClaim:
     """
 
     def __init__(self, target: Path):
-        import hashlib
-
         self.target = Path(target)
         key = hashlib.sha256(str(self.target.resolve()).encode()).hexdigest()[:32]
         self.path = Path(tempfile.gettempdir()) / f"ntk-advisor-locks-{os.getuid()}" / f"{key}.lock"
@@ -235,8 +235,6 @@ class OutputClaim:
             info = os.lstat(self.path.parent)
         except OSError:  # no writable temp folder: run unclaimed rather than not at all
             return self
-        import stat
-
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
             return self  # someone else's folder or a link in its place: never write through it
         while self.fd is None:

@@ -151,17 +151,8 @@ class PlacementCallback:
         return control
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        import torch
-
-        if self.proximal is None or self.proximal.strength == 0:
-            return control
-        if self.proximal.mode == "selective":
-            self.proximal.apply_selective(self.model)
-            return control
-        with torch.no_grad():
-            for name, p in self.proximal.trainable(self.model):
-                if p.grad is not None:
-                    p.grad.add_(p - self.proximal.theta0[name], alpha=self.proximal.strength)
+        if self.proximal is not None:
+            self.proximal.add_gradient(self.model)
         return control
 
     def __getattr__(self, name: str):

@@ -55,6 +55,20 @@ class Proximal:
                 applied += 1
         return applied
 
+    @torch.no_grad()
+    def add_gradient(self, model: nn.Module) -> None:
+        """The proximal term as a gradient rule, for loops that cannot change the loss (a
+        Trainer callback): plain adds λ(θ − θ0), the gradient of (λ/2)‖θ − θ0‖²; selective
+        is `apply_selective`. Call after backward, before the optimizer step."""
+        if self.strength == 0:
+            return
+        if self.mode == "selective":
+            self.apply_selective(model)
+            return
+        for name, p in self.trainable(model):
+            if p.grad is not None:
+                p.grad.add_(p - self.theta0[name], alpha=self.strength)
+
     def distance(self, model: nn.Module) -> float:
         """‖θ − θ0‖ over the trainable tensors."""
         with torch.no_grad():
