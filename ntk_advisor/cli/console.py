@@ -41,6 +41,8 @@ TemplateOption = Annotated[Optional[str], typer.Option(help=(
     "label-words: the prompt, with {text} where the text goes (default 'Text: {text}\\nLabel:'); \\n is a newline."))]
 LabelWordOption = Annotated[Optional[list[str]], typer.Option("--label-word", help=(
     "label-words: one single-token word per class, in label order (repeatable; default ' ' + label name)."))]
+DeviceOption = Annotated[str, typer.Option(help=(
+    "Where the model runs: auto (the first CUDA GPU, else Apple MPS, else the CPU), cpu, cuda, cuda:N or mps."))]
 MethodOption = Annotated[str, typer.Option(help=(
     "rocoft (rows/columns), lora (modules and ranks), or auto: the method whose default advice won on more suite "
     "tasks at the nearest measured budget (the recipe says which and why)."))]

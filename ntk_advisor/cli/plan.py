@@ -10,6 +10,7 @@ from rich.table import Table
 from ..profiling.config import ProfileConfig
 from .app import app
 from .console import (
+    DeviceOption,
     JsonOption,
     LabelColumnOption,
     MaxLengthOption,
@@ -34,7 +35,11 @@ def plan(
     outputs: Annotated[int, typer.Option(help="C, the classes, when no --data is given.")] = 2,
     head: Annotated[str, typer.Option(help="probe, random or auto, as for profile.")] = "probe",
     signal_samples: Annotated[int, typer.Option(help="M, label-gradient examples, as for profile.")] = ProfileConfig.signal_samples,
-    capture_mib: Annotated[int, typer.Option(help="Capture cap per pass, as for profile.")] = ProfileConfig.capture_mib,
+    capture_mib: Annotated[int, typer.Option(help="Capture cap per pass, as for profile (0: from free memory).")] = ProfileConfig.capture_mib,
+    device: DeviceOption = ProfileConfig.device,
+    device_memory_gib: Annotated[Optional[float], typer.Option(help=(
+        "GiB free on the device the profile will run on (e.g. 80 for an H100), when it is not this machine's; "
+        "sizes the capture groups as profile would."))] = None,
     dtype: Annotated[str, typer.Option(help="Weights' dtype, as for profile.")] = ProfileConfig.dtype,
     device_tflops: Annotated[Optional[float], typer.Option(help=(
         "Also estimate the time on a device that sustains this many TFLOP/s (e.g. an H100's float32 "
@@ -48,9 +53,10 @@ def plan(
 
     config = ProfileConfig(model=model, data=data or ProfileConfig.data, text_column=text_column,
                            label_column=label_column, samples=samples, max_length=max_length, head=head,
-                           signal_samples=signal_samples, capture_mib=capture_mib, dtype=dtype)
+                           signal_samples=signal_samples, capture_mib=capture_mib, dtype=dtype, device=device)
     facts = data_facts(config) if data else {"num_outputs": outputs}
-    result = plan_profile(config, **facts)
+    free = int(device_memory_gib * 2**30) if device_memory_gib is not None else None
+    result = plan_profile(config, **facts, free_bytes=free)
     rate = calibrate(width=result.settings["hidden_size"])
     here = result.seconds(rate)
     device = result.seconds(device_tflops * 1e12) if device_tflops else None

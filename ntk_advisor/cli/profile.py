@@ -13,6 +13,7 @@ from ..profiling.config import ProfileConfig
 from .app import app
 from .console import (
     DataOption,
+    DeviceOption,
     JsonOption,
     LabelColumnOption,
     LabelWordOption,
@@ -56,7 +57,9 @@ def profile(
     module: Annotated[Optional[list[str]], typer.Option("--module", help="Profile only this module (repeatable).")] = None,
     capture_mib: Annotated[int, typer.Option(help=(
         "MiB for the layer inputs and output gradients held at once; past it, modules are profiled in further "
-        "forward/backward passes (same kernels, less memory, a little slower)."))] = ProfileConfig.capture_mib,
+        "forward/backward passes (same kernels, less memory, a little slower). 0: a quarter of the device's free "
+        "memory, 64 MiB to 16 GiB (docs/plan.md)."))] = ProfileConfig.capture_mib,
+    device: DeviceOption = ProfileConfig.device,
     signal_samples: Annotated[int, typer.Option(help=(
         "M, training examples for the label-gradient row/column scores that pick which rows to train "
         "(cost grows linearly in M; 0 skips them and recommend falls back to the probe sample's alignment)."))] = ProfileConfig.signal_samples,
@@ -72,7 +75,7 @@ def profile(
     config = ProfileConfig(model=model, data=data, text_column=text_column, label_column=label_column,
                            samples=samples, max_length=max_length, seed=seed, reduction=output, head=head,
                            route=route, dtype=dtype, modules=tuple(module or ()), task=task,
-                           capture_mib=capture_mib, signal_samples=signal_samples,
+                           capture_mib=capture_mib, signal_samples=signal_samples, device=device,
                            **prompt_options(template, label_word))
     with OutputClaim(out_dir):
         check_profile_destination(out_dir, force)

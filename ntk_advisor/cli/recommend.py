@@ -16,6 +16,7 @@ from .app import app
 from .console import (
     AllocationOption,
     DataOption,
+    DeviceOption,
     JsonOption,
     LabelColumnOption,
     LabelWordOption,
@@ -125,6 +126,7 @@ def advise(
     template: TemplateOption = None,
     label_word: LabelWordOption = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --out recipe and --profile-out profile.")] = False,
+    device: DeviceOption = ProfileConfig.device,
     as_json: JsonOption = False,
 ):
     """Profile, then recommend, in one go."""
@@ -135,7 +137,7 @@ def advise(
             claims.enter_context(OutputClaim(path))
         _advise(out_path, profile_dir, force, as_json, config, ProfileConfig(
             model=model, data=data, text_column=text_column, label_column=label_column, samples=samples,
-            max_length=max_length, seed=seed, task=task, **prompt_options(template, label_word)))
+            max_length=max_length, seed=seed, task=task, device=device, **prompt_options(template, label_word)))
 
 
 def _advise(out_path, profile_dir, force, as_json, config, profile_config) -> None:

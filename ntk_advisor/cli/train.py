@@ -10,7 +10,15 @@ import typer
 from rich.progress import TextColumn
 
 from .app import app
-from .console import JsonOption, err, log_line, out, print_json, progress_bar
+from .console import (
+    DeviceOption,
+    JsonOption,
+    err,
+    log_line,
+    out,
+    print_json,
+    progress_bar,
+)
 
 
 @app.command()
@@ -23,6 +31,7 @@ def train(
     force: Annotated[bool, typer.Option(help=(
         "Start over in an --out that holds an earlier run (only a run folder's own files are deleted; a folder "
         "with other files, the recipe or the data is refused)."))] = False,
+    device: DeviceOption = "auto",
     as_json: JsonOption = False,
 ):
     """Train a recipe: proximal RoCoFT or LoRA, with evaluation, checkpoints, resume and a linearization check."""
@@ -44,7 +53,8 @@ def train(
                 err.print(f"epoch {metrics['epoch']}: validation accuracy {metrics['accuracy']:.4f}, "
                           f"macro-F1 {metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}")
 
-        result = run_train(recipe, out_dir, resume=resume, force=force, on_progress=update, protect=(recipe_path,))
+        result = run_train(recipe, out_dir, resume=resume, force=force, on_progress=update, protect=(recipe_path,),
+                           device=device)
     m = result.metrics
     if not main_process:
         return

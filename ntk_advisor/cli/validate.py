@@ -14,6 +14,7 @@ from .app import app
 from .console import (
     AllocationOption,
     DataOption,
+    DeviceOption,
     JsonOption,
     LabelColumnOption,
     MaxLengthOption,
@@ -72,6 +73,7 @@ def validate(
     seed: Annotated[int, typer.Option(help="Seed of splits, probe sample, random placements; first training seed.")] = ValidateConfig.seed,
     allocation: AllocationOption = ValidateConfig.allocation,
     force: Annotated[bool, typer.Option(help="Discard a study in --out made with other settings.")] = False,
+    device: DeviceOption = "auto",
     as_json: JsonOption = False,
 ):
     """Train K placements at one budget and measure whether the profile's predictions rank them as fine-tuning does."""
@@ -87,7 +89,8 @@ def validate(
                             lambdas=_floats(lambdas, "--lambdas"), kernel_examples=kernel_examples, seed=seed,
                             allocation=allocation)
     with OutputClaim(out_dir), progress_bar() as bar:
-        document = run_validate(config, out_dir, force=force, on_progress=progress_callback(bar))
+        document = run_validate(config, out_dir, force=force, on_progress=progress_callback(bar),
+                                device=device)
     if as_json:
         return print_json(document)
     print_study(document)

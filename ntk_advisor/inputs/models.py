@@ -88,8 +88,16 @@ class LoadedModel:
             raise ModelError(f"max length {max_length} is more than the {limit} positions {self.source} reads: "
                              f"use {limit} or less (--max-length, or data.max_length in a recipe)")
         if self.prompt is not None:
-            return encode_prompts(self.tokenizer, texts, self.prompt.template, max_length)
-        return encode(self.tokenizer, texts, max_length)
+            batch = encode_prompts(self.tokenizer, texts, self.prompt.template, max_length)
+        else:
+            batch = encode(self.tokenizer, texts, max_length)
+        device = self.device
+        return batch if device.type == "cpu" else {key: value.to(device) for key, value in batch.items()}
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are: every batch ``encode`` returns is put there."""
+        return next(self.backbone.parameters()).device
 
     @property
     def backbone(self) -> nn.Module:
@@ -368,7 +376,7 @@ def head_inputs(loaded: LoadedModel, texts, max_length: int, batch_size: int = 6
     finally:
         hook.remove()
     order = torch.tensor([i for indices in batches for i in indices], dtype=torch.long)
-    features = torch.cat(captured)
+    features = torch.cat(captured).cpu()
     return features[torch.argsort(order)]
 
 

@@ -48,6 +48,11 @@ class ModuleKernel:
             getattr(self, field).add_(getattr(other, field))
         return self
 
+    def to(self, device: torch.device | str) -> ModuleKernel:
+        """The same kernel and scores on ``device`` (the profile keeps them on the CPU)."""
+        return ModuleKernel(*(getattr(self, field).to(device) for field in
+                              ("kernel", "row_energy", "col_energy", "row_alignment", "col_alignment")), self.route)
+
     def transposed(self) -> "ModuleKernel":
         """The same kernel with rows and columns swapped (the module of Wᵀ)."""
         return ModuleKernel(self.kernel, self.col_energy, self.row_energy, self.col_alignment, self.row_alignment,
@@ -68,13 +73,15 @@ class GradientBuffer:
         self.max_bytes = max_bytes
         self._storage: torch.Tensor | None = None
 
-    def view(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    def view(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+        device = torch.device(device)
         numel = 1
         for size in shape:
             numel *= size
-        if self._storage is None or self._storage.dtype != dtype or self._storage.numel() < numel:
-            self._storage = None  # release the old buffer before the new one is allocated
-            self._storage = torch.empty(numel, dtype=dtype)
+        storage = self._storage
+        if storage is None or storage.dtype != dtype or storage.device != device or storage.numel() < numel:
+            self._storage = storage = None  # release the old buffer before the new one is allocated
+            self._storage = torch.empty(numel, dtype=dtype, device=device)
         return self._storage[:numel].view(shape)
 
 
@@ -139,25 +146,26 @@ def per_example_route(parts: Parts, target_weights: torch.Tensor, buffer: Gradie
         return per_example_route([(delta, x) for x, delta in parts], target_weights, buffer).transposed()
     buffer = buffer or GradientBuffer()
     R, d_in, d_out, dtype = sum(x.shape[0] for x, _ in parts), x0.shape[-1], d0.shape[-1], x0.dtype
-    f64 = torch.float64
+    f64, device = torch.float64, x0.device
     weights = target_weights.to(dtype)
     step = max(1, min(d_out, buffer.max_bytes // (R * d_in * x0.element_size())))
     from_grams = energies_from_grams(parts)
-    kernel = torch.zeros(R, R, dtype=f64)
-    scores = {name: torch.zeros(size, dtype=f64) for name, size in
+    kernel = torch.zeros(R, R, dtype=f64, device=device)
+    scores = {name: torch.zeros(size, dtype=f64, device=device) for name, size in
               (("row_energy", d_out), ("col_energy", d_in), ("row_alignment", d_out), ("col_alignment", d_in))}
-    squares = None if from_grams else torch.empty(R, min(SLICE_FLOATS, step * d_in), dtype=dtype)
+    squares = None if from_grams else torch.empty(R, min(SLICE_FLOATS, step * d_in), dtype=dtype,
+                                                      device=device)
     for start in range(0, d_out, step):
         width = min(step, d_out - start)
-        g = buffer.view((R, width, d_in), dtype)
+        g = buffer.view((R, width, d_in), dtype, device)
         offset = 0
         for x, delta in parts:
             torch.bmm(delta[..., start:start + width].transpose(1, 2), x, out=g[offset:offset + x.shape[0]])
             offset += x.shape[0]
         flat = g.view(R, -1)
-        block_kernel = torch.zeros(R, R, dtype=dtype)
-        projected = torch.empty(weights.shape[0], flat.shape[1], dtype=dtype)
-        energy = None if from_grams else torch.empty(flat.shape[1], dtype=dtype)
+        block_kernel = torch.zeros(R, R, dtype=dtype, device=device)
+        projected = torch.empty(weights.shape[0], flat.shape[1], dtype=dtype, device=device)
+        energy = None if from_grams else torch.empty(flat.shape[1], dtype=dtype, device=device)
         for column in range(0, flat.shape[1], SLICE_FLOATS):
             columns = slice(column, column + SLICE_FLOATS)
             piece = flat[:, columns]
@@ -205,7 +213,7 @@ def gram_route(parts: Parts, target_weights: torch.Tensor, buffer: GradientBuffe
     offsets = [0]
     for x, _ in parts:
         offsets.append(offsets[-1] + x.shape[0])
-    kernel = torch.empty(R, R, dtype=dtype)
+    kernel = torch.empty(R, R, dtype=dtype, device=parts[0][0].device)
     for b, (xb, db) in enumerate(parts):
         for c in range(b, len(parts)):
             xc, dc = parts[c]

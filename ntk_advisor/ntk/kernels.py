@@ -119,7 +119,7 @@ def module_passes(
         # the first pass as C tokens with orthogonal δ = e_c, whose cross terms vanish.
         c = spec.num_outputs
         x_by_name[head] = x_by_name[head].expand(n, c, -1)
-        head_delta = torch.eye(c, dtype=outputs.dtype).expand(n, c, c)
+        head_delta = torch.eye(c, dtype=outputs.dtype, device=outputs.device).expand(n, c, c)
     if info is not None:
         info.update(passes=len(passes), head=head)
     for p, scalar in enumerate(passes):
@@ -211,7 +211,7 @@ def structured_kernels(
     if order is not None:
         rows = torch.argsort(order)  # example n sits at sorted position rows[n]
         if spec.reduction == "full":
-            rows = (rows[:, None] * spec.num_outputs + torch.arange(spec.num_outputs)).flatten()
+            rows = (rows[:, None] * spec.num_outputs + torch.arange(spec.num_outputs, device=rows.device)).flatten()
         for result in results.values():
             result.kernel = result.kernel[rows][:, rows]
     return results
@@ -250,7 +250,7 @@ def length_buckets(inputs: Mapping[str, torch.Tensor], max_buckets: int = 4
     if mask is None or mask.dim() != 2 or any(value.shape[:2] != mask.shape for value in inputs.values()):
         return None
     n, t = mask.shape
-    lengths = (mask.ne(0) * torch.arange(1, t + 1)).amax(1).clamp_min(1)
+    lengths = (mask.ne(0) * torch.arange(1, t + 1, device=mask.device)).amax(1).clamp_min(1)
     order = torch.argsort(lengths, stable=True)
     ordered = lengths[order].tolist()
     best: tuple[float, list[tuple[int, int, int]]] | None = None

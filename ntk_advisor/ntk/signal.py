@@ -72,7 +72,8 @@ def label_gradient_scores(
     to (weight parameter, transposed), transposed for Conv1D weights stored [d_in, d_out].
     """
     names = list(weights)
-    total = {name: torch.zeros(weights[name][0].shape, dtype=torch.float64) for name in names}
+    total = {name: torch.zeros(weights[name][0].shape, dtype=torch.float64,
+                                    device=weights[name][0].device) for name in names}
     with _only_these_trainable(model, (weights[n][0] for n in names)) as params, torch.enable_grad():
         for done, (inputs, targets) in enumerate(batches, start=1):
             outputs = stack_outputs(model(**inputs))
@@ -90,6 +91,7 @@ def label_gradient_scores(
         squared = gradient.square()
         # An overflowed G has no SVD; NaN spectra let the caller name the module instead of LAPACK failing.
         spectrum = (torch.linalg.svdvals(gradient).square() if torch.isfinite(gradient).all()
-                    else torch.full((min(gradient.shape),), torch.nan, dtype=torch.float64))
+                    else torch.full((min(gradient.shape),), torch.nan, dtype=torch.float64,
+                                 device=gradient.device))
         scores[name] = LabelGradient(squared.sum(1), squared.sum(0), spectrum)
     return scores

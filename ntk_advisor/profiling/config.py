@@ -35,14 +35,15 @@ class ProfileConfig:
     ridge: float = 1e-3  # LOO kernel ridge strength, relative to the kernel's mean diagonal
     modules: tuple[str, ...] = ()  # restrict to these module names (default: every Linear)
     dtype: str = WeightDtype.FLOAT32.value  # settings.WeightDtype: half precision is contracted in float32
-    capture_mib: int = 512  # captured x and δ per forward pass; more modules take further passes
+    capture_mib: int = 0  # captured x and δ per forward pass, MiB; 0: devices.capture_budget_mib of free memory
+    device: str = "auto"  # devices.resolve_device: where the model and the contractions run
     signal_samples: int = 1024  # M, training examples for the O(M) label-gradient row/column scores; 0: none
 
     def check(self) -> None:
         if self.seed < 0:
             raise ProfileError(f"--seed must be 0 or more, got {self.seed}")
-        if self.capture_mib < 1:
-            raise ProfileError(f"--capture-mib must be at least 1, got {self.capture_mib}")
+        if self.capture_mib < 0:
+            raise ProfileError(f"--capture-mib must be 0 (from the device's free memory) or more, got {self.capture_mib}")
         if self.signal_samples < 0 or self.signal_samples == 1:
             raise ProfileError(f"--signal-samples must be 0 (off) or at least 2 examples, got {self.signal_samples}")
         if self.samples < 2:
@@ -57,3 +58,6 @@ class ProfileConfig:
         Route.check(self.route, "--route", ProfileError)
         Reduction.check(self.reduction, "--output", ProfileError)
         WeightDtype.check(self.dtype, "--dtype", ProfileError)
+        from ..devices import check_device_name
+
+        check_device_name(self.device)

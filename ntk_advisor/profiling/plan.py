@@ -17,7 +17,9 @@ examples (fit and validation):
 
 passes is 1 for a binary probe head (merged_head_passes) or `margin`, C otherwise. The
 captures are N·T̄·Σ(d_in + d_out) floats, split into groups of at most --capture-mib
-(kernels.module_groups; each further group repeats the forward and backward passes). The
+(kernels.module_groups; each further group repeats the forward and backward passes); 0, the
+default, sizes the cap as the profile does, from the device's free memory less the weights
+(devices.capture_budget_mib). The
 kernels take (modules + 1)·R²·8 bytes. Seconds are flops over a rate: this machine's,
 measured by `calibrate` (one second of float32 matrix products at the model's width), or a
 device's given in TFLOP/s. The rate of a large matrix product is an upper bound on what a
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..devices import capture_budget_mib, free_memory_bytes, resolve_device
 from ..errors import ProfileError
 from ..inputs import models
 from ..ntk.contractions import choose_route, route_costs
@@ -58,10 +61,12 @@ class ProfilePlan:
 
 
 def plan_profile(config: ProfileConfig, tokens: float | None = None, num_outputs: int = 2,
-                 train_examples: int | None = None, validation_examples: int | None = None) -> ProfilePlan:
+                 train_examples: int | None = None, validation_examples: int | None = None,
+                 free_bytes: int | None = None) -> ProfilePlan:
     """Count a profile of ``config``. tokens: mean active tokens per example (default T);
     train_examples / validation_examples: the data's split sizes, which cap the probe head's
-    and the label gradient's examples (default: no cap)."""
+    and the label gradient's examples (default: no cap); free_bytes: the memory free on the
+    device before the weights are loaded (default: what ``config.device`` has free now)."""
     config.check()
     if num_outputs < 2:
         raise ProfileError(f"a classifier has at least 2 outputs, got {num_outputs}: give --outputs or --data")
@@ -75,7 +80,12 @@ def plan_profile(config: ProfileConfig, tokens: float | None = None, num_outputs
     passes = 1 if merged or config.reduction == "margin" else num_outputs
     spec = OutputSpec(config.reduction, num_outputs, torch.arange(n) % num_outputs)
     modules = {t.name: model.get_submodule(t.name) for t in targets}
-    groups = module_groups(modules, int(math.ceil(n * mean_tokens)), spec, config.capture_mib * 2**20)
+    bytes_per_float = getattr(torch, config.dtype).itemsize  # weights and captures are in the weights' dtype
+    weights = sum(p.numel() for p in model.parameters()) * bytes_per_float
+    if free_bytes is None and not config.capture_mib:
+        free_bytes = free_memory_bytes(resolve_device(config.device))
+    capture_mib = config.capture_mib or capture_budget_mib(max(0, free_bytes - weights))
+    groups = module_groups(modules, int(math.ceil(n * mean_tokens)), spec, capture_mib * 2**20)
     forward = _forward_flops(model, mean_tokens)
     full = config.reduction == "full"
     rows = n * (num_outputs if full else 1)
@@ -97,15 +107,14 @@ def plan_profile(config: ProfileConfig, tokens: float | None = None, num_outputs
              "kernel passes": len(groups) * (1 + passes) * forward * n,
              "contractions": contraction,
              "label gradient": 3 * forward * examples}
-    bytes_per_float = getattr(torch, config.dtype).itemsize  # captures are held in the weights' dtype
     capture = n * mean_tokens * sum(t.d_in + t.d_out for t in targets) * bytes_per_float
-    memory = {"weights": sum(p.numel() for p in model.parameters()) * bytes_per_float,
+    memory = {"weights": weights,
               "captures": capture, "captures per group": capture / len(groups),
               "kernels": (len(targets) + 1) * rows * rows * 8,
               "scores": sum(t.d_in + t.d_out for t in targets) * 8 * 3}
     settings = {"model": config.model, "hidden_size": getattr(model.config, "hidden_size", None) or 384, "samples": n, "max_length": config.max_length, "mean_tokens": mean_tokens,
                 "outputs": num_outputs, "reduction": config.reduction, "head": head, "modules": len(targets),
-                "signal_samples": examples, "head_examples": head_examples, "capture_mib": config.capture_mib, "dtype": config.dtype}
+                "signal_samples": examples, "head_examples": head_examples, "capture_mib": capture_mib, "dtype": config.dtype}
     return ProfilePlan(settings, flops, memory, len(groups), passes, routes)
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
+from ..devices import capture_budget_mib, free_memory_bytes, resolve_device
 from ..errors import ProfileError
 from ..inputs import data as data_lib
 from ..inputs import models
@@ -75,7 +76,7 @@ def zero_shot_accuracy(loaded: models.LoadedModel, validation, max_length: int, 
     correct = 0
     for start in range(0, count, batch_size):
         texts = validation.texts[start : min(start + batch_size, count)]
-        predicted = loaded.logits_model(**loaded.encode(texts, max_length)).argmax(-1)
+        predicted = loaded.logits_model(**loaded.encode(texts, max_length)).argmax(-1).cpu()
         correct += int((predicted == torch.tensor(validation.labels[start : start + len(texts)])).sum())
     return {"validation_accuracy": correct / count, "validation_examples": count}
 
@@ -84,6 +85,7 @@ def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkPr
     """Load model and data, fit or keep the head, and compute every module's kernel and spectra."""
     config.check()
     models.resolve_model_source(config.model)  # a bad model name fails before minutes of data work
+    device = resolve_device(config.device)  # so does a device this machine lacks
     started = time.perf_counter()
     progress = on_progress or (lambda stage, done, total: None)
     dataset = data_lib.load_dataset(config.data, config.text_column, config.label_column)
@@ -93,6 +95,7 @@ def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkPr
     loaded = load_task_model(config.model, dataset.num_classes, task=config.task, seed=config.seed,
                              dtype=getattr(torch, config.dtype), template=config.template,
                              label_words=config.label_words or None, label_names=dataset.label_names)
+    loaded.logits_model.to(device)
     head = config.head if config.head != "auto" else get_task(loaded.task).default_head
     if head == "label-words" and loaded.prompt is None:
         raise ProfileError("--head label-words needs label-word prompting: use a decoder-only model or --task "
@@ -154,6 +157,10 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
     if config.reduction == "margin" and num_outputs != 2:
         raise ProfileError(f"--output margin needs a binary task; this one has {num_outputs} classes: use trace")
     spec = OutputSpec(config.reduction, num_outputs, labels)
+    device = loaded.device
+    batch = {key: value.to(device) for key, value in batch.items()}
+    on_device = OutputSpec(config.reduction, num_outputs, labels.to(device))
+    capture_mib = config.capture_mib or capture_budget_mib(free_memory_bytes(device))
     if not spec.defined_alignment:
         warnings.append("the probe sample holds a single class: alignment and LOO accuracy are undefined")
     prefix = models.SequenceLogits.prefix
@@ -161,13 +168,13 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
     with torch.enable_grad():
         if config.route == "structured":
             modules = {prefix + t.name: loaded.backbone.get_submodule(t.name) for t in targets}
-            raw = structured_kernels(loaded.logits_model, batch, modules, spec, on_progress=progress,
-                                     max_group_bytes=config.capture_mib * 2**20)
+            raw = structured_kernels(loaded.logits_model, batch, modules, on_device, on_progress=progress,
+                                     max_group_bytes=capture_mib * 2**20)
         else:
             weights = {prefix + t.name: (prefix + t.name + ".weight", t.transposed) for t in targets}
-            raw = jacobian_kernels(loaded.logits_model, batch, weights, spec, on_progress=progress)
+            raw = jacobian_kernels(loaded.logits_model, batch, weights, on_device, on_progress=progress)
     timing["kernels_s"] = time.perf_counter() - t0
-    results = {name[len(prefix):]: value for name, value in raw.items()}
+    results = {name[len(prefix):]: value.to("cpu") for name, value in raw.items()}
     broken = [name for name, value in results.items() if not torch.isfinite(value.kernel).all()]
     if broken:
         raise ProfileError(f"the kernels of {len(broken)} module(s) have NaN or Inf entries (first: '{broken[0]}'): "
@@ -177,7 +184,8 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
     settings = asdict(config)
     settings.update({"samples": int(labels.shape[0]), "num_outputs": num_outputs, "dtype": str(
         next(loaded.backbone.parameters()).dtype).removeprefix("torch."), "kernel_rows": spec.kernel_size,
-        "tokens": batch["input_ids"].shape[1], "modules": [t.name for t in targets]})
+        "tokens": batch["input_ids"].shape[1], "modules": [t.name for t in targets], "capture_mib": capture_mib,
+        "device": str(device)})
     return NtkProfile(
         settings=settings,
         modules=summaries,
@@ -187,8 +195,8 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
                 "cols": {n: r.col_energy for n, r in results.items()},
                 "rows_alignment": {n: r.row_alignment for n, r in results.items()},
                 "cols_alignment": {n: r.col_alignment for n, r in results.items()}},
-        inputs={"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels},
-        head={k: v.detach().clone() for k, v in loaded.backbone.state_dict().items() if k in _rebuild_names(loaded,
+        inputs={"input_ids": batch["input_ids"].cpu(), "attention_mask": batch["attention_mask"].cpu(), "labels": labels},
+        head={k: v.detach().cpu().clone() for k, v in loaded.backbone.state_dict().items() if k in _rebuild_names(loaded,
                                                                                                          config)},
         versions=library_versions(),
         timing=timing,
@@ -232,7 +240,8 @@ def label_signal(loaded: models.LoadedModel, train, config: ProfileConfig, modul
     centred = spec.output_targets()
     texts = list(sample.texts)
     groups = models.length_batches(texts, SIGNAL_BATCH)  # G is a sum over examples: any order
-    batches = ((loaded.encode([texts[i] for i in group], config.max_length), centred[group]) for group in groups)
+    batches = ((loaded.encode([texts[i] for i in group], config.max_length), centred[group].to(loaded.device))
+               for group in groups)
     scores = label_gradient_scores(loaded.logits_model, batches, weights, spec.stack_outputs, len(texts),
                                    on_progress=progress, total_batches=len(groups))
     broken = [name for name, value in scores.items() if not torch.isfinite(value.rows).all()]
@@ -240,8 +249,9 @@ def label_signal(loaded: models.LoadedModel, train, config: ProfileConfig, modul
         raise ProfileError(f"the label gradient of {len(broken)} module(s) has NaN or Inf entries (first: "
                            f"'{broken[0]}'): the model or the inputs overflow; check the weights, try --dtype float64, "
                            "or pass --signal-samples 0")
-    return {"rows_signal": {n: v.rows for n, v in scores.items()}, "cols_signal": {n: v.cols for n, v in scores.items()},
-            "signal_spectrum": {n: v.spectrum for n, v in scores.items()}}
+    return {"rows_signal": {n: v.rows.cpu() for n, v in scores.items()},
+            "cols_signal": {n: v.cols.cpu() for n, v in scores.items()},
+            "signal_spectrum": {n: v.spectrum.cpu() for n, v in scores.items()}}
 
 
 def _rebuild_names(loaded: models.LoadedModel, config: ProfileConfig) -> set[str]:

@@ -65,7 +65,7 @@ def placement_kernels(logits_model, encode, train_texts: list[str], test_texts: 
     for jac, outputs in _jacobian_and_outputs(logits_model, params, encode, test_texts, max_length, batch_size):
         cross.append(torch.einsum("acp,bcp->ab", jac.double(), fit) / classes)
         f0_test.append(outputs)
-    return PlacementKernels(train, torch.cat(cross), torch.cat(f0_train), torch.cat(f0_test))
+    return PlacementKernels(*(t.cpu() for t in (train, torch.cat(cross), torch.cat(f0_train), torch.cat(f0_test))))
 
 
 def linear_model_predictions(kernels: PlacementKernels, train_labels, strength: float) -> np.ndarray:

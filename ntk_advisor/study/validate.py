@@ -113,7 +113,7 @@ def _recipe(settings: dict, config: ValidateConfig, entry: dict, seed: int, stre
     return build_recipe(settings, rec_config, placement, entry["scores"], {"validate": entry["predicted"]}, head_module)
 
 
-def _train_once(recipe, folder: Path, progress: Progress) -> dict:
+def _train_once(recipe, folder: Path, progress: Progress, device: str = "auto") -> dict:
     """A finished run is read back; a started one resumes from its checkpoint; else it starts."""
     from ..training.checkpoints import latest_checkpoint
     from ..training.loop import train
@@ -122,7 +122,7 @@ def _train_once(recipe, folder: Path, progress: Progress) -> dict:
     if metrics_path.exists():
         return read_json(metrics_path)
     resume = folder.exists() and latest_checkpoint(folder)[0] is not None
-    result = train(recipe, folder, resume=resume, force=not resume,
+    result = train(recipe, folder, resume=resume, force=not resume, device=device,
                    on_progress=lambda stage, done, total, _: progress("current run", done, total)
                    if stage == "train" else None)
     return json.loads(json.dumps(result.metrics, default=float))
@@ -155,8 +155,11 @@ def _check_settings(out: Path, config: ValidateConfig, force: bool) -> dict:
     return wanted
 
 
-def validate(config: ValidateConfig, out: str | Path, force: bool = False, on_progress: Progress | None = None) -> dict:
-    """Run (or resume) the study in ``out``; returns the validate.json document."""
+def validate(config: ValidateConfig, out: str | Path, force: bool = False, on_progress: Progress | None = None,
+             device: str = "auto") -> dict:
+    """Run (or resume) the study in ``out`` on ``device``; returns the validate.json document.
+
+    The device is not a setting of the study: a study started on one resumes on another."""
     from ..profiling.profiler import ProfileConfig, profile
 
     config.check()
@@ -167,7 +170,8 @@ def validate(config: ValidateConfig, out: str | Path, force: bool = False, on_pr
     if not (profile_dir / "profile.json").exists():
         result = profile(ProfileConfig(model=config.model, data=config.data, text_column=config.text_column,
                                        label_column=config.label_column, samples=config.samples,
-                                       max_length=config.max_length, seed=config.seed, head=config.head),
+                                       max_length=config.max_length, seed=config.seed, head=config.head,
+                                       device=device),
                          on_progress=progress)
         save_profile(result, profile_dir, force=True)
     write_json(out / "settings.json", wanted)  # only once the study has a profile: no empty leftovers
@@ -189,19 +193,21 @@ def validate(config: ValidateConfig, out: str | Path, force: bool = False, on_pr
     for done, (folder, entry, seed, strength, mode) in enumerate(jobs):
         progress("runs", done, len(jobs))
         recipe = _recipe(settings, config, entry, seed, strength, mode, plan.get("head_module"))
-        results[folder] = _train_once(recipe, folder, progress)
+        results[folder] = _train_once(recipe, folder, progress, device)
     progress("runs", len(jobs), len(jobs))
     document = summarize(config, plan, {k.relative_to(out).as_posix(): v for k, v in results.items()},
-                         _linear_sweep(out, config, settings, advised, progress) if config.lambdas else None)
+                         _linear_sweep(out, config, settings, advised, progress, device) if config.lambdas else None)
     write_json(out / "validate.json", document)
     return document
 
 
-def _linear_sweep(out: Path, config: ValidateConfig, settings: dict, entry: dict, progress: Progress) -> dict:
+def _linear_sweep(out: Path, config: ValidateConfig, settings: dict, entry: dict, progress: Progress,
+                  device: str = "auto") -> dict:
     """The fully linear model's test accuracy per λ; its kernels are computed once and cached."""
     cached = _read_json(out / "sweep" / "linear.json")
     if cached is not None and cached.get("lambdas") == [float(x) for x in config.lambdas]:
         return cached
+    from ..devices import resolve_device
     from ..inputs import data as data_lib
     from ..inputs import models
     from ..training.apply import apply_recipe
@@ -212,7 +218,7 @@ def _linear_sweep(out: Path, config: ValidateConfig, settings: dict, entry: dict
     recipe = _recipe(settings, config, entry, config.seed, 0.0, "plain")
     dataset = data_lib.load_dataset(recipe.data.source, recipe.data.text_column, recipe.data.label_column)
     splits = data_lib.split_dataset(dataset, seed=recipe.data.seed)
-    loaded, _ = load_for_recipe(recipe, dataset.label_names, splits=splits)
+    loaded, _ = load_for_recipe(recipe, dataset.label_names, splits=splits, device=resolve_device(device))
     trained, _ = apply_recipe(loaded.backbone, recipe, loaded.head_name)
     logits_model = models.SequenceLogits(trained)
     fit = splits.train.subset(list(range(min(config.kernel_examples, len(splits.train)))))

@@ -59,10 +59,10 @@ class Task(ABC):
         for start in range(0, len(split), batch_size):
             idx = range(start, min(start + batch_size, len(split)))
             batch = loaded.encode([split.texts[i] for i in idx], max_length)
-            labels = torch.tensor([split.labels[i] for i in idx])
             logits = logits_model(**batch)
+            labels = torch.tensor([split.labels[i] for i in idx], device=logits.device)
             losses.append(self.loss(logits, labels, reduction="sum").item())
-            predictions.append(logits.argmax(-1))
+            predictions.append(logits.argmax(-1).cpu())
         predicted = torch.cat(predictions).numpy()
         truth = np.asarray(split.labels)
         return {"accuracy": float((predicted == truth).mean()),

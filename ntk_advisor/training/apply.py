@@ -33,7 +33,13 @@ class Proximal:
     theta0: dict[str, torch.Tensor]
 
     def trainable(self, model: nn.Module):
-        return [(n, p) for n, p in model.named_parameters() if p.requires_grad and n in self.theta0]
+        """(name, parameter) of the tensors under the term; θ0 follows each one to its device
+        once (Accelerate or a Trainer moves the model after the recipe was applied)."""
+        pairs = [(n, p) for n, p in model.named_parameters() if p.requires_grad and n in self.theta0]
+        for name, p in pairs:
+            if self.theta0[name].device != p.device:
+                self.theta0[name] = self.theta0[name].to(p.device)
+        return pairs
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         if self.strength == 0 or self.mode != "plain":

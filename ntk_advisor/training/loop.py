@@ -65,19 +65,33 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _accelerator(device: str):
+    """Accelerate on the chosen device: ``cpu`` keeps it off every GPU, ``cuda:N`` makes GPU N
+    the current one (a single process only: a launcher's processes keep their local rank's)."""
+    from accelerate import Accelerator
+
+    from ..devices import resolve_device
+
+    chosen = resolve_device(device)
+    if chosen.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        torch.cuda.set_device(chosen)
+    return Accelerator(cpu=chosen.type == "cpu")
+
+
 def _trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = False,
-          on_progress: Progress | None = None, protect: tuple = ()) -> RunResult:
-    """Run ``recipe`` into the run folder ``out``.
+          on_progress: Progress | None = None, protect: tuple = (), device: str = "auto") -> RunResult:
+    """Run ``recipe`` into the run folder ``out`` on ``device`` (devices.resolve_device; under
+    torchrun or ``accelerate launch`` each process takes the GPU of its local rank).
 
     ``force`` starts over in a folder that holds an earlier run; it deletes only what a run
     writes, and never a folder that holds the data file, the working directory or a path in
     ``protect`` (the CLI passes the recipe file).
     """
-    run = _Run(recipe, Path(out), on_progress or (lambda *a: None))
+    run = _Run(recipe, Path(out), on_progress or (lambda *a: None), device)
     with OutputClaim(Path(out)) if run.accelerator.is_main_process else contextlib.nullcontext():
         state = run.prepare(resume, force, protect)
         run.setup()
@@ -88,12 +102,10 @@ def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = F
 
 
 class _Run:
-    def __init__(self, recipe: Recipe, out: Path, progress: Progress):
-        from accelerate import Accelerator
-
+    def __init__(self, recipe: Recipe, out: Path, progress: Progress, device: str):
         self.recipe, self.out, self.progress, self.cfg = recipe, out, progress, recipe.training
         self.started = time.perf_counter()
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.accelerator = _accelerator(device)
         self.step, self.history, self.curve, self.best, self.stale = 0, [], [], {"accuracy": -1.0}, 0
         self.step_times: list[float] = []
         self.train_rss = 0
@@ -120,7 +132,8 @@ class _Run:
                              f"classes: set model.num_labels={dataset.num_classes} in the recipe (or as an override)")
         self.splits = data_lib.split_dataset(dataset, seed=recipe.data.seed)
         self.provenance = check_provenance(recipe, dataset)
-        self.loaded, self.head_report = load_for_recipe(recipe, dataset.label_names, splits=self.splits)
+        self.loaded, self.head_report = load_for_recipe(recipe, dataset.label_names, splits=self.splits,
+                                                        device=self.accelerator.device)
         self.task = get_task(self.loaded.task)
         try:  # the same checks as `ntk-advisor check`: an index out of range must not reach the model
             check_targets(recipe, {t.name: t for t in models.discover_targets(self.loaded.backbone)})
@@ -194,8 +207,8 @@ class _Run:
             local = batch_idx[:1]
         train = self.splits.train
         batch = self.loaded.encode([train.texts[i] for i in local], self.recipe.data.max_length)
-        labels = torch.tensor([train.labels[i] for i in local])
-        loss = self.task.loss(self.logits_model(**batch), labels)
+        logits = self.logits_model(**batch)
+        loss = self.task.loss(logits, torch.tensor([train.labels[i] for i in local], device=logits.device))
         self.accelerator.backward(loss + self.proximal.penalty(self.trained))
         self.train_rss = max(self.train_rss, _rss_bytes())  # activations and gradients are alive here
         self.proximal.apply_selective(self.trained)

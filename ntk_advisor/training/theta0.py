@@ -8,12 +8,13 @@ from ..recipe.schema import Recipe
 from ..tasks import get_task, load_task_model
 
 
-def load_for_recipe(recipe: Recipe, label_names=None,
-                    splits: data_lib.Splits | None = None) -> tuple[models.LoadedModel, dict]:
+def load_for_recipe(recipe: Recipe, label_names=None, splits: data_lib.Splits | None = None,
+                    device=None) -> tuple[models.LoadedModel, dict]:
     """θ0 of a recipe: the model with its head from the training seed, the label words, or a probe.
 
     Training and export both start here, so an exported run with a frozen head has the head it
-    was trained with. Returns the model and a report of how the head was initialized.
+    was trained with. ``device`` (a torch.device) is where the model goes before the probe is
+    fit. Returns the model and a report of how the head was initialized.
     """
     seed = recipe.training.seed
     task = get_task(recipe.model.task)
@@ -25,6 +26,8 @@ def load_for_recipe(recipe: Recipe, label_names=None,
                              template=recipe.data.template, label_words=recipe.data.label_words,
                              label_names=label_names if label_names is not None else
                              (dataset.label_names if dataset else None))
+    if device is not None:
+        loaded.logits_model.to(device)
     if recipe.model.head_init != "probe" or loaded.head_name is None:
         return loaded, task.head_report(loaded, seed)
     from ..profiling.config import PROBE_HEAD_EXAMPLES
