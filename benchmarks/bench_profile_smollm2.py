@@ -25,7 +25,6 @@ import torch
 from ntk_advisor.inputs import data, models
 from ntk_advisor.ntk import OutputSpec, jacobian_kernels, structured_kernels
 from ntk_advisor.ntk.kernels import module_groups
-from ntk_advisor.profiling.profiler import ProfileConfig
 from ntk_advisor.tasks import load_task_model
 
 GIB = 2**30
@@ -37,7 +36,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--capture-mib", type=int, default=ProfileConfig().capture_mib)
+    parser.add_argument("--capture-mib", type=int, default=512)
     args = parser.parse_args()
     torch.manual_seed(0)
     dataset = data.load_dataset("vader-movie")

@@ -84,19 +84,23 @@ def host_available_bytes() -> int:
 
 
 CAPTURE_SHARE = 0.25
-CAPTURE_FLOOR_MIB, CAPTURE_CEILING_MIB = 64, 16384
+CAPTURE_FLOOR_MIB = 64
+CAPTURE_CEILING_MIB = {"cpu": 512, "accelerator": 16384}
 
 
-def capture_budget_mib(free_bytes: int) -> int:
+def capture_budget_mib(free_bytes: int, device_type: str = "cpu") -> int:
     """The capture cap of a profile, from the memory free once the model is loaded:
 
-        cap = clamp(CAPTURE_SHARE · free, 64 MiB, 16 GiB)
+        cap = clamp(CAPTURE_SHARE · free, 64 MiB, ceiling)
 
     The captures are the modules' inputs x (views of what the forward graph saves anyway)
     and one pass's δ; the other three quarters stay for the graph's activations (the
     attention probabilities, N·heads·T² per layer, are the largest part at long T), the
-    reused 32 MiB gradient buffer and the per-block contractions. The ceiling keeps one
-    pass's δ from growing past what a faster pass could save: past one group, more memory
-    saves only forward passes.
+    reused 32 MiB gradient buffer and the per-block contractions. Past one group, more
+    memory saves only repeated passes. The ceiling is 16 GiB on a GPU, where the passes are
+    cheap and memory is what limits N and T, and 512 MiB on the CPU, where a profile shares
+    the machine with everything else: smollm2-135m's 211 modules at N = 32 took 36 s at a
+    3.45 GiB peak in 4 groups and 20 s at 5.73 GiB in one (docs/decoders.md).
     """
-    return int(min(max(CAPTURE_SHARE * free_bytes / 2**20, CAPTURE_FLOOR_MIB), CAPTURE_CEILING_MIB))
+    ceiling = CAPTURE_CEILING_MIB["cpu" if device_type == "cpu" else "accelerator"]
+    return int(min(max(CAPTURE_SHARE * free_bytes / 2**20, CAPTURE_FLOOR_MIB), ceiling))

@@ -55,10 +55,12 @@ def test_a_missing_gpu_is_a_clear_error(monkeypatch):
 
 def test_capture_budget_is_a_quarter_of_free_memory_within_bounds():
     gib = 2**30
-    assert devices.capture_budget_mib(8 * gib) == 2048
-    assert devices.capture_budget_mib(0) == devices.CAPTURE_FLOOR_MIB
-    assert devices.capture_budget_mib(1000 * gib) == devices.CAPTURE_CEILING_MIB
-    assert devices.capture_budget_mib(2 * gib) < devices.capture_budget_mib(4 * gib)
+    assert devices.capture_budget_mib(8 * gib, "cuda") == 2048
+    assert devices.capture_budget_mib(0, "cuda") == devices.capture_budget_mib(0) == devices.CAPTURE_FLOOR_MIB
+    assert devices.capture_budget_mib(1000 * gib, "cuda") == devices.CAPTURE_CEILING_MIB["accelerator"]
+    assert devices.capture_budget_mib(2 * gib, "cuda") < devices.capture_budget_mib(4 * gib, "cuda")
+    assert devices.capture_budget_mib(20 * gib, "cpu") == devices.CAPTURE_CEILING_MIB["cpu"] == 512
+    assert devices.capture_budget_mib(gib // 2, "cpu") == 128
 
 
 def test_host_free_memory_is_positive_and_below_the_total():
@@ -95,7 +97,7 @@ def test_profile_records_where_it_ran_and_the_capture_cap(tiny_model_folder, tin
                   signal_samples=0)
     sized = profile(ProfileConfig(**common, device="cpu"))
     assert sized.settings["device"] == "cpu"
-    assert devices.CAPTURE_FLOOR_MIB <= sized.settings["capture_mib"] <= devices.CAPTURE_CEILING_MIB
+    assert devices.CAPTURE_FLOOR_MIB <= sized.settings["capture_mib"] <= devices.CAPTURE_CEILING_MIB["cpu"]
     capped = profile(ProfileConfig(**common, capture_mib=1))
     assert capped.settings["capture_mib"] == 1
     for name in sized.kernels:  # more groups, more passes, the same kernels

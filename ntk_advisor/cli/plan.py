@@ -38,8 +38,8 @@ def plan(
     capture_mib: Annotated[int, typer.Option(help="Capture cap per pass, as for profile (0: from free memory).")] = ProfileConfig.capture_mib,
     device: DeviceOption = ProfileConfig.device,
     device_memory_gib: Annotated[Optional[float], typer.Option(help=(
-        "GiB free on the device the profile will run on (e.g. 80 for an H100), when it is not this machine's; "
-        "sizes the capture groups as profile would."))] = None,
+        "GiB free on a GPU the profile will run on (e.g. 80 for an H100), when it is not this machine's; "
+        "sizes the capture groups as profile would there."))] = None,
     dtype: Annotated[str, typer.Option(help="Weights' dtype, as for profile.")] = ProfileConfig.dtype,
     device_tflops: Annotated[Optional[float], typer.Option(help=(
         "Also estimate the time on a device that sustains this many TFLOP/s (e.g. an H100's float32 "
@@ -56,7 +56,7 @@ def plan(
                            signal_samples=signal_samples, capture_mib=capture_mib, dtype=dtype, device=device)
     facts = data_facts(config) if data else {"num_outputs": outputs}
     free = int(device_memory_gib * 2**30) if device_memory_gib is not None else None
-    result = plan_profile(config, **facts, free_bytes=free)
+    result = plan_profile(config, **facts, free_bytes=free, device_type="cuda" if free is not None else None)
     rate = calibrate(width=result.settings["hidden_size"])
     here = result.seconds(rate)
     device = result.seconds(device_tflops * 1e12) if device_tflops else None

@@ -58,7 +58,7 @@ def profile(
     capture_mib: Annotated[int, typer.Option(help=(
         "MiB for the layer inputs and output gradients held at once; past it, modules are profiled in further "
         "forward/backward passes (same kernels, less memory, a little slower). 0: a quarter of the device's free "
-        "memory, 64 MiB to 16 GiB (docs/plan.md)."))] = ProfileConfig.capture_mib,
+        "memory, at least 64 MiB and at most 512 MiB on the CPU or 16 GiB on a GPU (docs/plan.md)."))] = ProfileConfig.capture_mib,
     device: DeviceOption = ProfileConfig.device,
     signal_samples: Annotated[int, typer.Option(help=(
         "M, training examples for the label-gradient row/column scores that pick which rows to train "

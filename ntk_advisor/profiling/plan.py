@@ -62,11 +62,12 @@ class ProfilePlan:
 
 def plan_profile(config: ProfileConfig, tokens: float | None = None, num_outputs: int = 2,
                  train_examples: int | None = None, validation_examples: int | None = None,
-                 free_bytes: int | None = None) -> ProfilePlan:
+                 free_bytes: int | None = None, device_type: str | None = None) -> ProfilePlan:
     """Count a profile of ``config``. tokens: mean active tokens per example (default T);
     train_examples / validation_examples: the data's split sizes, which cap the probe head's
     and the label gradient's examples (default: no cap); free_bytes: the memory free on the
-    device before the weights are loaded (default: what ``config.device`` has free now)."""
+    device before the weights are loaded (default: what ``config.device`` has free now);
+    device_type: "cpu" or "cuda" for a device that is not this machine's (sets the cap's ceiling)."""
     config.check()
     if num_outputs < 2:
         raise ProfileError(f"a classifier has at least 2 outputs, got {num_outputs}: give --outputs or --data")
@@ -82,9 +83,11 @@ def plan_profile(config: ProfileConfig, tokens: float | None = None, num_outputs
     modules = {t.name: model.get_submodule(t.name) for t in targets}
     bytes_per_float = getattr(torch, config.dtype).itemsize  # weights and captures are in the weights' dtype
     weights = sum(p.numel() for p in model.parameters()) * bytes_per_float
-    if free_bytes is None and not config.capture_mib:
-        free_bytes = free_memory_bytes(resolve_device(config.device))
-    capture_mib = config.capture_mib or capture_budget_mib(max(0, free_bytes - weights))
+    capture_mib = config.capture_mib
+    if not capture_mib:
+        device = resolve_device(config.device) if free_bytes is None or device_type is None else None
+        free_bytes = free_memory_bytes(device) if free_bytes is None else free_bytes
+        capture_mib = capture_budget_mib(max(0, free_bytes - weights), device_type or device.type)
     groups = module_groups(modules, int(math.ceil(n * mean_tokens)), spec, capture_mib * 2**20)
     forward = _forward_flops(model, mean_tokens)
     full = config.reduction == "full"

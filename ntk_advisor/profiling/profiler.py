@@ -160,7 +160,7 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
     device = loaded.device
     batch = {key: value.to(device) for key, value in batch.items()}
     on_device = OutputSpec(config.reduction, num_outputs, labels.to(device))
-    capture_mib = config.capture_mib or capture_budget_mib(free_memory_bytes(device))
+    capture_mib = config.capture_mib or capture_budget_mib(free_memory_bytes(device), device.type)
     if not spec.defined_alignment:
         warnings.append("the probe sample holds a single class: alignment and LOO accuracy are undefined")
     prefix = models.SequenceLogits.prefix
