@@ -69,5 +69,23 @@ def test_each_arm_at_its_own_best_learning_rate():
     runs += [record("b", "advised-x", 0, 0.5, 0.5)]  # no grid: left out
     found = tuned(runs, "s")
     assert set(found) == {"a"}
-    assert found["a"]["advised-x"] == (2e-3, 0.80, 0.75)  # best on validation, not on test (0.90)
-    assert found["a"]["first-k"] == (4e-3, 0.79, 0.78)
+    # best on validation, not on test (0.90); the extra seed at the chosen rate is reported
+    assert found["a"]["advised-x"] == (2e-3, 0.80, {0: 0.75, 1: 0.99})
+    assert found["a"]["first-k"] == (4e-3, 0.79, {0: 0.78})
+
+
+def test_tuned_gains_are_paired_over_the_seeds_both_arms_have():
+    from tables import tuned, tuned_gains, tuned_table
+
+    runs = []
+    for arm, tests in (("advised-x", (0.70, 0.80, 0.81)), ("first-k", (0.72, 0.79, 0.78)), ("random", (0.5,) * 3)):
+        runs += [record("a", arm, 0, 0.6 + i / 100, t, lr=lr) for i, (lr, t) in enumerate(zip((1e-3, 2e-3, 4e-3),
+                                                                                             tests))]
+    runs += [record("a", "advised-x", 1, 0.5, 0.83, lr=4e-3), record("a", "first-k", 1, 0.5, 0.80, lr=4e-3)]
+    found = tuned(runs, "s")
+    gain, se, best, seeds = tuned_gains(found, ("first-k", "random"))["advised-x"]["a"]
+    assert (best, seeds) == ("first-k", 2)
+    assert gain == pytest.approx(100 * ((0.81 - 0.78) + (0.83 - 0.80)) / 2)
+    assert se == pytest.approx(0.0, abs=1e-9)
+    lines = tuned_table(runs, "s", ("first-k", "random"))
+    assert "| advised-x | 1 | +3.00 | a (+3.0) | none |" in lines

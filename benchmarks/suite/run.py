@@ -42,7 +42,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from tables import gains, write_tables  # noqa: E402
+from tables import gains, tuned, tuned_gains, write_tables  # noqa: E402
 
 EVIDENCE = HERE.parents[1] / "ntk_advisor" / "advice" / "suite_evidence.json"
 
@@ -215,8 +215,11 @@ def write_evidence(results: dict, learning_rate: float = 2e-3) -> None:
         found = gains(results["runs"], name, DEFAULTS[method], "test", learning_rate)
         if found:
             rules = {arm: {task: round(g, 2) for task, (g, _, _) in per_task.items()} for arm, per_task in found.items()}
+            at_tuned = {arm: {task: {"gain": round(g, 2), "seeds": seeds} for task, (g, _, _, seeds) in per_task.items()}
+                        for arm, per_task in tuned_gains(tuned(results["runs"], name), DEFAULTS[method]).items()}
             studies.append({"name": name, "model": results["model"], "method": method, "budget": budget,
                             "steps": STEPS, "learning_rate": learning_rate, "rules": rules,
+                            "tuned_learning_rates": at_tuned,
                             "profile_check": profile_check(results["runs"], name, DEFAULTS[method][0], learning_rate)})
     EVIDENCE.write_text(json.dumps({"source": "benchmarks/suite/run.py", "split": "test", "studies": studies,
                                     "method_comparisons": method_comparisons(results, learning_rate)},

@@ -125,9 +125,10 @@ def _spearman(a: list[float], b: list[float]) -> float:
 
 
 def tuned(runs: list[dict], study: str) -> dict:
-    """{task: {arm: (learning rate, validation, test)}} at each arm's own best learning rate,
-    chosen on validation over the seeds every learning rate of the arm has; only tasks where
-    some arm has a grid of at least three learning rates."""
+    """{task: {arm: (learning rate, validation, {seed: test})}}, each arm at its own best
+    learning rate: chosen on validation over the seeds every rate of the arm's grid has, then
+    reported on every seed trained at that rate (further seeds are run at the chosen rate only).
+    Only tasks where some arm has a grid of at least three learning rates."""
     table: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))  # task -> arm -> lr -> seed -> run
     for r in runs:
         if r["study"] == study:
@@ -143,7 +144,24 @@ def tuned(runs: list[dict], study: str) -> dict:
                 continue
             lr = max(grid, key=lambda rate: _mean([grid[rate][s]["validation"] for s in seeds]))
             out[task][arm] = (lr, _mean([grid[lr][s]["validation"] for s in seeds]),
-                              _mean([grid[lr][s]["test"] for s in seeds]))
+                              {s: run["test"] for s, run in sorted(grid[lr].items())})
+    return out
+
+
+def tuned_gains(found: dict, defaults: tuple[str, ...]) -> dict:
+    """{advised arm: {task: (paired test gain in points, SE, best default, seeds)}} at tuned
+    learning rates; the best default is the one with the highest test mean (as in `gains`)."""
+    out: dict = defaultdict(dict)
+    for task, arms in found.items():
+        present = [d for d in defaults if d in arms]
+        if not present:
+            continue
+        best = max(present, key=lambda d: _mean(list(arms[d][2].values())))
+        for arm, (_, _, tests) in arms.items():
+            seeds = sorted(set(tests) & set(arms[best][2]))
+            if arm.startswith("advised") and seeds:
+                diffs = [100 * (tests[s] - arms[best][2][s]) for s in seeds]
+                out[arm][task] = (_mean(diffs), _se(diffs), best, len(seeds))
     return out
 
 
@@ -151,15 +169,27 @@ def tuned_table(runs: list[dict], study: str, defaults: tuple[str, ...]) -> list
     found = tuned(runs, study)
     if not found:
         return []
-    lines = [f"Each arm at its own best learning rate (chosen on validation; seeds shared by the grid), {study}:", "",
-             "| task | arm | learning rate | validation | test | advised − best default, test points |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"Each arm at its own best learning rate (chosen on validation over the seeds of the whole grid; "
+             f"test over every seed at that rate), {study}:", "",
+             "| task | arm | learning rate | validation | test (seeds) |", "|---|---|---|---|---|"]
     for task, arms in found.items():
-        present = [d for d in defaults if d in arms]
-        best = max(present, key=lambda d: arms[d][2]) if present else None
-        for arm, (lr, val, test) in sorted(arms.items()):
-            gain = f"{100 * (test - arms[best][2]):+.1f} (vs {best})" if best and arm.startswith("advised") else ""
-            lines.append(f"| {task} | {arm} | {lr:g} | {val:.4f} | {test:.4f} | {gain} |")
+        for arm, (lr, val, tests) in sorted(arms.items()):
+            lines.append(f"| {task} | {arm} | {lr:g} | {val:.4f} | {_mean(list(tests.values())):.4f} ({len(tests)}) |")
+    found_gains = tuned_gains(found, defaults)
+    if found_gains:
+        lines += ["", "| advised arm | task | gain over best default at tuned rates, test points (± SE) | best default "
+                  "| seeds |", "|---|---|---|---|---|"]
+        for arm, per_task in sorted(found_gains.items()):
+            for task, (gain, se, best, seeds) in sorted(per_task.items()):
+                error = f" ± {se:.1f}" if se == se else ""
+                lines.append(f"| {arm} | {task} | {gain:+.1f}{error} | {best} | {seeds} |")
+        lines += ["", "| advised arm | tasks | mean gain | worst task | tasks more than 0.5 below the best default |",
+                  "|---|---|---|---|---|"]
+        for arm, per_task in sorted(found_gains.items()):
+            worst = min(per_task, key=lambda t: per_task[t][0])
+            harmed = [f"{t} ({per_task[t][0]:+.1f})" for t in sorted(per_task) if per_task[t][0] < -HARM_POINTS]
+            lines.append(f"| {arm} | {len(per_task)} | {_mean([g for g, *_ in per_task.values()]):+.2f} | "
+                         f"{worst} ({per_task[worst][0]:+.1f}) | {', '.join(harmed) or 'none'} |")
     return lines
 
 

@@ -64,10 +64,17 @@ def suite_gain(method: str, rule: str, budget: int, path: Path | None = None) ->
         return None  # a budget more than twice or half as large measures another regime
     gains = study["rules"][rule]
     values = list(gains.values())
-    return {"study": study["name"], "model": study["model"], "budget": study["budget"], "rule": rule,
-            "split": "test", "tasks": len(values), "mean": round(sum(values) / len(values), 2),
-            "worst": round(min(values), 2), "best": round(max(values), 2), "per_task": gains,
-            "profile_check": study.get("profile_check")}
+    found = {"study": study["name"], "model": study["model"], "budget": study["budget"], "rule": rule,
+             "split": "test", "tasks": len(values), "mean": round(sum(values) / len(values), 2),
+             "worst": round(min(values), 2), "best": round(max(values), 2), "per_task": gains,
+             "learning_rate": study.get("learning_rate"), "profile_check": study.get("profile_check")}
+    tuned = study.get("tuned_learning_rates", {}).get(rule)
+    if tuned:  # each arm at its own best learning rate: the check that the gain is not a learning-rate effect
+        tuned_values = [entry["gain"] for entry in tuned.values()]
+        found["at_tuned_learning_rates"] = {"tasks": len(tuned_values),
+                                            "mean": round(sum(tuned_values) / len(tuned_values), 2),
+                                            "worst": round(min(tuned_values), 2), "per_task": tuned}
+    return found
 
 
 def uncertainty(captured, kernel: torch.Tensor, reference: str, reference_kernel: torch.Tensor | None, ridge: float,
@@ -95,6 +102,12 @@ def _sentence(block: dict, reference: str) -> str:
         parts.append(f"Expected gain over the best default placement: {suite['mean']:+.1f} points, as measured on "
                      f"{suite['tasks']} suite tasks ({suite['model']}, {suite['study']}, test split; worst task "
                      f"{suite['worst']:+.1f}, best {suite['best']:+.1f}).")
+        tuned = suite.get("at_tuned_learning_rates")
+        if tuned:
+            parts.append(f"That is at one shared learning rate; with each placement at its own best learning rate "
+                         f"({tuned['tasks']} task{'s' if tuned['tasks'] != 1 else ''}) the gain was "
+                         f"{tuned['mean']:+.1f} points on average (worst task {tuned['worst']:+.1f}), so tune the "
+                         f"learning rate before crediting the placement.")
     else:
         parts.append("No suite measurement covers this method and rule yet: the gain over the default is unknown.")
     if block["safe_allocation"]:

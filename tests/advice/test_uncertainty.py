@@ -61,3 +61,21 @@ def test_sentence_says_what_is_known():
     assert text.startswith("Expected gain over the best default placement: +0.5 points, as measured on 3 suite tasks")
     assert "safe allocation" not in text and "worst task -0.5" in text
     assert "sign on 0 of 6 runs, so it is not used as the prediction" in text
+
+
+def test_tuned_learning_rates_are_quoted_when_the_suite_has_them(tmp_path):
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps({"studies": [
+        {"name": "rocoft-100k", "model": "minilm-l6", "method": "rocoft", "budget": 100_000, "learning_rate": 2e-3,
+         "rules": {"advised-greedy": {"a": 2.0, "b": 4.0}},
+         "tuned_learning_rates": {"advised-greedy": {"a": {"gain": -1.0, "seeds": 3}, "b": {"gain": 0.0, "seeds": 1}}}},
+    ]}))
+    found = unc.suite_gain("rocoft", "advised-greedy", 100_000, path)
+    assert found["at_tuned_learning_rates"] == {"tasks": 2, "mean": -0.5, "worst": -1.0, "per_task": {
+        "a": {"gain": -1.0, "seeds": 3}, "b": {"gain": 0.0, "seeds": 1}}}
+    text = unc._sentence({"safe_allocation": False, "suite_gain_points": found}, "first-k")
+    assert "+3.0 points" in text
+    assert "own best learning rate (2 tasks) the gain was -0.5 points on average (worst task -1.0)" in text
+    older = unc.suite_gain("rocoft", "advised-uniform", 100_000, write_evidence(tmp_path / "old.json"))
+    assert "at_tuned_learning_rates" not in older  # evidence without a grid says nothing about tuned rates
+    assert "own best learning rate" not in unc._sentence({"safe_allocation": False, "suite_gain_points": older}, "x")
