@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -68,6 +70,7 @@ def profile(
     as_json: JsonOption = False,
 ):
     """Compute per-module, per-row and per-column NTK contributions and their spectra on a probe sample."""
+    from ..profiling import distributed
     from ..profiling.folder import check_profile_destination, save_profile
     from ..profiling.profiler import ProfileConfig
     from ..profiling.profiler import profile as run_profile
@@ -77,11 +80,16 @@ def profile(
                            route=route, dtype=dtype, modules=tuple(module or ()), task=task,
                            capture_mib=capture_mib, signal_samples=signal_samples, device=device,
                            **prompt_options(template, label_word))
-    with OutputClaim(out_dir):
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 alone writes and talks
+    with OutputClaim(out_dir) if main_process else contextlib.nullcontext():
         check_profile_destination(out_dir, force)
-        with progress_bar() as bar:
-            result = run_profile(config, on_progress=progress_callback(bar))
-        save_profile(result, out_dir, force=force)
+        with progress_bar(disable=not main_process) as bar:
+            result = run_profile(config, on_progress=progress_callback(bar) if main_process else None)
+        if result is not None:
+            save_profile(result, out_dir, force=force)
+    distributed.finish()
+    if result is None:
+        return
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False)
     summary = {

@@ -361,22 +361,27 @@ def length_batches(texts, batch_size: int) -> list[list[int]]:
 
 
 @torch.no_grad()
-def head_inputs(loaded: LoadedModel, texts, max_length: int, batch_size: int = 64) -> torch.Tensor:
+def head_inputs(loaded: LoadedModel, texts, max_length: int, batch_size: int = 64,
+                batches: list[list[int]] | None = None) -> torch.Tensor:
     """The features the classification head sees, (N, d_in of the head) in the order of
-    ``texts``, in eval mode; computed in length-sorted batches (`length_batches`)."""
+    ``texts``, in eval mode; computed in length-sorted batches (`length_batches`). Given
+    ``batches`` (a share of those batches), only their rows, stacked in the batches' order."""
     if loaded.head_name is None:
         raise ModelError("this model has no new classification head to fit")
     head = loaded.backbone.get_submodule(loaded.head_name)
     captured: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda mod, args, out: captured.append(args[0].detach()))
-    batches = length_batches(texts, batch_size)
+    share = batches
+    batches = length_batches(texts, batch_size) if share is None else share
     try:
         for indices in batches:
             loaded.logits_model(**loaded.encode([texts[i] for i in indices], max_length))
     finally:
         hook.remove()
+    features = torch.cat(captured).cpu() if captured else torch.zeros(0, head.weight.shape[-1])
+    if share is not None:
+        return features
     order = torch.tensor([i for indices in batches for i in indices], dtype=torch.long)
-    features = torch.cat(captured).cpu()
     return features[torch.argsort(order)]
 
 

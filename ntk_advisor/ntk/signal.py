@@ -64,12 +64,15 @@ def label_gradient_scores(
     examples: int,
     on_progress: Progress | None = None,
     total_batches: int = 0,
+    reduce_sums: Callable[[dict[str, torch.Tensor]], None] | None = None,
 ) -> dict[str, LabelGradient]:
     """name -> LabelGradient (rows (d_out,), columns (d_in,), spectrum), float64, as in the module docstring.
 
     ``batches`` yields (inputs for model(**inputs) -> (B, C) outputs, Ỹ rows (B, O)); the Ỹ
     rows must already be centred over all M = ``examples`` examples. ``weights`` maps a name
     to (weight parameter, transposed), transposed for Conv1D weights stored [d_in, d_out].
+    ``reduce_sums`` (processes that each saw a share of the batches) adds the partial sums of
+    G in place before the scores, which are not linear in G, are taken.
     """
     names = list(weights)
     total = {name: torch.zeros(weights[name][0].shape, dtype=torch.float64,
@@ -85,6 +88,8 @@ def label_gradient_scores(
                 total[name] += grad.to(torch.float64) / examples
             if on_progress:
                 on_progress("label gradient", done, total_batches)
+    if reduce_sums is not None:
+        reduce_sums(total)
     scores = {}
     for name in names:
         gradient = total[name].T if weights[name][1] else total[name]  # always (d_out, d_in)

@@ -19,6 +19,7 @@ from ..inputs import models
 from ..ntk import OutputSpec, jacobian_kernels, kernel_report, label_gradient_scores, structured_kernels
 from ..ntk.spectral import eigenvalues
 from ..tasks import get_task, load_task_model
+from . import distributed
 from .config import ProfileConfig
 from .folder import ModuleSummary, NtkProfile
 
@@ -51,7 +52,7 @@ def fit_probe_head(loaded: models.LoadedModel, train, validation, *, seed: int, 
                            "--head random")
     features = {}
     for split_name, split in (("fit", fit_set), ("validation", val_set)):
-        features[split_name] = models.head_inputs(loaded, list(split.texts), max_length).to(torch.float64).numpy()
+        features[split_name] = _head_features(loaded, list(split.texts), max_length).to(torch.float64).numpy()
     probe = LogisticRegression(max_iter=2000, C=1.0)
     probe.fit(features["fit"], np.asarray(fit_set.labels))
     coef, intercept = torch.from_numpy(probe.coef_), torch.from_numpy(probe.intercept_)
@@ -68,6 +69,21 @@ def fit_probe_head(loaded: models.LoadedModel, train, validation, *, seed: int, 
             "validation_examples": len(val_set)}
 
 
+def _head_features(loaded: models.LoadedModel, texts: list[str], max_length: int) -> torch.Tensor:
+    """`models.head_inputs`, each process taking every P-th of the same length-sorted batches
+    (the batches one process would form, so the features are the same to the bit)."""
+    if distributed.world() == 1:
+        return models.head_inputs(loaded, texts, max_length)
+    mine = distributed.my_share(models.length_batches(texts, 64))
+    parts = distributed.gather_to_all((mine, models.head_inputs(loaded, texts, max_length, batches=mine)))
+    width = max(part.shape[1] for _, part in parts)
+    features = torch.zeros(len(texts), width, dtype=next(part for _, part in parts if len(part)).dtype)
+    for share, part in parts:
+        if len(part):
+            features[[i for batch in share for i in batch]] = part
+    return features
+
+
 @torch.no_grad()
 def zero_shot_accuracy(loaded: models.LoadedModel, validation, max_length: int, examples: int = 256,
                        batch_size: int = 32) -> dict:
@@ -81,11 +97,15 @@ def zero_shot_accuracy(loaded: models.LoadedModel, validation, max_length: int, 
     return {"validation_accuracy": correct / count, "validation_examples": count}
 
 
-def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkProfile:
-    """Load model and data, fit or keep the head, and compute every module's kernel and spectra."""
+def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkProfile | None:
+    """Load model and data, fit or keep the head, and compute every module's kernel and spectra.
+
+    Started by torchrun with several processes, the work is split over them (`distributed`)
+    and rank 0 returns the profile; the other processes return None."""
     config.check()
     models.resolve_model_source(config.model)  # a bad model name fails before minutes of data work
-    device = resolve_device(config.device)  # so does a device this machine lacks
+    device = resolve_device(distributed.local_device(config.device))  # so does a device this machine lacks
+    distributed.start(device)
     started = time.perf_counter()
     progress = on_progress or (lambda stage, done, total: None)
     dataset = data_lib.load_dataset(config.data, config.text_column, config.label_column)
@@ -128,11 +148,16 @@ def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkPr
     result = profile_model(loaded, batch, labels, config, progress, timing, warnings)
     if config.signal_samples:
         started_signal = time.perf_counter()
-        scores = label_signal(loaded, splits.train, config, result.settings["modules"], result.warnings, progress)
+        names = [t.name for t in selected_targets(loaded, config)]
+        scores = label_signal(loaded, splits.train, config, names, result.warnings if result else [], progress)
+        if result is None:  # a process other than rank 0: its share is in rank 0's result
+            return None
         result.scores |= scores
         if scores:
             result.settings["signal_samples"] = min(config.signal_samples, len(splits.train))
         result.timing["signal_s"] = time.perf_counter() - started_signal
+    if result is None:
+        return None
     result.settings.update({"model": config.model, "data": config.data, "task": loaded.task, "text_column": config.text_column,
                             "label_column": config.label_column, "label_names": list(dataset.label_names),
                             "prompt": ({"template": loaded.prompt.template,
@@ -142,17 +167,27 @@ def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkPr
     return result
 
 
-def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor, config: ProfileConfig,
-                  progress: Progress, timing: dict | None = None, warnings: list[str] | None = None) -> NtkProfile:
-    """Kernels and summaries for an already loaded model and tokenized sample (pipelines, tests)."""
-    timing = dict(timing or {})
-    warnings = list(warnings or [])
+def selected_targets(loaded: models.LoadedModel, config: ProfileConfig) -> list[models.TargetModule]:
+    """Every Linear module, or the ones ``config.modules`` names."""
     targets = models.discover_targets(loaded.backbone)
     if config.modules:
         unknown = sorted(set(config.modules) - {t.name for t in targets})
         if unknown:
             raise ProfileError(f"unknown module '{unknown[0]}': list them with ntk-advisor models show MODEL")
         targets = [t for t in targets if t.name in set(config.modules)]
+    return targets
+
+
+def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor, config: ProfileConfig,
+                  progress: Progress, timing: dict | None = None, warnings: list[str] | None = None
+                  ) -> NtkProfile | None:
+    """Kernels and summaries for an already loaded model and tokenized sample (pipelines, tests).
+    Under torch.distributed each process contracts its share of the modules (`distributed`)
+    and only rank 0 returns the profile; the others return None."""
+    timing = dict(timing or {})
+    warnings = list(warnings or [])
+    targets = selected_targets(loaded, config)
+    mine = distributed.my_share(targets, [float(t.num_weights) for t in targets])
     num_outputs = loaded.backbone.config.num_labels
     if config.reduction == "margin" and num_outputs != 2:
         raise ProfileError(f"--output margin needs a binary task; this one has {num_outputs} classes: use trace")
@@ -167,14 +202,16 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
     t0 = time.perf_counter()
     with torch.enable_grad():
         if config.route == "structured":
-            modules = {prefix + t.name: loaded.backbone.get_submodule(t.name) for t in targets}
+            modules = {prefix + t.name: loaded.backbone.get_submodule(t.name) for t in mine}
             raw = structured_kernels(loaded.logits_model, batch, modules, on_device, on_progress=progress,
                                      max_group_bytes=capture_mib * 2**20)
         else:
-            weights = {prefix + t.name: (prefix + t.name + ".weight", t.transposed) for t in targets}
+            weights = {prefix + t.name: (prefix + t.name + ".weight", t.transposed) for t in mine}
             raw = jacobian_kernels(loaded.logits_model, batch, weights, on_device, on_progress=progress)
     timing["kernels_s"] = time.perf_counter() - t0
-    results = {name[len(prefix):]: value.to("cpu") for name, value in raw.items()}
+    results = distributed.merge_on_rank0({name[len(prefix):]: value.to("cpu") for name, value in raw.items()})
+    if results is None:
+        return None
     broken = [name for name, value in results.items() if not torch.isfinite(value.kernel).all()]
     if broken:
         raise ProfileError(f"the kernels of {len(broken)} module(s) have NaN or Inf entries (first: '{broken[0]}'): "
@@ -186,6 +223,9 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
         next(loaded.backbone.parameters()).dtype).removeprefix("torch."), "kernel_rows": spec.kernel_size,
         "tokens": batch["input_ids"].shape[1], "modules": [t.name for t in targets], "capture_mib": capture_mib,
         "device": str(device)})
+    if distributed.world() > 1:
+        settings["distributed"] = {"processes": distributed.world(), "probe_features": "by examples",
+                                   "label_gradient": "by examples", "kernels": "by modules"}
     return NtkProfile(
         settings=settings,
         modules=summaries,
@@ -239,11 +279,12 @@ def label_signal(loaded: models.LoadedModel, train, config: ProfileConfig, modul
     weights = {name: (loaded.backbone.get_submodule(name).weight, targets[name].transposed) for name in module_names}
     centred = spec.output_targets()
     texts = list(sample.texts)
-    groups = models.length_batches(texts, SIGNAL_BATCH)  # G is a sum over examples: any order
+    groups = distributed.my_share(models.length_batches(texts, SIGNAL_BATCH))  # G is a sum over examples
     batches = ((loaded.encode([texts[i] for i in group], config.max_length), centred[group].to(loaded.device))
                for group in groups)
     scores = label_gradient_scores(loaded.logits_model, batches, weights, spec.stack_outputs, len(texts),
-                                   on_progress=progress, total_batches=len(groups))
+                                   on_progress=progress, total_batches=len(groups),
+                                   reduce_sums=distributed.sum_over_processes())
     broken = [name for name, value in scores.items() if not torch.isfinite(value.rows).all()]
     if broken:
         raise ProfileError(f"the label gradient of {len(broken)} module(s) has NaN or Inf entries (first: "

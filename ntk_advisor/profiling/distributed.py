@@ -1,0 +1,115 @@
+"""A profile split over processes with torch.distributed: ``torchrun --nproc-per-node P -m
+ntk_advisor profile …`` (gloo on CPUs, nccl on GPUs).
+
+How each part is split, and why (the choice is written into the profile's settings):
+
+- **Probe-head features: by examples.** Each process embeds every P-th length-sorted batch;
+  the features are gathered to every process, which fit the same logistic regression
+  (deterministic), so all of them hold the same head.
+- **Label gradient: by examples.** G = (1/M) Σ_n ∂(Ỹ_n·f_n)/∂W is a sum, so each process
+  sums its batches and an all-reduce adds the P partial sums before the row, column and
+  singular-value scores, which are not linear in G, are taken.
+- **Kernels: by modules.** K_W[n, m] couples every pair of examples, so splitting examples
+  would need every process's captures x and δ (N·T·(d_in + d_out) floats per module) to
+  cross the wire, more than the kernels themselves (N² floats). Split by modules, each
+  process repeats the forward and backward passes (cheap: ``plan`` counts 2-3 s of 57 s for
+  minilm-l6 on vader-movie) and contracts only its own modules, about 1/P of the
+  contractions; modules are dealt out by their contraction cost (largest first, to the
+  least loaded process). Only the N×N kernels and d-sized scores are gathered to rank 0.
+
+Rank 0 alone writes the profile folder; the others return after the gather. Each module's
+kernel is computed by the same code on the same inputs as in one process, and the label
+gradient differs only by the order of a float64 sum, so the folder matches a single
+process's to rounding (tests/profiling/test_distributed.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.distributed as dist
+
+
+def launched() -> bool:
+    """Whether this process was started by torchrun (or another launcher) with several ranks."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def start(device: torch.device) -> None:
+    """Join the process group the launcher describes: nccl for CUDA devices, else gloo."""
+    if launched() and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def local_device(name: str) -> str:
+    """Under a launcher with GPUs, each process takes its local rank's GPU unless told one."""
+    if launched() and name in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return name
+
+
+def my_share(items: list, costs: list[float] | None = None) -> list:
+    """This process's items: every P-th, or, given costs, dealt largest first to the least
+    loaded process (the same deal on every process: it depends only on the costs)."""
+    size, me = world(), rank()
+    if size == 1:
+        return list(items)
+    if costs is None:
+        return items[me::size]
+    loads, owner = [0.0] * size, {}
+    for index in sorted(range(len(items)), key=lambda i: (-costs[i], i)):
+        target = min(range(size), key=lambda r: (loads[r], r))
+        owner[index] = target
+        loads[target] += costs[index]
+    return [item for index, item in enumerate(items) if owner[index] == me]
+
+
+def gather_to_all(part):
+    """Every process's ``part`` (any picklable object), in rank order, on every process."""
+    if world() == 1:
+        return [part]
+    parts = [None] * world()
+    dist.all_gather_object(parts, part)
+    return parts
+
+
+def merge_on_rank0(part: Mapping) -> dict | None:
+    """The union of every process's dict on rank 0 (tensors moved to the CPU first); None elsewhere."""
+    if world() == 1:
+        return dict(part)
+    parts = [None] * world() if rank() == 0 else None
+    dist.gather_object(dict(part), parts, dst=0)
+    if rank() != 0:
+        return None
+    merged: dict = {}
+    for piece in parts:
+        merged.update(piece)
+    return merged
+
+
+def sum_over_processes() -> Callable[[dict[str, torch.Tensor]], None] | None:
+    """An in-place all-reduce (sum) of a dict of tensors, or None in one process."""
+    if world() == 1:
+        return None
+
+    def reduce(tensors: dict[str, torch.Tensor]) -> None:
+        for name in sorted(tensors):  # the same order on every process
+            dist.all_reduce(tensors[name], op=dist.ReduceOp.SUM)
+
+    return reduce
+
+
+def finish() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
