@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -74,6 +76,9 @@ def validate(
     allocation: AllocationOption = ValidateConfig.allocation,
     force: Annotated[bool, typer.Option(help="Discard a study in --out made with other settings.")] = False,
     device: DeviceOption = "auto",
+    shard: Annotated[Optional[str], typer.Option(help=(
+        "I/P: this process trains every P-th run of the study (start P processes on the same --out, e.g. one per "
+        "GPU); shard 0 profiles, plans and writes validate.json. Under torchrun the rank decides."))] = None,
     as_json: JsonOption = False,
 ):
     """Train K placements at one budget and measure whether the profile's predictions rank them as fine-tuning does."""
@@ -88,13 +93,47 @@ def validate(
                             batch_size=batch_size, samples=samples, max_length=max_length, proximal=proximal,
                             lambdas=_floats(lambdas, "--lambdas"), kernel_examples=kernel_examples, seed=seed,
                             allocation=allocation)
-    with OutputClaim(out_dir), progress_bar() as bar:
+    index, count = _shard(shard)
+    device = _launcher_device(device) if count > 1 and shard is None else device
+    claim = OutputClaim(out_dir) if index == 0 else contextlib.nullcontext()  # shard 0 owns the folder
+    with claim, progress_bar() as bar:
         document = run_validate(config, out_dir, force=force, on_progress=progress_callback(bar),
-                                device=device)
+                                device=device, shard=(index, count))
+    if document is None:
+        out.print(f"shard {index}/{count}: its runs are done; shard 0 writes {out_dir / 'validate.json'}")
+        return
     if as_json:
         return print_json(document)
     print_study(document)
     out.print(f"wrote {out_dir / 'validate.json'}; see it with: ntk-advisor report {out_dir} --out report.html")
+
+
+def _shard(text: str | None) -> tuple[int, int]:
+    """--shard I/P, or a launcher's rank and world size; (0, 1) otherwise."""
+    from ..errors import ValidateError
+
+    if text is None:
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValidateError(f"--shard takes I/P, like 0/2 or 1/2; got '{text}'") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValidateError(f"--shard {text}: I must be 0 to P - 1 and P at least 1")
+    return index, count
+
+
+def _launcher_device(device: str) -> str:
+    """Under torchrun each shard trains alone: Accelerate must not see the launcher's process
+    group, and the shard takes its local rank's GPU."""
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    for key in ("RANK", "LOCAL_RANK", "GROUP_RANK", "ROLE_RANK"):
+        os.environ[key] = "0"
+    for key in ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_WORLD_SIZE", "ROLE_WORLD_SIZE"):
+        os.environ[key] = "1"
+    import torch
+
+    return f"cuda:{local}" if device in ("auto", "cuda") and torch.cuda.is_available() else device
 
 
 def print_study(document: dict) -> None:

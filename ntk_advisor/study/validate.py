@@ -20,6 +20,7 @@ The folder (every file written whole, so an interrupted study resumes where it s
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -156,15 +157,58 @@ def _check_settings(out: Path, config: ValidateConfig, force: bool) -> dict:
 
 
 def validate(config: ValidateConfig, out: str | Path, force: bool = False, on_progress: Progress | None = None,
-             device: str = "auto") -> dict:
+             device: str = "auto", shard: tuple[int, int] = (0, 1)) -> dict | None:
     """Run (or resume) the study in ``out`` on ``device``; returns the validate.json document.
 
-    The device is not a setting of the study: a study started on one resumes on another."""
-    from ..profiling.profiler import ProfileConfig, profile
-
+    The device is not a setting of the study: a study started on one resumes on another.
+    ``shard`` = (i, P) splits the runs over P processes that share ``out`` (a file system):
+    shard 0 profiles and plans, the others wait for plan.json; each trains every P-th run;
+    shard 0 waits for every run's metrics.json, then writes validate.json and returns it (the
+    others return None). Training is deterministic, so the study is the one a single process
+    writes, and a rerun of any shard resumes its runs from their checkpoints."""
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValidateError(f"--shard {index}/{count}: the shard must be 0 to {count - 1} of {count}")
+    if index and force:
+        raise ValidateError("--force starts the study over: pass it to shard 0 only")
     config.check()
     progress = on_progress or (lambda *a: None)
     out = Path(out)
+    if index == 0:
+        plan = _profile_and_plan(out, config, force, progress, device)
+    else:
+        plan = _wait_for_plan(out, config, progress)
+    settings = load_profile(out / "profile").settings
+    jobs = _jobs(out, config, plan)
+    results = {}
+    mine = jobs[index::count]
+    for done, (folder, entry, seed, strength, mode) in enumerate(mine):
+        progress("runs", done, len(mine))
+        recipe = _recipe(settings, config, entry, seed, strength, mode, plan.get("head_module"))
+        results[folder] = _train_once(recipe, folder, progress, device)
+    progress("runs", len(mine), len(mine))
+    if index:
+        return None
+    others = [job[0] for job in jobs if job[0] not in results]
+    while others:  # the other shards' runs: read back once each has its metrics.json
+        progress("runs of other shards", len(jobs) - len(others), len(jobs))
+        time.sleep(SHARD_POLL_SECONDS)
+        others = [folder for folder in others if not (folder / "metrics.json").exists()]
+    results = {job[0]: read_json(job[0] / "metrics.json") if job[0] not in results else results[job[0]]
+               for job in jobs}
+    advised = _advised_entry(plan)
+    document = summarize(config, plan, {k.relative_to(out).as_posix(): v for k, v in results.items()},
+                         _linear_sweep(out, config, settings, advised, progress, device) if config.lambdas else None)
+    write_json(out / "validate.json", document)
+    return document
+
+
+SHARD_POLL_SECONDS = 2.0
+
+
+def _profile_and_plan(out: Path, config: ValidateConfig, force: bool, progress: Progress, device: str) -> dict:
+    from ..profiling.profiler import ProfileConfig, profile
+
     wanted = _check_settings(out, config, force)
     profile_dir = out / "profile"
     if not (profile_dir / "profile.json").exists():
@@ -179,26 +223,39 @@ def validate(config: ValidateConfig, out: str | Path, force: bool = False, on_pr
     if plan is None:
         plan = build_plan(profile_dir, config, progress)
         write_json(out / "plan.json", plan)
-    settings = load_profile(profile_dir).settings
+    return plan
+
+
+def _wait_for_plan(out: Path, config: ValidateConfig, progress: Progress) -> dict:
+    """A shard other than 0: shard 0's plan, once it is written, for the same settings."""
+    progress("waiting for shard 0's plan", 0, 1)
+    while not (out / "plan.json").exists():
+        time.sleep(SHARD_POLL_SECONDS)
+    stored = _as_stored(ValidateConfig()) | read_json(out / "settings.json")
+    wanted = _as_stored(config)
+    if stored != wanted:
+        changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
+        raise ValidateError(f"'{out}' holds a study with other settings ({', '.join(changed)}): start every shard "
+                            "with the same settings")
+    progress("waiting for shard 0's plan", 1, 1)
+    return read_json(out / "plan.json")
+
+
+def _advised_entry(plan: dict) -> dict:
+    return plan["placements"].get("advised") or next(iter(plan["placements"].values()))
+
+
+def _jobs(out: Path, config: ValidateConfig, plan: dict) -> list[tuple]:
+    """(run folder, placement entry, training seed, λ, proximal mode) of every run, in order."""
     jobs = []
     if config.placements:
         for name, entry in plan["placements"].items():
             is_key = name in config.key_placements
             for s in range(max(config.seeds, config.key_seeds) if is_key else config.seeds):
                 jobs.append((out / "runs" / name / f"seed-{s}", entry, config.seed + s, config.proximal, "selective"))
-    advised = plan["placements"].get("advised") or next(iter(plan["placements"].values()))
     for lam in config.lambdas:
-        jobs.append((out / "sweep" / f"lambda-{lam:g}", advised, config.seed, lam, "plain"))
-    results = {}
-    for done, (folder, entry, seed, strength, mode) in enumerate(jobs):
-        progress("runs", done, len(jobs))
-        recipe = _recipe(settings, config, entry, seed, strength, mode, plan.get("head_module"))
-        results[folder] = _train_once(recipe, folder, progress, device)
-    progress("runs", len(jobs), len(jobs))
-    document = summarize(config, plan, {k.relative_to(out).as_posix(): v for k, v in results.items()},
-                         _linear_sweep(out, config, settings, advised, progress, device) if config.lambdas else None)
-    write_json(out / "validate.json", document)
-    return document
+        jobs.append((out / "sweep" / f"lambda-{lam:g}", _advised_entry(plan), config.seed, lam, "plain"))
+    return jobs
 
 
 def _linear_sweep(out: Path, config: ValidateConfig, settings: dict, entry: dict, progress: Progress,

@@ -244,3 +244,36 @@ def test_paired_difference_uses_only_shared_seeds():
     d = paired_difference(a, b)
     assert d["n"] == 3 and d["mean"] == pytest.approx(0.04 / 3, abs=1e-12)
     assert d["sem"] == pytest.approx(np.std([0.01, 0.02, 0.01], ddof=1) / math.sqrt(3))
+
+
+def test_shards_on_one_folder_write_the_study_of_one_process(tiny_model_folder, tiny_csv, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from dataclasses import replace
+
+    # the settings the CLI below builds: tiny_config's, with the CLI's own head and resamples
+    config = replace(tiny_config(tiny_model_folder, tiny_csv), head=ValidateConfig.head,
+                     resamples=ValidateConfig.resamples)
+    single = validate(config, tmp_path / "one")
+    out = tmp_path / "two"
+    command = [sys.executable, "-m", "ntk_advisor", "validate", "--out", str(out), "--shard", "1/2",
+               "--model", str(tiny_model_folder), "--data", str(tiny_csv), "--budget", "400", "--placements", "4",
+               "--seeds", "1", "--key-seeds", "2", "--key", "advised,first-k", "--steps", "3", "--batch-size", "16",
+               "--samples", "12", "--max-length", "16", "--kernel-examples", "24"]
+    other = subprocess.Popen(command, env=os.environ | {"OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        document = validate(config, out, shard=(0, 2))
+    finally:
+        stdout, stderr = other.communicate(timeout=600)
+    assert other.returncode == 0, stderr[-2000:]
+    assert "shard 1/2: its runs are done" in stdout
+    assert document["ranking"] == single["ranking"]
+    for name, figures in single["placements"].items():
+        assert document["placements"][name]["test_accuracy"] == figures["test_accuracy"], name
+    with pytest.raises(ValidateError, match="pass it to shard 0 only"):
+        validate(config, out, force=True, shard=(1, 2))
+    with pytest.raises(ValidateError, match="the shard must be 0 to 1 of 2"):
+        validate(config, out, shard=(2, 2))
