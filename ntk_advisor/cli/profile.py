@@ -70,25 +70,15 @@ def profile(
     as_json: JsonOption = False,
 ):
     """Compute per-module, per-row and per-column NTK contributions and their spectra on a probe sample."""
-    from ..profiling import distributed
-    from ..profiling.folder import check_profile_destination, save_profile
     from ..profiling.profiler import ProfileConfig
-    from ..profiling.profiler import profile as run_profile
 
     config = ProfileConfig(model=model, data=data, text_column=text_column, label_column=label_column,
                            samples=samples, max_length=max_length, seed=seed, reduction=output, head=head,
                            route=route, dtype=dtype, modules=tuple(module or ()), task=task,
                            capture_mib=capture_mib, signal_samples=signal_samples, device=device,
                            **prompt_options(template, label_word))
-    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 alone writes and talks
-    with OutputClaim(out_dir) if main_process else contextlib.nullcontext():
-        check_profile_destination(out_dir, force)
-        with progress_bar(disable=not main_process) as bar:
-            result = run_profile(config, on_progress=progress_callback(bar) if main_process else None)
-        if result is not None:
-            save_profile(result, out_dir, force=force)
-    distributed.finish()
-    if result is None:
+    result = _profile_into(config, out_dir, force)
+    if result is None:  # a process of torchrun other than rank 0
         return
     for warning in result.warnings:
         err.print(f"warning: {warning}", markup=False)
@@ -104,6 +94,24 @@ def profile(
         return print_json(summary)
     _print_summary(result, top)
     out.print(f"wrote {out_dir} in {result.timing['total_s']:.1f} s")
+
+
+def _profile_into(config, out_dir: Path, force: bool):
+    """Run the profile and write ``out_dir``; under torchrun rank 0 alone claims, writes and
+    talks, and the other processes get None."""
+    from ..profiling import distributed
+    from ..profiling.folder import check_profile_destination, save_profile
+    from ..profiling.profiler import profile as run_profile
+
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    with OutputClaim(out_dir) if main_process else contextlib.nullcontext():
+        check_profile_destination(out_dir, force)
+        with progress_bar(disable=not main_process) as bar:
+            result = run_profile(config, on_progress=progress_callback(bar) if main_process else None)
+        if result is not None:
+            save_profile(result, out_dir, force=force)
+    distributed.finish()
+    return result
 
 
 def _print_summary(result, top: int) -> None:

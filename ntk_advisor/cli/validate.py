@@ -83,7 +83,6 @@ def validate(
 ):
     """Train K placements at one budget and measure whether the profile's predictions rank them as fine-tuning does."""
     from ..study.validate import ValidateConfig
-    from ..study.validate import validate as run_validate
 
     config = ValidateConfig(model=model, data=data, text_column=text_column, label_column=label_column,
                             method=method, budget=budget, placements=placements, seeds=seeds, key_seeds=key_seeds,
@@ -93,19 +92,27 @@ def validate(
                             batch_size=batch_size, samples=samples, max_length=max_length, proximal=proximal,
                             lambdas=_floats(lambdas, "--lambdas"), kernel_examples=kernel_examples, seed=seed,
                             allocation=allocation)
-    index, count = _shard(shard)
-    device = _launcher_device(device) if count > 1 and shard is None else device
-    claim = OutputClaim(out_dir) if index == 0 else contextlib.nullcontext()  # shard 0 owns the folder
-    with claim, progress_bar() as bar:
-        document = run_validate(config, out_dir, force=force, on_progress=progress_callback(bar),
-                                device=device, shard=(index, count))
+    document = _run_shard(config, out_dir, force, device, shard)
     if document is None:
-        out.print(f"shard {index}/{count}: its runs are done; shard 0 writes {out_dir / 'validate.json'}")
         return
     if as_json:
         return print_json(document)
     print_study(document)
     out.print(f"wrote {out_dir / 'validate.json'}; see it with: ntk-advisor report {out_dir} --out report.html")
+
+
+def _run_shard(config, out_dir: Path, force: bool, device: str, shard: str | None) -> dict | None:
+    """The study, or this process's share of it (shard 0 owns the folder and returns the study)."""
+    from ..study.validate import validate as run_validate
+
+    index, count = _shard(shard)
+    device = _launcher_device(device) if count > 1 and shard is None else device
+    with OutputClaim(out_dir) if index == 0 else contextlib.nullcontext(), progress_bar() as bar:
+        document = run_validate(config, out_dir, force=force, on_progress=progress_callback(bar),
+                                device=device, shard=(index, count))
+    if document is None:
+        out.print(f"shard {index}/{count}: its runs are done; shard 0 writes {out_dir / 'validate.json'}")
+    return document
 
 
 def _shard(text: str | None) -> tuple[int, int]:

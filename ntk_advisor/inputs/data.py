@@ -36,6 +36,13 @@ def load_dataset(source: str, text_column: str = "text", label_column: str = "la
     source = os.fspath(source)
     if source in BUILTIN_DATASETS:
         return load_builtin(source)
+    rows, columns, class_names = read_records(source, f"records with '{text_column}' and '{label_column}'")
+    return _build(source, rows, columns, text_column, label_column, class_names.get(label_column))
+
+
+def read_records(source: str, wanted: str = "one record per example") -> tuple[Rows, list[str], dict]:
+    """(rows, columns, class names of label columns) of a data file or Hugging Face datasets
+    folder; ``wanted`` says in the empty-file message what the records should hold."""
     path = Path(source).expanduser()
     if not path.exists():
         if os.sep in source or "/" in source or path.suffix:
@@ -43,23 +50,19 @@ def load_dataset(source: str, text_column: str = "text", label_column: str = "la
         raise DataError(f"unknown data set '{source}'; use a builtin ({', '.join(BUILTIN_DATASETS)}) "
                         f"or the path of a {'/'.join(FILE_KINDS)} file or a Hugging Face datasets folder")
     if path.is_dir():
-        rows, columns, class_names = _read_hf_folder(source, path)
-        return _build(source, rows, columns, text_column, label_column, class_names.get(label_column))
+        return _read_hf_folder(source, path)
     suffix = path.suffix.lower()
     if suffix not in FILE_KINDS:
         raise DataError(f"{source}: {'unknown file type ' + repr(path.suffix) if path.suffix else 'no file extension'}; "
                         f"use one of {', '.join(FILE_KINDS)} or a Hugging Face datasets folder")
     if suffix == ".parquet":
-        rows, columns = _read_parquet(source, path)
-    else:
-        text = _read_utf8(source, path)
-        if not text.strip():
-            raise DataError(f"{source} is empty; give records with '{text_column}' and '{label_column}'")
-        if suffix in (".csv", ".tsv"):
-            rows, columns = _read_delimited(source, text, "\t" if suffix == ".tsv" else ",")
-        else:
-            rows, columns = _read_json_records(source, text)
-    return _build(source, rows, columns, text_column, label_column)
+        return (*_read_parquet(source, path), {})
+    text = _read_utf8(source, path)
+    if not text.strip():
+        raise DataError(f"{source} is empty; give {wanted}")
+    if suffix in (".csv", ".tsv"):
+        return (*_read_delimited(source, text, "\t" if suffix == ".tsv" else ","), {})
+    return (*_read_json_records(source, text), {})
 
 
 # ----------------------------------------------------------------------------- user files

@@ -69,6 +69,32 @@ def fit_probe_head(loaded: models.LoadedModel, train, validation, *, seed: int, 
             "validation_examples": len(val_set)}
 
 
+def _set_up_head(loaded: models.LoadedModel, head: str, config: ProfileConfig, splits, sample,
+                 warnings: list[str], progress: Progress) -> dict:
+    """θ0's head as ``head`` asks (a probe fit, or the label words' rows), and its report."""
+    report: dict = {"kind": head}
+    if loaded.prompt is not None:
+        report |= {"template": loaded.prompt.template, "label_words": list(loaded.prompt.label_words)}
+    if head == "label-words":
+        progress("zero-shot accuracy", 0, 1)
+        report |= zero_shot_accuracy(loaded, splits.validation, config.max_length)
+        progress("zero-shot accuracy", 1, 1)
+    if head != "probe":
+        return report
+    if loaded.head_name is None:
+        warnings.append("the model has no new head to fit: profiling the checkpoint's own head")
+        return report
+    progress("fit head", 0, 1)
+    report = fit_probe_head(loaded, splits.train, splits.validation, seed=config.seed,
+                            examples=config.head_train_examples, max_length=config.max_length,
+                            exclude=frozenset(sample.texts))
+    progress("fit head", 1, 1)
+    if not any(p.abs().max() > 0 for p in loaded.backbone.get_submodule(loaded.head_name).parameters()):
+        warnings.append("the probe came out exactly zero (the frozen features do not separate the classes), "
+                        "so every kernel through the head is zero: profile with --head random")
+    return report
+
+
 def _head_features(loaded: models.LoadedModel, texts: list[str], max_length: int) -> torch.Tensor:
     """`models.head_inputs`, each process taking every P-th of the same length-sorted batches
     (the batches one process would form, so the features are the same to the bit)."""
@@ -123,25 +149,7 @@ def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkPr
     progress("load model", 1, 1)
     timing = {"load_s": time.perf_counter() - started}
     warnings: list[str] = []
-    head_report: dict = {"kind": head}
-    if loaded.prompt is not None:
-        head_report |= {"template": loaded.prompt.template, "label_words": list(loaded.prompt.label_words)}
-    if head == "label-words":
-        progress("zero-shot accuracy", 0, 1)
-        head_report |= zero_shot_accuracy(loaded, splits.validation, config.max_length)
-        progress("zero-shot accuracy", 1, 1)
-    if head == "probe":
-        if loaded.head_name is None:
-            warnings.append("the model has no new head to fit: profiling the checkpoint's own head")
-        else:
-            progress("fit head", 0, 1)
-            head_report = fit_probe_head(loaded, splits.train, splits.validation, seed=config.seed,
-                                         examples=config.head_train_examples, max_length=config.max_length,
-                                         exclude=frozenset(sample.texts))
-            progress("fit head", 1, 1)
-            if not any(p.abs().max() > 0 for p in loaded.backbone.get_submodule(loaded.head_name).parameters()):
-                warnings.append("the probe came out exactly zero (the frozen features do not separate the classes), "
-                                "so every kernel through the head is zero: profile with --head random")
+    head_report = _set_up_head(loaded, head, config, splits, sample, warnings, progress)
     timing["head_s"] = time.perf_counter() - started - timing["load_s"]
     batch = loaded.encode(sample.texts, config.max_length)
     labels = torch.tensor(sample.labels, dtype=torch.long)
@@ -198,18 +206,10 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
     capture_mib = config.capture_mib or capture_budget_mib(free_memory_bytes(device), device.type)
     if not spec.defined_alignment:
         warnings.append("the probe sample holds a single class: alignment and LOO accuracy are undefined")
-    prefix = models.SequenceLogits.prefix
     t0 = time.perf_counter()
-    with torch.enable_grad():
-        if config.route == "structured":
-            modules = {prefix + t.name: loaded.backbone.get_submodule(t.name) for t in mine}
-            raw = structured_kernels(loaded.logits_model, batch, modules, on_device, on_progress=progress,
-                                     max_group_bytes=capture_mib * 2**20)
-        else:
-            weights = {prefix + t.name: (prefix + t.name + ".weight", t.transposed) for t in mine}
-            raw = jacobian_kernels(loaded.logits_model, batch, weights, on_device, on_progress=progress)
+    results = distributed.merge_on_rank0(_module_kernels(loaded, batch, mine, on_device, config.route, capture_mib,
+                                                         progress))
     timing["kernels_s"] = time.perf_counter() - t0
-    results = distributed.merge_on_rank0({name[len(prefix):]: value.to("cpu") for name, value in raw.items()})
     if results is None:
         return None
     broken = [name for name, value in results.items() if not torch.isfinite(value.kernel).all()]
@@ -242,6 +242,21 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
         timing=timing,
         warnings=warnings,
     )
+
+
+def _module_kernels(loaded: models.LoadedModel, batch: dict, targets, spec: OutputSpec, route: str,
+                    capture_mib: int, progress: Progress) -> dict:
+    """{module name: ModuleKernel on the CPU} of ``targets``, by the structured or the Jacobian route."""
+    prefix = models.SequenceLogits.prefix
+    with torch.enable_grad():
+        if route == "structured":
+            modules = {prefix + t.name: loaded.backbone.get_submodule(t.name) for t in targets}
+            raw = structured_kernels(loaded.logits_model, batch, modules, spec, on_progress=progress,
+                                     max_group_bytes=capture_mib * 2**20)
+        else:
+            weights = {prefix + t.name: (prefix + t.name + ".weight", t.transposed) for t in targets}
+            raw = jacobian_kernels(loaded.logits_model, batch, weights, spec, on_progress=progress)
+    return {name[len(prefix):]: value.to("cpu") for name, value in raw.items()}
 
 
 def _summaries(targets, results, spec: OutputSpec, labels: torch.Tensor, config: ProfileConfig):

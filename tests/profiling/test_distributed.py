@@ -21,7 +21,7 @@ def test_modules_are_dealt_by_cost_and_every_one_is_taken_once(monkeypatch, size
     for me in range(size):
         monkeypatch.setattr(distributed, "rank", lambda me=me: me)
         shares.append(distributed.my_share(items, costs))
-    assert sorted(sum(shares, [])) == sorted(items)  # a partition
+    assert sorted(m for share in shares for m in share) == sorted(items)  # a partition
     loads = [sum(costs[items.index(m)] for m in share) for share in shares]
     assert max(loads) - min(loads) <= max(costs)  # largest first to the least loaded: balanced within one item
     assert all(share == [m for m in items if m in share] for share in shares)  # in the model's order
@@ -47,7 +47,7 @@ def test_two_gloo_processes_write_the_folder_of_one(tiny_model_folder, tiny_csv,
                "-m", "ntk_advisor", "profile", "--model", str(tiny_model_folder), "--data", str(tiny_csv),
                "--samples", "8", "--max-length", "12", "--signal-samples", "64", "--device", "cpu",
                "--out", str(tmp_path / "two")]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     one, two = load_profile(single), load_profile(tmp_path / "two")
     assert two.settings["distributed"] == {"processes": 2, "probe_features": "by examples",
