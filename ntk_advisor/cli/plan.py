@@ -37,6 +37,9 @@ def plan(
     signal_samples: Annotated[int, typer.Option(help="M, label-gradient examples, as for profile.")] = ProfileConfig.signal_samples,
     capture_mib: Annotated[int, typer.Option(help="Capture cap per pass, as for profile (0: from free memory).")] = ProfileConfig.capture_mib,
     device: DeviceOption = ProfileConfig.device,
+    processes: Annotated[int, typer.Option(help=(
+        "P processes under torchrun: the figures become the busiest process's (profiling over processes, "
+        "docs/devices.md)."))] = 1,
     device_memory_gib: Annotated[Optional[float], typer.Option(help=(
         "GiB free on a GPU the profile will run on (e.g. 80 for an H100), when it is not this machine's; "
         "sizes the capture groups as profile would there."))] = None,
@@ -56,7 +59,8 @@ def plan(
                            signal_samples=signal_samples, capture_mib=capture_mib, dtype=dtype, device=device)
     facts = data_facts(config) if data else {"num_outputs": outputs}
     free = int(device_memory_gib * 2**30) if device_memory_gib is not None else None
-    result = plan_profile(config, **facts, free_bytes=free, device_type="cuda" if free is not None else None)
+    result = plan_profile(config, **facts, free_bytes=free, device_type="cuda" if free is not None else None,
+                          processes=processes)
     rate = calibrate(width=result.settings["hidden_size"])
     here = result.seconds(rate)
     device = result.seconds(device_tflops * 1e12) if device_tflops else None
@@ -68,7 +72,9 @@ def plan(
     s = result.settings
     table = Table("part", "GFLOP", "seconds here", *(["seconds on device"] if device else []),
                   title=f"profile of {s['model']}: N={s['samples']}, T̄={s['mean_tokens']:.1f} of {s['max_length']}, "
-                        f"C={s['outputs']}, {s['modules']} modules, M={s['signal_samples']:,}")
+                        f"C={s['outputs']}, {s['modules']} modules, M={s['signal_samples']:,}"
+                        + (f"; per process, the busiest of {s['processes']} ({s['modules_per_process']} modules)"
+                           if s["processes"] > 1 else ""))
     for part, flops in result.flops.items():
         table.add_row(part, f"{flops / 1e9:,.1f}", f"{here[part]:.1f}", *([f"{device[part]:.2f}"] if device else []))
     table.add_row("total", f"{sum(result.flops.values()) / 1e9:,.1f}", f"{here['total']:.1f}",

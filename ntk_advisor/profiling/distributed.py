@@ -58,20 +58,25 @@ def local_device(name: str) -> str:
     return name
 
 
+def deal(costs: list[float], size: int) -> list[int]:
+    """The process of each item: largest cost first, to the least loaded process (ties to the
+    lower rank), so every process computes the same deal from the costs alone."""
+    loads, owner = [0.0] * size, [0] * len(costs)
+    for index in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        target = min(range(size), key=lambda r: (loads[r], r))
+        owner[index] = target
+        loads[target] += costs[index]
+    return owner
+
+
 def my_share(items: list, costs: list[float] | None = None) -> list:
-    """This process's items: every P-th, or, given costs, dealt largest first to the least
-    loaded process (the same deal on every process: it depends only on the costs)."""
+    """This process's items: every P-th, or, given costs, its part of `deal`."""
     size, me = world(), rank()
     if size == 1:
         return list(items)
     if costs is None:
         return items[me::size]
-    loads, owner = [0.0] * size, {}
-    for index in sorted(range(len(items)), key=lambda i: (-costs[i], i)):
-        target = min(range(size), key=lambda r: (loads[r], r))
-        owner[index] = target
-        loads[target] += costs[index]
-    return [item for index, item in enumerate(items) if owner[index] == me]
+    return [item for item, owner in zip(items, deal(costs, size)) if owner == me]
 
 
 def gather_to_all(part):

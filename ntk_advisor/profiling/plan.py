@@ -62,12 +62,15 @@ class ProfilePlan:
 
 def plan_profile(config: ProfileConfig, tokens: float | None = None, num_outputs: int = 2,
                  train_examples: int | None = None, validation_examples: int | None = None,
-                 free_bytes: int | None = None, device_type: str | None = None) -> ProfilePlan:
+                 free_bytes: int | None = None, device_type: str | None = None, processes: int = 1) -> ProfilePlan:
     """Count a profile of ``config``. tokens: mean active tokens per example (default T);
     train_examples / validation_examples: the data's split sizes, which cap the probe head's
     and the label gradient's examples (default: no cap); free_bytes: the memory free on the
     device before the weights are loaded (default: what ``config.device`` has free now);
-    device_type: "cpu" or "cuda" for a device that is not this machine's (sets the cap's ceiling)."""
+    device_type: "cpu" or "cuda" for a device that is not this machine's (sets the cap's ceiling);
+    processes: P under torchrun (profiling.distributed): the figures are those of the busiest
+    process, which repeats the passes, contracts its dealt share of the modules, and does 1/P
+    of the probe features and of the label gradient."""
     config.check()
     if num_outputs < 2:
         raise ProfileError(f"a classifier has at least 2 outputs, got {num_outputs}: give --outputs or --data")
@@ -80,6 +83,14 @@ def plan_profile(config: ProfileConfig, tokens: float | None = None, num_outputs
     merged = config.reduction == "trace" and num_outputs == 2 and head in ("probe", "auto")  # merged_head_passes
     passes = 1 if merged or config.reduction == "margin" else num_outputs
     spec = OutputSpec(config.reduction, num_outputs, torch.arange(n) % num_outputs)
+    if processes < 1:
+        raise ProfileError(f"--processes must be at least 1, got {processes}")
+    every = targets
+    full = config.reduction == "full"
+    rows = n * (num_outputs if full else 1)
+    contracted = 1 if full else passes  # `full` contracts all C passes' rows at once
+    k = spec.target_weights().shape[0]
+    targets = _busiest_share(targets, processes, rows, mean_tokens, k, contracted)
     modules = {t.name: model.get_submodule(t.name) for t in targets}
     bytes_per_float = getattr(torch, config.dtype).itemsize  # weights and captures are in the weights' dtype
     weights = sum(p.numel() for p in model.parameters()) * bytes_per_float
@@ -90,15 +101,7 @@ def plan_profile(config: ProfileConfig, tokens: float | None = None, num_outputs
         capture_mib = capture_budget_mib(max(0, free_bytes - weights), device_type or device.type)
     groups = module_groups(modules, int(math.ceil(n * mean_tokens)), spec, capture_mib * 2**20)
     forward = _forward_flops(model, mean_tokens)
-    full = config.reduction == "full"
-    rows = n * (num_outputs if full else 1)
-    contracted = 1 if full else passes  # `full` contracts all C passes' rows at once
-    k = spec.target_weights().shape[0]
-    contraction, routes = 0.0, {}
-    for t in targets:
-        route = choose_route(rows, mean_tokens, t.d_out, t.d_in, targets=k)
-        routes[route] = routes.get(route, 0) + 1
-        contraction += 2 * contracted * route_costs(rows, mean_tokens, t.d_out, t.d_in, targets=k)[route]
+    contraction, routes = _contractions(targets, rows, mean_tokens, k, contracted)
     pool = train_examples if train_examples is not None else math.inf
     if pool < n:
         raise ProfileError(f"--samples {n} is more than the {pool} training examples: lower --samples")
@@ -106,19 +109,40 @@ def plan_profile(config: ProfileConfig, tokens: float | None = None, num_outputs
     fit = min(config.head_train_examples, pool - n)  # the probe is fit outside the probe sample
     checked = min(config.head_train_examples, validation_examples if validation_examples is not None else math.inf)
     head_examples = fit + checked if head in ("probe", "auto") else 0
-    flops = {"probe head": forward * head_examples,
+    flops = {"probe head": forward * head_examples / processes,
              "kernel passes": len(groups) * (1 + passes) * forward * n,
              "contractions": contraction,
-             "label gradient": 3 * forward * examples}
+             "label gradient": 3 * forward * examples / processes}
     capture = n * mean_tokens * sum(t.d_in + t.d_out for t in targets) * bytes_per_float
     memory = {"weights": weights,
               "captures": capture, "captures per group": capture / len(groups),
-              "kernels": (len(targets) + 1) * rows * rows * 8,
-              "scores": sum(t.d_in + t.d_out for t in targets) * 8 * 3}
+              "kernels": (len(every) + 1) * rows * rows * 8,  # all of them on rank 0 once gathered
+              "scores": sum(t.d_in + t.d_out for t in every) * 8 * 3}
     settings = {"model": config.model, "hidden_size": getattr(model.config, "hidden_size", None) or 384, "samples": n, "max_length": config.max_length, "mean_tokens": mean_tokens,
-                "outputs": num_outputs, "reduction": config.reduction, "head": head, "modules": len(targets),
+                "outputs": num_outputs, "reduction": config.reduction, "head": head, "modules": len(every), "processes": processes, "modules_per_process": len(targets),
                 "signal_samples": examples, "head_examples": head_examples, "capture_mib": capture_mib, "dtype": config.dtype}
     return ProfilePlan(settings, flops, memory, len(groups), passes, routes)
+
+
+def _contractions(targets, rows: int, mean_tokens: float, k: int, contracted: int) -> tuple[float, dict[str, int]]:
+    """Flops of contracting ``targets`` by the routes `choose_route` takes, and how many take each."""
+    flops, routes = 0.0, {}
+    for t in targets:
+        route = choose_route(rows, mean_tokens, t.d_out, t.d_in, targets=k)
+        routes[route] = routes.get(route, 0) + 1
+        flops += 2 * contracted * route_costs(rows, mean_tokens, t.d_out, t.d_in, targets=k)[route]
+    return flops, routes
+
+
+def _busiest_share(targets, processes: int, rows: int, mean_tokens: float, k: int, contracted: int) -> list:
+    """The modules of the process with the most contraction work under `distributed.deal`."""
+    if processes == 1:
+        return targets
+    from .distributed import deal
+
+    owners = deal([float(t.num_weights) for t in targets], processes)
+    shares = [[t for t, owner in zip(targets, owners) if owner == r] for r in range(processes)]
+    return max(shares, key=lambda share: _contractions(share, rows, mean_tokens, k, contracted)[0])
 
 
 def _forward_flops(model: torch.nn.Module, mean_tokens: float) -> float:

@@ -7,6 +7,7 @@ import json
 import pytest
 from helpers import assert_one_line_error, run_cli
 
+from ntk_advisor.errors import NtkAdvisorError
 from ntk_advisor.inputs import models
 from ntk_advisor.ntk.contractions import choose_route, route_costs
 from ntk_advisor.profiling.config import ProfileConfig
@@ -85,3 +86,19 @@ def test_plan_cli(tiny_model_folder, tiny_csv, capsys, monkeypatch):
     code, _, err = run_cli(["plan", "--model", str(tiny_model_folder), "--data", str(tiny_csv), "--samples", "500"],
                            capsys, monkeypatch)
     assert_one_line_error(code, err, r"--samples 500 is more than the 192 training examples")
+
+
+def test_a_plan_over_processes_is_the_busiest_process(tiny_model_folder):
+    from ntk_advisor.profiling.plan import plan_profile
+    from ntk_advisor.profiling.profiler import ProfileConfig
+
+    config = ProfileConfig(model=str(tiny_model_folder), samples=64, max_length=10, capture_mib=512)
+    one, four = plan_profile(config), plan_profile(config, processes=4)
+    assert four.flops["probe head"] == pytest.approx(one.flops["probe head"] / 4)
+    assert four.flops["label gradient"] == pytest.approx(one.flops["label gradient"] / 4)
+    assert four.flops["kernel passes"] == one.flops["kernel passes"]  # every process repeats the passes
+    assert one.flops["contractions"] / 4 <= four.flops["contractions"] < one.flops["contractions"]
+    assert four.settings["modules_per_process"] < four.settings["modules"] == one.settings["modules"]
+    assert four.memory["captures"] < one.memory["captures"] and four.memory["kernels"] == one.memory["kernels"]
+    with pytest.raises(NtkAdvisorError, match="--processes must be at least 1"):
+        plan_profile(config, processes=0)
