@@ -39,9 +39,10 @@ def place(model, tokenizer, texts: Sequence[str], labels: Sequence, budget: int,
     ``model.name`` and ``data.source`` point at the scratch copies.
     """
     from .advice.recommend import RecommendConfig, recommend
+    from .profiling import distributed
     from .profiling.folder import save_profile
     from .profiling.profiler import ProfileConfig, profile
-    from .recipe.io import save_recipe
+    from .recipe.io import parse_recipe, recipe_to_dict, save_recipe
     from .training.apply import apply_recipe
 
     labels = [label.item() if hasattr(label, "item") else label for label in labels]  # numpy / torch scalars
@@ -54,7 +55,7 @@ def place(model, tokenizer, texts: Sequence[str], labels: Sequence, budget: int,
     with tempfile.TemporaryDirectory(prefix="ntk-advisor-place-") as scratch:
         work = Path(keep) if keep is not None else Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(work / "model")
+        _save_model(model, work / "model", distributed.rank())
         tokenizer.save_pretrained(work / "model")
         data = work / "examples.jsonl"
         data.write_text("".join(json.dumps({"text": t, "label": lab}, ensure_ascii=False) + "\n"
@@ -62,11 +63,16 @@ def place(model, tokenizer, texts: Sequence[str], labels: Sequence, budget: int,
         profile_config = ProfileConfig(model=str(work / "model"), data=str(data), samples=samples,
                                        max_length=max_length, seed=seed,
                                        **{k: v for k, v in settings.items() if k in profile_keys})
-        folder = save_profile(profile(profile_config, on_progress=on_progress), work / "profile", force=True)
-        recipe = recommend(folder, RecommendConfig(method=method, budget=budget, seed=seed,
-                                                   **{k: v for k, v in settings.items() if k not in profile_keys}))
-        if keep is not None:
-            save_recipe(recipe, work / "recipe.yaml")
+        result = profile(profile_config, on_progress=on_progress)  # under DDP each rank does its share
+        recipe = None
+        if result is not None:  # rank 0, or the only process
+            folder = save_profile(result, work / "profile", force=True)
+            recipe = recommend(folder, RecommendConfig(method=method, budget=budget, seed=seed,
+                                                       **{k: v for k, v in settings.items() if k not in profile_keys}))
+            if keep is not None:
+                save_recipe(recipe, work / "recipe.yaml")
+        if distributed.world() > 1:  # every rank applies rank 0's recipe
+            recipe = parse_recipe(distributed.broadcast_from_rank0(recipe_to_dict(recipe) if recipe else None))
         head = _head_of(model)
 
         def calibration():  # input batches for a data-driven init (training.lora_init=eva)
@@ -77,6 +83,20 @@ def place(model, tokenizer, texts: Sequence[str], labels: Sequence, budget: int,
 
         trained, _ = apply_recipe(model, recipe, head, calibration=calibration)
     return trained, recipe
+
+
+def _save_model(model, folder: Path, rank: int) -> None:
+    """The model as a folder the loaders read. transformers writes on rank 0 only once a
+    process group is up, so the other ranks write the config and the weights themselves
+    (safetensors' save_model, which keeps tied weights once)."""
+    if rank == 0:
+        model.save_pretrained(folder)
+        return
+    from safetensors.torch import save_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(folder)
+    save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
 def _shares_trainables(model, placed) -> bool:
@@ -105,8 +125,9 @@ class PlacementCallback:
     the selective rule before clipping). ``on_train_begin`` stops the run when nothing was
     placed (a callback added after the Trainer was built, or ``model_init``). Save
     ``callback.model``, not ``trainer.save_model()``, which writes the base model with PEFT's
-    injected names. Under several processes every rank profiles and places on its own; with
-    deterministic kernels they agree, but each pays for the profile.
+    injected names. Under several processes (DDP: the process group is up before the Trainer
+    is built) the ranks split the profile (profiling.distributed), rank 0 recommends, and
+    every rank applies rank 0's recipe.
 
     Why not ``on_train_begin``: Trainer creates its optimizer before that event, over the
     parameters that are trainable then, so a LoRA adapter added there would never train.

@@ -118,3 +118,46 @@ def test_placement_callback_refuses_a_ready_optimizer(tiny_model_folder, tiny_cs
         callback.not_an_event
     with pytest.raises(RuntimeError, match="placed nothing on the model Trainer is training"):
         callback.on_train_begin(None, None, None, model=loaded.backbone)  # added after Trainer was built
+
+
+PLACE_ON_EVERY_RANK = """
+import json, sys
+import torch.distributed as dist
+from ntk_advisor import place
+from ntk_advisor.inputs.data import load_dataset
+from ntk_advisor.inputs.models import load_classifier
+
+dist.init_process_group("gloo")  # as DDP (a Trainer under torchrun) has it before the callback runs
+loaded = load_classifier(sys.argv[1], num_labels=2)
+data = load_dataset(sys.argv[2])
+model, recipe = place(loaded.backbone, loaded.tokenizer, data.texts, data.labels, budget=400, method="rocoft",
+                      samples=12, max_length=12, signal_samples=64, device="cpu")
+placed = [(t.module, list(t.indices)) for t in recipe.targets]
+trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+print("PLACED " + json.dumps({"rank": dist.get_rank(), "targets": placed, "trainable": trainable}))
+dist.destroy_process_group()
+"""
+
+
+def test_place_under_ddp_splits_the_profile_and_gives_every_rank_rank0s_recipe(tiny_model_folder, tiny_csv, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from ntk_advisor import place
+
+    script = tmp_path / "place_ddp.py"
+    script.write_text(PLACE_ON_EVERY_RANK)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                           "29518", str(script), str(tiny_model_folder), str(tiny_csv)], capture_output=True, text=True,
+                          timeout=600, check=False, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads(line[len("PLACED "):]) for line in done.stdout.splitlines() if line.startswith("PLACED ")]
+    assert sorted(r["rank"] for r in ranks) == [0, 1]
+    assert ranks[0]["targets"] == ranks[1]["targets"] and ranks[0]["trainable"] == ranks[1]["trainable"]
+    loaded = load_classifier(str(tiny_model_folder), num_labels=2)
+    data = load_dataset(str(tiny_csv))
+    _, alone = place(loaded.backbone, loaded.tokenizer, data.texts, data.labels, budget=400, method="rocoft",
+                     samples=12, max_length=12, signal_samples=64)
+    assert ranks[0]["targets"] == [[t.module, list(t.indices)] for t in alone.targets]  # as one process places

@@ -102,6 +102,15 @@ def merge_on_rank0(part: Mapping) -> dict | None:
     return merged
 
 
+def broadcast_from_rank0(value):
+    """Rank 0's ``value`` (any picklable object) on every process."""
+    if world() == 1:
+        return value
+    box = [value if rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def sum_over_processes() -> Callable[[dict[str, torch.Tensor]], None] | None:
     """An in-place all-reduce (sum) of a dict of tensors, or None in one process."""
     if world() == 1:
