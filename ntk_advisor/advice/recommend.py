@@ -161,6 +161,10 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
     progress = on_progress or (lambda *a: None)
     started = time.perf_counter()
     profile = load_profile(profile_dir)
+    if profile.settings.get("task") == "sft":
+        raise RecipeError(f"{profile_dir} is a supervised fine-tuning profile, and recommend does not place SFT "
+                          "budgets yet (issue 18): its per-module kernels and SFT-gradient row scores are in the folder "
+                          "(docs/sft.md)")
     progress("rebuild model", 0, 1)
     captured = capture(profile)
     progress("rebuild model", 1, 1)

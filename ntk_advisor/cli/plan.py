@@ -69,6 +69,13 @@ def plan(
                            "groups": result.groups, "passes": result.passes, "routes": result.routes,
                            "this_machine": {"flops_per_second": rate, "seconds": here},
                            "device": {"flops_per_second": device_tflops * 1e12, "seconds": device} if device else None})
+    _print_plan(result, here, device)
+    out.print(f"this machine: {rate / 1e9:,.0f} GFLOP/s on a float32 matrix product; a whole profile sustains less "
+              "(docs/plan.md: measured ratio), so read the seconds as a lower bound")
+
+
+def _print_plan(result, here: dict, device: dict | None) -> None:
+    """The plan's table of flops and seconds, then its memory line."""
     s = result.settings
     table = Table("part", "GFLOP", "seconds here", *(["seconds on device"] if device else []),
                   title=f"profile of {s['model']}: N={s['samples']}, T̄={s['mean_tokens']:.1f} of {s['max_length']}, "
@@ -84,5 +91,3 @@ def plan(
     out.print(f"memory: weights {m['weights'] / 2**20:,.0f} MiB, captures {m['captures'] / 2**20:,.0f} MiB in "
               f"{result.groups} group(s) of at most {s['capture_mib']} MiB, kernels {m['kernels'] / 2**20:,.1f} MiB; "
               f"{result.passes} backward pass(es) per group; routes {result.routes}")
-    out.print(f"this machine: {rate / 1e9:,.0f} GFLOP/s on a float32 matrix product; a whole profile sustains less "
-              "(docs/plan.md: measured ratio), so read the seconds as a lower bound")

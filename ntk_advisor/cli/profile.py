@@ -130,7 +130,7 @@ def _print_summary(result, top: int) -> None:
         out.print(f"prompting with template {chosen['template']!r} and label words "
                   f"{', '.join(repr(w) for w in chosen['label_words'])}", markup=False)
     kind = result.head_report.get("kind")
-    head_text = "random head"
+    head_text = "SFT: each example's completion log-likelihood" if kind == "causal LM head (SFT)" else "random head"
     if kind in ("probe", "label-words") and "validation_accuracy" in result.head_report:
         what = "probe head" if kind == "probe" else "label-word head, zero-shot"
         head_text = f"{what} validation accuracy {result.head_report['validation_accuracy']:.3f}"

@@ -125,10 +125,12 @@ def _strata(source, rows, class_names) -> tuple[tuple[int, ...], tuple[str, ...]
     return tuple(v if class_names and isinstance(v, int) else index[str(v)] for v in values), names
 
 
-def encode_completions(tokenizer, prompts, completions, max_length: int) -> dict[str, torch.Tensor]:
+def encode_completions(tokenizer, prompts, completions, max_length: int,
+                       require_completion: bool = True) -> dict[str, torch.Tensor]:
     """input_ids, attention_mask and completion_mask (1 on completion tokens), right-padded to
     the longest example and truncated at ``max_length`` tokens from the end (the prompt keeps
-    its start). The prompt gets the tokenizer's special tokens (a BOS), the completion none."""
+    its start). The prompt gets the tokenizer's special tokens (a BOS), the completion none.
+    ``require_completion``: refuse a batch in which no completion token is left."""
     if max_length < 2:
         raise DataError(f"--max-length must be at least 2 tokens for a prompt and a completion, got {max_length}")
     rows, masks = [], []
@@ -139,7 +141,7 @@ def encode_completions(tokenizer, prompts, completions, max_length: int) -> dict
         ids = (head + tail)[:max_length]
         rows.append(ids)
         masks.append(([0] * len(head) + [1] * len(tail))[:max_length])
-    if not any(sum(mask[1:]) for mask in masks):
+    if require_completion and not any(sum(mask[1:]) for mask in masks):
         raise DataError(f"no completion token is left within --max-length {max_length}: the prompts fill it; "
                         "raise --max-length or shorten the prompts")
     width = max(len(ids) for ids in rows)

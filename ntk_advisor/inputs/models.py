@@ -262,6 +262,15 @@ def load_classifier(name: str, num_labels: int, dtype: torch.dtype = torch.float
 
 
 @torch.no_grad()
+def load_causal_lm(name: str, dtype: torch.dtype = torch.float32) -> tuple[nn.Module, object]:
+    """A causal LM (its own head) and its tokenizer, for supervised fine-tuning (tasks/completion.py)."""
+    from transformers import AutoModelForCausalLM
+
+    source = resolve_model_source(name)
+    return _from_pretrained(AutoModelForCausalLM, source, dtype=dtype, attn_implementation="eager").eval(), \
+        load_tokenizer(source)
+
+
 def causal_lm_with_label_head(classifier: nn.Module, source: str, prompt: Prompt) -> nn.Module:
     """The causal LM of a (merged) label-word classifier: its decoder weights, and an untied LM
     head whose label-word rows are the classifier's head, so generation sees the fine-tuning."""

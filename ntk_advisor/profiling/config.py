@@ -53,8 +53,8 @@ class ProfileConfig:
         Head.check(self.head, "--head", ProfileError)
         from ..tasks import task_names
 
-        if self.task != "auto" and self.task not in task_names():
-            raise ProfileError(f"unknown --task '{self.task}': use one of auto, {', '.join(task_names())}")
+        if self.task not in ("auto", "sft") and self.task not in task_names():
+            raise ProfileError(f"unknown --task '{self.task}': use one of auto, {', '.join(task_names())}, sft")
         Route.check(self.route, "--route", ProfileError)
         Reduction.check(self.reduction, "--output", ProfileError)
         WeightDtype.check(self.dtype, "--dtype", ProfileError)

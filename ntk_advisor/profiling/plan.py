@@ -94,11 +94,7 @@ def plan_profile(config: ProfileConfig, tokens: float | None = None, num_outputs
     modules = {t.name: model.get_submodule(t.name) for t in targets}
     bytes_per_float = getattr(torch, config.dtype).itemsize  # weights and captures are in the weights' dtype
     weights = sum(p.numel() for p in model.parameters()) * bytes_per_float
-    capture_mib = config.capture_mib
-    if not capture_mib:
-        device = resolve_device(config.device) if free_bytes is None or device_type is None else None
-        free_bytes = free_memory_bytes(device) if free_bytes is None else free_bytes
-        capture_mib = capture_budget_mib(max(0, free_bytes - weights), device_type or device.type)
+    capture_mib = config.capture_mib or _capture_cap(config, weights, free_bytes, device_type)
     groups = module_groups(modules, int(math.ceil(n * mean_tokens)), spec, capture_mib * 2**20)
     forward = _forward_flops(model, mean_tokens)
     contraction, routes = _contractions(targets, rows, mean_tokens, k, contracted)
@@ -122,6 +118,13 @@ def plan_profile(config: ProfileConfig, tokens: float | None = None, num_outputs
                 "outputs": num_outputs, "reduction": config.reduction, "head": head, "modules": len(every), "processes": processes, "modules_per_process": len(targets),
                 "signal_samples": examples, "head_examples": head_examples, "capture_mib": capture_mib, "dtype": config.dtype}
     return ProfilePlan(settings, flops, memory, len(groups), passes, routes)
+
+
+def _capture_cap(config: ProfileConfig, weights: float, free_bytes: int | None, device_type: str | None) -> int:
+    """The profile's capture rule (devices.capture_budget_mib) for the device planned for."""
+    device = resolve_device(config.device) if free_bytes is None or device_type is None else None
+    free_bytes = free_memory_bytes(device) if free_bytes is None else free_bytes
+    return capture_budget_mib(max(0, free_bytes - weights), device_type or device.type)
 
 
 def _contractions(targets, rows: int, mean_tokens: float, k: int, contracted: int) -> tuple[float, dict[str, int]]:

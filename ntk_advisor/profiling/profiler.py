@@ -16,12 +16,15 @@ from ..devices import capture_budget_mib, free_memory_bytes, resolve_device
 from ..errors import ProfileError
 from ..inputs import data as data_lib
 from ..inputs import models
-from ..ntk import OutputSpec, jacobian_kernels, kernel_report, label_gradient_scores, structured_kernels
-from ..ntk.spectral import eigenvalues
+from ..ntk import (
+    OutputSpec,
+    label_gradient_scores,
+)
 from ..tasks import get_task, load_task_model
 from . import distributed
 from .config import ProfileConfig
-from .folder import ModuleSummary, NtkProfile
+from .folder import NtkProfile
+from .parts import kernel_summaries, library_versions, module_kernels, selected_targets
 
 Progress = Callable[[str, int, int], None]
 
@@ -129,6 +132,10 @@ def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkPr
     Started by torchrun with several processes, the work is split over them (`distributed`)
     and rank 0 returns the profile; the other processes return None."""
     config.check()
+    if config.task == "sft":  # a causal LM on completions: profiling/sft.py
+        from .sft import profile_sft
+
+        return profile_sft(config, on_progress)
     models.resolve_model_source(config.model)  # a bad model name fails before minutes of data work
     device = resolve_device(distributed.local_device(config.device))  # so does a device this machine lacks
     distributed.start(device)
@@ -175,17 +182,6 @@ def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkPr
     return result
 
 
-def selected_targets(loaded: models.LoadedModel, config: ProfileConfig) -> list[models.TargetModule]:
-    """Every Linear module, or the ones ``config.modules`` names."""
-    targets = models.discover_targets(loaded.backbone)
-    if config.modules:
-        unknown = sorted(set(config.modules) - {t.name for t in targets})
-        if unknown:
-            raise ProfileError(f"unknown module '{unknown[0]}': list them with ntk-advisor models show MODEL")
-        targets = [t for t in targets if t.name in set(config.modules)]
-    return targets
-
-
 def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor, config: ProfileConfig,
                   progress: Progress, timing: dict | None = None, warnings: list[str] | None = None
                   ) -> NtkProfile | None:
@@ -207,7 +203,7 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
     if not spec.defined_alignment:
         warnings.append("the probe sample holds a single class: alignment and LOO accuracy are undefined")
     t0 = time.perf_counter()
-    results = distributed.merge_on_rank0(_module_kernels(loaded, batch, mine, on_device, config.route, capture_mib,
+    results = distributed.merge_on_rank0(module_kernels(loaded, batch, mine, on_device, config.route, capture_mib,
                                                          progress))
     timing["kernels_s"] = time.perf_counter() - t0
     if results is None:
@@ -216,7 +212,7 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
     if broken:
         raise ProfileError(f"the kernels of {len(broken)} module(s) have NaN or Inf entries (first: '{broken[0]}'): "
                            "the model or the inputs overflow; check the weights, or try --dtype float64")
-    summaries, total_kernel, total = _summaries(targets, results, spec, labels, config)
+    summaries, total_kernel, total = kernel_summaries(targets, results, spec, labels, config)
     timing["summaries_s"] = time.perf_counter() - t0 - timing["kernels_s"]
     settings = asdict(config)
     settings.update({"samples": int(labels.shape[0]), "num_outputs": num_outputs, "dtype": str(
@@ -242,39 +238,6 @@ def profile_model(loaded: models.LoadedModel, batch: dict, labels: torch.Tensor,
         timing=timing,
         warnings=warnings,
     )
-
-
-def _module_kernels(loaded: models.LoadedModel, batch: dict, targets, spec: OutputSpec, route: str,
-                    capture_mib: int, progress: Progress) -> dict:
-    """{module name: ModuleKernel on the CPU} of ``targets``, by the structured or the Jacobian route."""
-    prefix = models.SequenceLogits.prefix
-    with torch.enable_grad():
-        if route == "structured":
-            modules = {prefix + t.name: loaded.backbone.get_submodule(t.name) for t in targets}
-            raw = structured_kernels(loaded.logits_model, batch, modules, spec, on_progress=progress,
-                                     max_group_bytes=capture_mib * 2**20)
-        else:
-            weights = {prefix + t.name: (prefix + t.name + ".weight", t.transposed) for t in targets}
-            raw = jacobian_kernels(loaded.logits_model, batch, weights, spec, on_progress=progress)
-    return {name[len(prefix):]: value.to("cpu") for name, value in raw.items()}
-
-
-def _summaries(targets, results, spec: OutputSpec, labels: torch.Tensor, config: ProfileConfig):
-    """Each module's spectral summary, and the total kernel's (with its whole spectrum)."""
-    labelled = spec.defined_alignment
-    report_args = dict(centred=spec.centred_targets() if labelled else None,
-                       targets=spec.regression_targets() if labelled else None,
-                       classes=labels if labelled else None, predict=spec.predicted_classes, ridge=config.ridge)
-    summaries = []
-    for t in targets:
-        stats = results[t.name]
-        route = "jacobian" if config.route == "jacobian" else stats.route
-        summaries.append(ModuleSummary(t.name, t.role, t.layer, t.d_out, t.d_in, t.num_weights, route,
-                                       **kernel_report(stats.kernel, **report_args)))
-    total_kernel = sum(r.kernel for r in results.values())
-    total = kernel_report(total_kernel, **report_args)
-    total["spectrum"] = eigenvalues(total_kernel).tolist()
-    return summaries, total_kernel, total
 
 
 SIGNAL_BATCH = 32
@@ -317,9 +280,4 @@ def _rebuild_names(loaded: models.LoadedModel, config: ProfileConfig) -> set[str
         names |= {n for n, _ in loaded.backbone.get_submodule(loaded.head_name).named_parameters(prefix=loaded.head_name)}
     return names
 
-
-def library_versions() -> dict[str, str]:
-    from ..recipe.provenance import library_versions as versions
-
-    return versions(("ntk-advisor", "torch", "transformers", "safetensors", "scikit-learn"))
 

@@ -164,3 +164,40 @@ def test_bbc_headlines_pairs_and_stratified_splits():
     originals = set(zip(pairs.texts, pairs.completions))  # (some BBC leads repeat under other headlines)
     assert all(pair in originals for pair in zip(splits.test.texts, splits.test.completions))  # pairs stay together
     assert all(count > 0 for count in splits.test.label_counts().values())
+
+
+def test_profile_of_a_causal_lm_for_sft_and_recommend_says_it_cannot_yet(llama, tiny_llama_folder, tmp_path):
+    from ntk_advisor.advice.recommend import RecommendConfig, recommend
+    from ntk_advisor.errors import RecipeError
+    from ntk_advisor.profiling.folder import load_profile, save_profile
+    from ntk_advisor.profiling.profiler import ProfileConfig, profile
+
+    model, tokenizer = llama
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in PAIRS * 8))
+    result = profile(ProfileConfig(model=str(tiny_llama_folder), data=str(data), task="sft", samples=6,
+                                   max_length=16, signal_samples=20, dtype="float64", device="cpu"))
+    folder = save_profile(result, tmp_path / "profile")
+    again = load_profile(folder)
+    assert again.settings["task"] == "sft" and again.settings["num_outputs"] == 1
+    names = again.settings["modules"]
+    assert names and not any(n.endswith("lm_head") for n in names)  # the head only when --module names it
+    assert set(again.scores["rows_signal"]) == set(names)
+    # the profile's kernels are the generative kernel of its own stored inputs (the model loaded as the
+    # profile loads it: built in float64, RoPE's frequencies differ from a float32 model cast by 1e-7)
+    from ntk_advisor.inputs.models import load_causal_lm
+
+    model, _ = load_causal_lm(str(tiny_llama_folder), dtype=torch.float64)
+    wrapper = CompletionLogLikelihood(model)
+    inputs = {k: again.inputs[k] for k in ("input_ids", "attention_mask", "completion_mask")}
+    target = next(t for t in discover_targets(model) if t.name == names[0])
+    reference = jacobian_kernels(wrapper, inputs, {"backbone." + target.name: ("backbone." + target.name + ".weight",
+                                                                                 target.transposed)},
+                                 OutputSpec("trace", 1, torch.zeros(6, dtype=torch.long)))
+    # 1e-10 is the oracle test's (above); through the whole profile (length buckets, eager attention) the float32
+    # parts of Llama (RMSNorm, RoPE) round differently and agree to 2.6e-7 here
+    torch.testing.assert_close(again.kernels[names[0]], reference["backbone." + target.name].kernel, rtol=1e-5,
+                               atol=1e-9)
+    assert all(m.alignment != m.alignment for m in again.modules)  # NaN: no labels
+    with pytest.raises(RecipeError, match="supervised fine-tuning profile, and recommend does not place SFT"):
+        recommend(folder, RecommendConfig(method="lora", budget=500))
