@@ -51,6 +51,18 @@ def resolve_device(name: str = "auto"):
     return device
 
 
+def check_dtype_on(device, dtype_name: str, option: str = "--dtype") -> None:
+    """A weight dtype the device cannot run is a one-line error before any weight loads."""
+    import torch
+
+    if device.type == "mps" and dtype_name == "float64":
+        raise NtkAdvisorError(f"{option} float64 on mps: Apple's MPS has no float64; use float32 (or --device cpu "
+                              "for an exact float64 profile)")
+    if device.type == "cuda" and dtype_name == "bfloat16" and not torch.cuda.is_bf16_supported():
+        raise NtkAdvisorError(f"{option} bfloat16 on {device}: this GPU ({torch.cuda.get_device_name(device)}) has "
+                              "no bfloat16 arithmetic; use float16 or float32")
+
+
 def _mps_available() -> bool:
     import torch
 

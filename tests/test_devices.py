@@ -112,3 +112,14 @@ def test_cli_refuses_a_gpu_this_machine_lacks_before_any_work(tmp_path, capsys, 
     assert not out.exists()
     code, _, err = run_cli(["plan", "--device", "tpu"], capsys, monkeypatch)
     assert_one_line_error(code, err, "unknown --device 'tpu'")
+
+
+def test_a_dtype_the_device_cannot_run_is_a_clear_error(monkeypatch):
+    devices.check_dtype_on(torch.device("cpu"), "bfloat16")  # the CPU runs every dtype (slowly)
+    with pytest.raises(NtkAdvisorError, match="MPS has no float64"):
+        devices.check_dtype_on(torch.device("mps"), "float64")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
+    with pytest.raises(NtkAdvisorError, match="Tesla V100.*no bfloat16 arithmetic; use float16 or float32"):
+        devices.check_dtype_on(torch.device("cuda", 0), "bfloat16")
+    devices.check_dtype_on(torch.device("cuda", 0), "float16")

@@ -32,6 +32,17 @@ import torch
 import torch.distributed as dist
 
 
+def _collective(call, *args, **kwargs):
+    """A collective whose failure (a process died or stopped) becomes one line, not a backend traceback."""
+    try:
+        return call(*args, **kwargs)
+    except RuntimeError as exc:
+        from ..errors import NtkAdvisorError
+
+        raise NtkAdvisorError(f"another process of this torchrun group stopped ({str(exc).splitlines()[0][:160]}); "
+                              "nothing was written: rerun every process") from None
+
+
 def launched() -> bool:
     """Whether this process was started by torchrun (or another launcher) with several ranks."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -41,6 +52,20 @@ def start(device: torch.device) -> None:
     """Join the process group the launcher describes: nccl for CUDA devices, else gloo."""
     if launched() and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def check_same_settings(settings: dict, error: type[Exception]) -> None:
+    """Every process must profile with rank 0's settings (the device aside): a process started
+    with other arguments would compute its share of another profile."""
+    if world() == 1:
+        return
+    mine = {key: value for key, value in settings.items() if key != "device"}
+    theirs = gather_to_all(mine)
+    for other, found in enumerate(theirs):
+        if found != theirs[0]:
+            keys = sorted(k for k in set(found) | set(theirs[0]) if found.get(k) != theirs[0].get(k))
+            raise error(f"process {other} of {world()} was started with other settings than process 0 "
+                        f"({', '.join(keys)}): start every process with the same arguments")
 
 
 def rank() -> int:
@@ -84,7 +109,7 @@ def gather_to_all(part):
     if world() == 1:
         return [part]
     parts = [None] * world()
-    dist.all_gather_object(parts, part)
+    _collective(dist.all_gather_object, parts, part)
     return parts
 
 
@@ -93,7 +118,7 @@ def merge_on_rank0(part: Mapping) -> dict | None:
     if world() == 1:
         return dict(part)
     parts = [None] * world() if rank() == 0 else None
-    dist.gather_object(dict(part), parts, dst=0)
+    _collective(dist.gather_object, dict(part), parts, dst=0)
     if rank() != 0:
         return None
     merged: dict = {}
@@ -107,7 +132,7 @@ def broadcast_from_rank0(value):
     if world() == 1:
         return value
     box = [value if rank() == 0 else None]
-    dist.broadcast_object_list(box, src=0)
+    _collective(dist.broadcast_object_list, box, src=0)
     return box[0]
 
 
@@ -118,7 +143,7 @@ def sum_over_processes() -> Callable[[dict[str, torch.Tensor]], None] | None:
 
     def reduce(tensors: dict[str, torch.Tensor]) -> None:
         for name in sorted(tensors):  # the same order on every process
-            dist.all_reduce(tensors[name], op=dist.ReduceOp.SUM)
+            _collective(dist.all_reduce, tensors[name], op=dist.ReduceOp.SUM)
 
     return reduce
 

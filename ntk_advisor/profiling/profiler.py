@@ -12,7 +12,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from ..devices import capture_budget_mib, free_memory_bytes, resolve_device
+from ..devices import capture_budget_mib, check_dtype_on, free_memory_bytes, resolve_device
 from ..errors import ProfileError
 from ..inputs import data as data_lib
 from ..inputs import models
@@ -138,7 +138,9 @@ def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkPr
         return profile_sft(config, on_progress)
     models.resolve_model_source(config.model)  # a bad model name fails before minutes of data work
     device = resolve_device(distributed.local_device(config.device))  # so does a device this machine lacks
+    check_dtype_on(device, config.dtype)
     distributed.start(device)
+    distributed.check_same_settings(asdict(config), ProfileError)
     started = time.perf_counter()
     progress = on_progress or (lambda stage, done, total: None)
     dataset = data_lib.load_dataset(config.data, config.text_column, config.label_column)

@@ -15,7 +15,8 @@ from dataclasses import asdict
 
 import torch
 
-from ..devices import capture_budget_mib, free_memory_bytes, resolve_device
+from ..devices import capture_budget_mib, check_dtype_on, free_memory_bytes, resolve_device
+from ..errors import ProfileError
 from ..inputs import models
 from ..inputs.completions import encode_completions, load_completions
 from ..inputs.dataset import probe_sample, split_dataset
@@ -34,7 +35,9 @@ def profile_sft(config: ProfileConfig, on_progress=None) -> NtkProfile | None:
     config.check()
     started, progress = time.perf_counter(), on_progress or (lambda stage, done, total: None)
     device = resolve_device(distributed.local_device(config.device))
+    check_dtype_on(device, config.dtype)
     distributed.start(device)
+    distributed.check_same_settings(asdict(config), ProfileError)
     progress("load model", 0, 1)
     lm, tokenizer = models.load_causal_lm(config.model, dtype=getattr(torch, config.dtype))
     loaded = models.LoadedModel(models.resolve_model_source(config.model), CompletionLogLikelihood(lm.to(device)),

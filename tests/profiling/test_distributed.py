@@ -62,3 +62,28 @@ def test_two_gloo_processes_write_the_folder_of_one(tiny_model_folder, tiny_csv,
         assert torch.equal(two.head[name], tensor), name  # the same features, so the same probe
     advised = [recommend(folder, RecommendConfig(budget=400)) for folder in (single, tmp_path / "two")]
     assert [(t.module, t.indices) for t in advised[0].targets] == [(t.module, t.indices) for t in advised[1].targets]
+
+
+DISAGREEING = """
+import os, sys
+from ntk_advisor.errors import NtkAdvisorError
+from ntk_advisor.profiling.profiler import ProfileConfig, profile
+
+samples = 8 if os.environ["RANK"] == "0" else 10  # process 1 was started with other arguments
+try:
+    profile(ProfileConfig(model=sys.argv[1], data=sys.argv[2], samples=samples, max_length=12, signal_samples=0,
+                          device="cpu"))
+except NtkAdvisorError as exc:
+    print("ERROR " + str(exc))
+"""
+
+
+def test_processes_started_with_other_settings_stop_with_one_line(tiny_model_folder, tiny_csv, tmp_path):
+    script = tmp_path / "disagree.py"
+    script.write_text(DISAGREEING)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                           "29519", str(script), str(tiny_model_folder), str(tiny_csv)], capture_output=True, text=True,
+                          timeout=600, check=False, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    errors = [line for line in done.stdout.splitlines() if line.startswith("ERROR ")]
+    assert len(errors) == 2, done.stdout + done.stderr[-2000:]  # both processes stop, each with the same line
+    assert all("process 1 of 2 was started with other settings than process 0 (samples)" in e for e in errors)
