@@ -9,6 +9,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
   || exit 1
 export PYTHONPATH=/tmp/site:$PWD NTK_ADVISOR_CACHE=$PWD/.gpu/cache PYTHONUNBUFFERED=1
 OUT=${OUT:-benchmarks/gpu/results}
+mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.csv" 2>&1
 python3 benchmarks/gpu/check.py --out "$OUT" --device cuda \
   --models .gpu/models/minilm-l6 .gpu/models/mpnet-base .gpu/models/smollm2-135m \
