@@ -54,12 +54,20 @@ def start(device: torch.device) -> None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
-def check_same_settings(settings: dict, error: type[Exception]) -> None:
-    """Every process must profile with rank 0's settings (the device aside): a process started
-    with other arguments would compute its share of another profile."""
+def check_same_settings(settings: dict, examples, error: type[Exception]) -> None:
+    """Every process must profile with rank 0's settings and data: a process started with
+    other arguments would compute its share of another profile. The data is compared by
+    content (a sha256 of ``examples``), the model by its folder's name, and the device not at
+    all: paths may differ between machines, and place() writes each rank's own scratch copy."""
     if world() == 1:
         return
-    mine = {key: value for key, value in settings.items() if key != "device"}
+    import hashlib
+    import json
+    from pathlib import Path
+
+    digest = hashlib.sha256(json.dumps(examples, default=str).encode()).hexdigest()
+    mine = {key: value for key, value in settings.items() if key not in ("device", "data", "model")}
+    mine |= {"data": digest, "model": Path(str(settings.get("model"))).name}
     theirs = gather_to_all(mine)
     for other, found in enumerate(theirs):
         if found != theirs[0]:

@@ -140,10 +140,10 @@ def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkPr
     device = resolve_device(distributed.local_device(config.device))  # so does a device this machine lacks
     check_dtype_on(device, config.dtype)
     distributed.start(device)
-    distributed.check_same_settings(asdict(config), ProfileError)
     started = time.perf_counter()
     progress = on_progress or (lambda stage, done, total: None)
     dataset = data_lib.load_dataset(config.data, config.text_column, config.label_column)
+    distributed.check_same_settings(asdict(config), [dataset.texts, dataset.labels], ProfileError)
     splits = data_lib.split_dataset(dataset, seed=config.seed)
     sample = data_lib.probe_sample(splits.train, config.samples, seed=config.seed)
     progress("load model", 0, 1)

@@ -37,13 +37,13 @@ def profile_sft(config: ProfileConfig, on_progress=None) -> NtkProfile | None:
     device = resolve_device(distributed.local_device(config.device))
     check_dtype_on(device, config.dtype)
     distributed.start(device)
-    distributed.check_same_settings(asdict(config), ProfileError)
     progress("load model", 0, 1)
     lm, tokenizer = models.load_causal_lm(config.model, dtype=getattr(torch, config.dtype))
     loaded = models.LoadedModel(models.resolve_model_source(config.model), CompletionLogLikelihood(lm.to(device)),
                                 tokenizer, (), None, task="sft")
     progress("load model", 1, 1)
     data = load_completions(config.data, tokenizer)
+    distributed.check_same_settings(asdict(config), [data.texts, data.completions], ProfileError)
     splits = split_dataset(data, seed=config.seed)
     sample = probe_sample(splits.train, config.samples, seed=config.seed)
     targets = [t for t in selected_targets(loaded, config) if config.modules or t.role != "head"]
