@@ -90,3 +90,14 @@ def install_fake_vader(tmp_path, monkeypatch, ground_truth: str):
     monkeypatch.setenv("NTK_ADVISOR_VADER_ARCHIVE", str(path))
     monkeypatch.setenv("NTK_ADVISOR_CACHE", str(tmp_path / "cache"))
     return path
+
+
+def torchrun(args, port: int, processes: int = 2):
+    """``torchrun --nproc-per-node P ARGS`` with one thread per process (2 cores here); the
+    completed process, its output captured."""
+    import os
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
+                           "--master-port", str(port), *map(str, args)], capture_output=True, text=True, timeout=600,
+                          check=False, env=os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})

@@ -141,17 +141,14 @@ dist.destroy_process_group()
 
 def test_place_under_ddp_splits_the_profile_and_gives_every_rank_rank0s_recipe(tiny_model_folder, tiny_csv, tmp_path):
     import json
-    import os
-    import subprocess
-    import sys
+
+    from helpers import torchrun
 
     from ntk_advisor import place
 
     script = tmp_path / "place_ddp.py"
     script.write_text(PLACE_ON_EVERY_RANK)
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                           "29518", str(script), str(tiny_model_folder), str(tiny_csv)], capture_output=True, text=True,
-                          timeout=600, check=False, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    done = torchrun([script, tiny_model_folder, tiny_csv], 29518)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads(line[len("PLACED "):]) for line in done.stdout.splitlines() if line.startswith("PLACED ")]
     assert sorted(r["rank"] for r in ranks) == [0, 1]

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
+from helpers import torchrun
 
 from ntk_advisor.profiling import distributed
 
@@ -42,12 +39,8 @@ def test_two_gloo_processes_write_the_folder_of_one(tiny_model_folder, tiny_csv,
     settings = dict(samples=8, max_length=12, signal_samples=64)
     single = save_profile(profile(ProfileConfig(model=str(tiny_model_folder), data=str(tiny_csv), device="cpu",
                                                 **settings)), tmp_path / "one")
-    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-               "-m", "ntk_advisor", "profile", "--model", str(tiny_model_folder), "--data", str(tiny_csv),
-               "--samples", "8", "--max-length", "12", "--signal-samples", "64", "--device", "cpu",
-               "--out", str(tmp_path / "two")]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+    done = torchrun(["-m", "ntk_advisor", "profile", "--model", tiny_model_folder, "--data", tiny_csv, "--samples", 8,
+                     "--max-length", 12, "--signal-samples", 64, "--device", "cpu", "--out", tmp_path / "two"], 29517)
     assert done.returncode == 0, done.stderr[-3000:]
     one, two = load_profile(single), load_profile(tmp_path / "two")
     assert two.settings["distributed"] == {"processes": 2, "probe_features": "by examples",
@@ -81,9 +74,7 @@ except NtkAdvisorError as exc:
 def test_processes_started_with_other_settings_stop_with_one_line(tiny_model_folder, tiny_csv, tmp_path):
     script = tmp_path / "disagree.py"
     script.write_text(DISAGREEING)
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                           "29519", str(script), str(tiny_model_folder), str(tiny_csv)], capture_output=True, text=True,
-                          timeout=600, check=False, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    done = torchrun([script, tiny_model_folder, tiny_csv], 29519)
     errors = [line for line in done.stdout.splitlines() if line.startswith("ERROR ")]
     assert len(errors) == 2, done.stdout + done.stderr[-2000:]  # both processes stop, each with the same line
     assert all("process 1 of 2 was started with other settings than process 0 (samples)" in e for e in errors)
