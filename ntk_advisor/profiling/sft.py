@@ -54,9 +54,9 @@ def profile_sft(config: ProfileConfig, on_progress=None) -> NtkProfile | None:
     capture_mib = config.capture_mib or capture_budget_mib(free_memory_bytes(device), device.type)
     timing = {"load_s": time.perf_counter() - started}
     mine = distributed.my_share(targets, [float(t.num_weights) for t in targets])
-    results = distributed.merge_on_rank0(module_kernels(loaded, batch, mine, OutputSpec("trace", 1, labels.to(device)),
-                                                         "structured" if config.route == "structured" else "jacobian",
-                                                         capture_mib, progress))
+    on_device = OutputSpec("trace", 1, labels.to(device))
+    results = distributed.merge_on_rank0(module_kernels(loaded, batch, mine, on_device, config.route, capture_mib,
+                                                        progress))
     timing["kernels_s"] = time.perf_counter() - started - timing["load_s"]
     scores = sft_gradient_scores(loaded, splits.train, config, targets, progress) if config.signal_samples else {}
     if results is None:
