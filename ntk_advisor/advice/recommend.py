@@ -26,17 +26,18 @@ import torch
 from ..errors import RecipeError
 from ..methods import Placement, get_method, method_names, target_fields
 from ..ntk import kernel_report
-from ..ntk.select import OBJECTIVES, greedy_select, objective_value
+from ..ntk.select import LABELLED_OBJECTIVES, OBJECTIVES, greedy_select, objective_value
 from ..ntk.spectral import symmetrize
 from ..profiling.capture import Captured, capture
 from ..profiling.folder import load_profile
 from ..recipe.conversions import axolotl_with_head
 from ..recipe.schema import SCHEMA_VERSION, DataSpec, ModelSpec, Proximal, Recipe, Target, Training
 from .config import DEFAULT_OBJECTIVE, RecommendConfig, resolve_allocation, resolve_method  # noqa: F401 - re-exported
-from .uncertainty import uncertainty
+from .uncertainty import sft_uncertainty, uncertainty
 
 Progress = Callable[[str, int, int], None]
 log = logging.getLogger(__name__)
+SFT_HELDOUT_TEXT = "vader-movie"  # an SFT recipe's forgetting text: sentences no SFT builtin trains on
 
 
 def placement_parts(captured: Captured, placement: Placement, method: str) -> dict[str, torch.Tensor]:
@@ -81,8 +82,10 @@ def _advised(captured: Captured, config: RecommendConfig, budget: int, ridge: fl
 
 def _report(captured: Captured, kernel: torch.Tensor, ridge: float, full: torch.Tensor, excluded_lmax: float) -> dict:
     spec = captured.spec
-    report = kernel_report(kernel, spec.centred_targets(), spec.regression_targets(), spec.labels,
-                           spec.predicted_classes, absolute_ridge=ridge)
+    labelled = spec.defined_alignment  # an SFT profile has no labels: no alignment, no LOO accuracy
+    report = kernel_report(kernel, spec.centred_targets() if labelled else None,
+                           spec.regression_targets() if labelled else None, spec.labels, spec.predicted_classes,
+                           absolute_ridge=ridge)
     scale = float(torch.linalg.matrix_norm(full, ord=2))  # 0 when a zero head blocks every gradient
     report["distance_to_full"] = float(torch.linalg.matrix_norm(full - kernel, ord=2)) / scale if scale else math.nan
     report["distance_bound"] = excluded_lmax / scale if scale else math.nan
@@ -148,8 +151,9 @@ def predicted_report(captured: Captured, placement: dict, method: str, ridge: fl
     report["weights"] = placement_weights(placement, captured, method)
     report["label_signal"] = get_method(method).signal_captured(captured, placement)
     spec = captured.spec
+    names = OBJECTIVES if spec.defined_alignment else [o for o in OBJECTIVES if o not in LABELLED_OBJECTIVES]
     report["objectives"] = {name: objective_value(kernel, name, spec.centred_targets(), spec.regression_targets(),
-                                                  ridge) for name in OBJECTIVES}
+                                                  ridge) for name in names}
     return report
 
 
@@ -161,10 +165,9 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
     progress = on_progress or (lambda *a: None)
     started = time.perf_counter()
     profile = load_profile(profile_dir)
-    if profile.settings.get("task") == "sft":
-        raise RecipeError(f"{profile_dir} is a supervised fine-tuning profile, and recommend does not place SFT "
-                          "budgets yet (issue 18): its per-module kernels and SFT-gradient row scores are in the folder "
-                          "(docs/sft.md)")
+    if profile.settings.get("task") == "sft" and config.objective in LABELLED_OBJECTIVES:
+        raise RecipeError(f"--objective {config.objective} needs labels, and {profile_dir} is a supervised fine-tuning "
+                          f"profile: use {', '.join(o for o in OBJECTIVES if o not in LABELLED_OBJECTIVES)}")
     progress("rebuild model", 0, 1)
     captured = capture(profile)
     progress("rebuild model", 1, 1)
@@ -215,6 +218,8 @@ def _uncertainty(captured: Captured, config: RecommendConfig, placement: Placeme
     """The predicted gain over this method's default placement, on the profile and on the suite."""
     method = get_method(config.method)
     reference = method.reference
+    if captured.profile.settings.get("task") == "sft":
+        return sft_uncertainty(reference, f"advised-{config.allocation}", config.allocation in method.safe_allocations)
     reference_kernel = None
     if reference in evidence_for:
         reference_kernel = placement_kernel(captured, evidence_for[reference][0], evidence_for[reference][1])
@@ -235,19 +240,25 @@ def build_recipe(settings: dict, config: RecommendConfig, placement: Placement, 
     training = Training(**({"seed": config.seed, "train_head": config.train_head, "train_bias": config.train_bias}
                            | config.training))
     prompt = settings.get("prompt")
+    sft = settings.get("task") == "sft"
+    peft = method.peft_section(placement, training.lora_dropout)
+    if sft and peft is not None:
+        peft = peft | {"task_type": "CAUSAL_LM"}  # what TRL's SFTTrainer and get_peft_model wrap a causal LM as
     return Recipe(
         schema_version=SCHEMA_VERSION,
-        model=ModelSpec(name=settings["model"], num_labels=settings["num_outputs"], task=_profiled_task(settings)),
+        model=ModelSpec(name=settings["model"], num_labels=2 if sft else settings["num_outputs"],
+                        task=_profiled_task(settings)),
         data=DataSpec(source=settings["data"], text_column=settings.get("text_column", "text"),
                       label_column=settings.get("label_column", "label"), seed=settings["seed"],
                       max_length=settings["max_length"], template=prompt["template"] if prompt else None,
-                      label_words=tuple(prompt["label_words"]) if prompt else None),
+                      label_words=tuple(prompt["label_words"]) if prompt else None,
+                      heldout_text=SFT_HELDOUT_TEXT if sft else None),
         method=method.name,
         targets=targets,
         proximal=Proximal(strength=config.proximal, mode=config.proximal_mode),
         training=training,
         evidence=evidence,
-        peft=_with_head(method.peft_section(placement, training.lora_dropout), head_module, config.train_head),
+        peft=_with_head(peft, head_module, config.train_head),
         axolotl=axolotl_with_head(method.axolotl_section(placement), head_module if config.train_head else None),
     )
 
@@ -259,8 +270,14 @@ def _provenance(settings: dict) -> dict:
     from ..recipe.provenance import library_versions, model_files, provenance
 
     try:
-        dataset = load_dataset(settings["data"], settings.get("text_column", "text"),
-                               settings.get("label_column", "label"))
+        if settings.get("task") == "sft":
+            from ..inputs.completions import load_completions
+            from ..inputs.models import load_tokenizer, resolve_model_source
+
+            dataset = load_completions(settings["data"], load_tokenizer(resolve_model_source(settings["model"])))
+        else:
+            dataset = load_dataset(settings["data"], settings.get("text_column", "text"),
+                                   settings.get("label_column", "label"))
     except DataError:
         return {"written_by": library_versions(), "model_files": model_files(settings["model"]), "data": {}}
     return provenance(settings["model"], settings["data"], dataset)

@@ -43,8 +43,10 @@ def unit_alignment(profile: NtkProfile, axis: str, name: str) -> torch.Tensor:
     ⟨K_row, ỸỸᵀ⟩); the first on 16× more examples by default, which is what makes the chosen
     rows repeat across probe seeds (README, "Stability")."""
     group = "rows" if axis == "rows" else "cols"
-    signal = profile.scores.get(f"{group}_signal", {})
-    return signal[name] if name in signal else profile.scores[f"{group}_alignment"][name]
+    for key in (f"{group}_signal", f"{group}_alignment", group):  # an SFT profile without M has only energy
+        if name in profile.scores.get(key, {}):
+            return profile.scores[key][name]
+    raise KeyError(f"the profile holds no {group} scores of '{name}'")
 
 
 def lora_by_spectrum(captured: Captured, config: RecommendConfig, budget: int, step: int = 2):

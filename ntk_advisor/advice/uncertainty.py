@@ -93,6 +93,15 @@ def uncertainty(captured, kernel: torch.Tensor, reference: str, reference_kernel
     return block
 
 
+def sft_uncertainty(reference: str, rule: str, safe: bool) -> dict:
+    """The block of a supervised fine-tuning recipe: the suite measures classification, and
+    the profile has no labels for a LOO estimate, so no gain is predicted (docs/sft.md)."""
+    sentence = ("No measurement covers supervised fine-tuning yet: the suite's gains are for classification and an "
+                "SFT profile has no labels for a leave-one-out estimate, so the gain over the default placement is "
+                f"unknown; train {reference} beside this recipe and compare validation NLL.")
+    return {"reference": reference, "rule": rule, "safe_allocation": safe, "sentence": sentence}
+
+
 def _sentence(block: dict, reference: str) -> str:
     """The suite's measured range leads: it is what the rule did on tasks nobody tuned it on.
     The profile's LOO estimate follows only with what the suite found about it."""

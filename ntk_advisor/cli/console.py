@@ -36,8 +36,9 @@ SamplesOption = Annotated[int, typer.Option("--samples", "-n", help="N, examples
 MaxLengthOption = Annotated[int, typer.Option(help="T, tokens per example after truncation.")]
 TaskOption = Annotated[str, typer.Option(help=(
     "classifier: a new head on pooled features; label-words: prompt a decoder LM and read the label words' "
-    "next-token logits; sft (profile only, so far): a causal LM on prompt/completion, messages or text data, "
-    "kernels of each example's completion log-likelihood; auto: label-words for decoder-only models."))]
+    "next-token logits; sft: supervised fine-tuning of a causal LM on prompt/completion, messages or text data "
+    "(kernels of each example's completion log-likelihood, docs/sft.md); auto: label-words for decoder-only "
+    "models."))]
 TemplateOption = Annotated[Optional[str], typer.Option(help=(
     "label-words: the prompt, with {text} where the text goes (default 'Text: {text}\\nLabel:'); \\n is a newline."))]
 LabelWordOption = Annotated[Optional[list[str]], typer.Option("--label-word", help=(

@@ -50,8 +50,7 @@ def train(
                 if bar.disable and main_process and log_line(stage, done, total):
                     err.print(f"train: step {done}/{total}, loss {metrics['loss']:.4f}")
             elif main_process:
-                err.print(f"epoch {metrics['epoch']}: validation accuracy {metrics['accuracy']:.4f}, "
-                          f"macro-F1 {metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}")
+                err.print(f"epoch {metrics['epoch']}: validation {describe(metrics)}")
 
         result = run_train(recipe, out_dir, resume=resume, force=force, on_progress=update, protect=(recipe_path,),
                            device=device)
@@ -61,8 +60,22 @@ def train(
     if as_json:
         return print_json({k: v for k, v in m.items() if k not in ("loss_curve", "recipe")})
     gap = m.get("linearization_gap")
-    out.print(f"test accuracy {m['test']['accuracy']:.4f} (macro-F1 {m['test']['macro_f1']:.4f}); best validation "
-              f"accuracy {m['validation_best']['accuracy']:.4f}; {m['trainable_parameters']:,} trainable parameters; "
-              f"‖θ−θ0‖ {m['distance_from_theta0']:.3g}; linearization gap "
-              f"{'n/a' if gap is None else f'{gap:.3f}'}")
-    out.print(f"wrote {out_dir} (adapter/, metrics.json, recipe.yaml) in {m['wall_seconds']:.0f} s")
+    out.print(f"test {describe(m['test'])}; best validation {describe(m['validation_best'])}; "
+              f"{m['trainable_parameters']:,} trainable parameters; ‖θ−θ0‖ {m['distance_from_theta0']:.3g}; "
+              f"linearization gap {'n/a' if gap is None else f'{gap:.3f}'}")
+    forgetting = m.get("forgetting")
+    if forgetting:
+        out.print(f"forgetting: NLL of {forgetting['texts']} {forgetting['source']} texts {forgetting['nll_theta0']:.4f} "
+                  f"at θ0, {forgetting['nll_after']:.4f} after ({forgetting['increase']:+.4f})")
+    written = "adapter/, metrics.json, recipe.yaml" + (", generations.jsonl" if "exact_match" in m["test"] else "")
+    out.print(f"wrote {out_dir} ({written}) in {m['wall_seconds']:.0f} s")
+
+
+def describe(metrics: dict) -> str:
+    """A classifier's accuracy and macro-F1, or a generative run's completion NLL and perplexity."""
+    if "accuracy" in metrics:
+        return f"accuracy {metrics['accuracy']:.4f} (macro-F1 {metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f})"
+    text = f"completion NLL {metrics['nll']:.4f} (perplexity {metrics['perplexity']:.2f})"
+    if "exact_match" in metrics:
+        text += f", greedy exact match {metrics['exact_match']:.3f} on {metrics['exact_match_examples']}"
+    return text

@@ -37,6 +37,7 @@ import torch
 from .spectral import symmetrize
 
 OBJECTIVES = ("alignment", "loo", "lambda_min", "condition", "trace")
+LABELLED_OBJECTIVES = ("alignment", "loo")  # undefined without labels (supervised fine-tuning)
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""capture(): rebuild the profiled model from a profile folder and capture every block
-Linear's inputs x and output gradients δ on the probe sample again (one forward pass, C
-backward passes). From them the kernel of any row or column set is exact (ntk.rows_cols),
+"""capture(): rebuild the profiled model from a profile folder (a classifier, or an SFT
+profile's causal LM) and capture every block Linear's inputs x and output gradients δ on the
+probe sample again (one forward pass, C backward passes). From them the kernel of any row or column set is exact (ntk.rows_cols),
 which is what recommend searches over; the folder stores only whole-module kernels.
 """
 
@@ -47,8 +47,14 @@ class Captured:
 def capture(profile: NtkProfile) -> Captured:
     """Rebuild the profiled model (checkpoint + saved head) and capture x, δ of every block Linear."""
     settings = profile.settings
-    loaded = models.load_classifier(settings["model"], num_labels=settings["num_outputs"], seed=settings["seed"],
-                                    dtype=getattr(torch, settings.get("dtype", "float32")), with_tokenizer=False)
+    dtype = getattr(torch, settings.get("dtype", "float32"))
+    if settings.get("task") == "sft":  # the causal LM itself: its outputs are completion log-likelihoods
+        from ..tasks import get_task
+
+        loaded = get_task("sft").load_model(settings["model"], dtype)
+    else:
+        loaded = models.load_classifier(settings["model"], num_labels=settings["num_outputs"], seed=settings["seed"],
+                                        dtype=dtype, with_tokenizer=False)
     if profile.head:
         loaded.backbone.load_state_dict(profile.head, strict=False)
     profiled = set(settings["modules"])
@@ -56,7 +62,7 @@ def capture(profile: NtkProfile) -> Captured:
     if not targets:
         raise RecipeError("the profile holds no transformer-block modules to place a budget in")
     spec = OutputSpec(settings["reduction"], settings["num_outputs"], profile.inputs["labels"])
-    batch = {k: profile.inputs[k] for k in ("input_ids", "attention_mask")}
+    batch = {k: v for k, v in profile.inputs.items() if k != "labels"}  # an SFT profile adds completion_mask
     modules = {models.wrapped_name(n): loaded.backbone.get_submodule(n) for n in targets}
     x, deltas = {}, {n: [] for n in targets}
     with torch.enable_grad():

@@ -21,7 +21,8 @@ from ..inputs import models
 from ..inputs.completions import encode_completions, load_completions
 from ..inputs.dataset import probe_sample, split_dataset
 from ..ntk import OutputSpec, label_gradient_scores
-from ..tasks.completion import CompletionLogLikelihood
+from ..tasks import get_task
+from ..tasks.sft import check_room
 from . import distributed
 from .config import ProfileConfig
 from .folder import NtkProfile
@@ -38,11 +39,12 @@ def profile_sft(config: ProfileConfig, on_progress=None) -> NtkProfile | None:
     check_dtype_on(device, config.dtype)
     distributed.start(device)
     progress("load model", 0, 1)
-    lm, tokenizer = models.load_causal_lm(config.model, dtype=getattr(torch, config.dtype))
-    loaded = models.LoadedModel(models.resolve_model_source(config.model), CompletionLogLikelihood(lm.to(device)),
-                                tokenizer, (), None, task="sft")
+    loaded = get_task("sft").load_model(config.model, getattr(torch, config.dtype))
+    loaded.logits_model.to(device)
+    tokenizer = loaded.tokenizer
     progress("load model", 1, 1)
     data = load_completions(config.data, tokenizer)
+    cut = check_room(tokenizer, data, config.max_length, ProfileError)  # refuses when every prompt fills it
     distributed.check_same_settings(asdict(config), [data.texts, data.completions], ProfileError)
     splits = split_dataset(data, seed=config.seed)
     sample = probe_sample(splits.train, config.samples, seed=config.seed)
@@ -77,7 +79,8 @@ def profile_sft(config: ProfileConfig, on_progress=None) -> NtkProfile | None:
                 "cols": {n: r.col_energy for n, r in results.items()}} | scores,
         inputs={k: v.cpu() for k, v in batch.items()} | {"labels": labels},
         head={}, versions=library_versions(), timing=timing,
-        warnings=_warnings(batch),
+        warnings=_warnings(batch) + ([f"{cut} of the {len(data)} examples keep no completion token within "
+                                      f"--max-length {config.max_length}: raise it to train on them"] if cut else []),
         head_report={"kind": "causal LM head (SFT)"})
 
 

@@ -58,7 +58,10 @@ def data_fingerprint(source: str, dataset) -> dict:
     path = Path(source).expanduser()
     if source not in BUILTIN_DATASETS and path.is_file():
         return {"sha256": file_sha256(path), "of": "file", "examples": len(dataset)}
-    content = json.dumps([list(dataset.texts), list(dataset.labels), list(dataset.label_names)], ensure_ascii=False)
+    parts = [list(dataset.texts), list(dataset.labels), list(dataset.label_names)]
+    if getattr(dataset, "completions", None):  # SFT data: the completions are half of what trains
+        parts.append(list(dataset.completions))
+    content = json.dumps(parts, ensure_ascii=False)
     return {"sha256": hashlib.sha256(content.encode("utf-8")).hexdigest(), "of": "examples",
             "examples": len(dataset)}
 

@@ -23,8 +23,9 @@ class ModelSpec(_Strict):
     name: str = Field(description="Model alias, local Hugging Face folder, or hub id.")
     num_labels: Annotated[int, Field(ge=2)] = 2
     task: str = Field(
-        "classifier", description="A registered task: classifier (a new head on pooled features) or label-words "
-                                  "(prompting a decoder LM).")
+        "classifier", description="A registered task: classifier (a new head on pooled features), label-words "
+                                  "(prompting a decoder LM) or sft (supervised fine-tuning of a causal LM on "
+                                  "completions; num_labels is unused).")
     head_init: Literal["random", "probe"] = Field(
         "random", description="classifier: start the new head from its seeded random init, or from a logistic-"
                               "regression probe on frozen features, fitted as `profile --head probe` fits its head (on the "
@@ -40,6 +41,9 @@ class DataSpec(_Strict):
     max_length: Annotated[int, Field(ge=1)] = 64
     template: str | None = Field(None, description="label-words: the prompt, with {text} where the text goes.")
     label_words: tuple[str, ...] | None = Field(None, description="label-words: one single-token word per class.")
+    heldout_text: str | None = Field(None, description="sft: a data source the run does not train on (a builtin or "
+                                     "a file with a text column); the NLL of its first texts at θ0 and after training "
+                                     "measures forgetting.")
 
 
 class Target(_Strict):

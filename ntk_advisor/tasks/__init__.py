@@ -1,5 +1,5 @@
-"""Tasks, registered by name: ``classifier`` (a new head) and ``label-words`` (a decoder LM's
-label-word logits). ``load_task_model`` loads a model and sets it up for its task; the rest of
+"""Tasks, registered by name: ``classifier`` (a new head), ``label-words`` (a decoder LM's
+label-word logits) and ``sft`` (a causal LM's completion log-likelihood). ``load_task_model`` loads a model and sets it up for its task; the rest of
 ntk-advisor asks ``get_task(name)`` for the head, the loss and the metrics.
 """
 
@@ -11,9 +11,11 @@ from ..inputs import models
 from .base import Task, get_task, register, resolve_task, task_names
 from .classifier import Classifier
 from .label_words import LabelWords
+from .sft import SupervisedFineTuning
 
 register(Classifier())
 register(LabelWords())
+register(SupervisedFineTuning())
 
 
 def load_task_model(name: str, num_labels: int, *, task: str = "auto", dtype: torch.dtype = torch.float32,
@@ -21,7 +23,9 @@ def load_task_model(name: str, num_labels: int, *, task: str = "auto", dtype: to
                     label_names=None) -> models.LoadedModel:
     """``models.load_classifier``, then the task's θ0 (auto: label-words for decoder-only models)."""
     if task != "auto":
-        get_task(task)  # an unknown name fails before the weights load
+        own = get_task(task).load_model(name, dtype)  # an unknown name fails before the weights load
+        if own is not None:
+            return own
     loaded = models.load_classifier(name, num_labels=num_labels, dtype=dtype, seed=seed, with_tokenizer=with_tokenizer)
     config = loaded.backbone.config
     chosen = resolve_task(task, config.model_type, models.is_bidirectional(config))

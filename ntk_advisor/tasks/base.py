@@ -1,9 +1,10 @@
 """What a task is to ntk-advisor: what the model outputs for the kernel, the head θ0 starts
-from, the loss and the metrics; and the registry that names tasks.
+from, the data it reads, the batches, the loss and the metrics; and the registry that names tasks.
 
-Every task's model is read through ``LoadedModel.logits_model(input_ids, attention_mask)``,
-(N, C) outputs whose kernel the profiler computes; a task decides what those C outputs are
-(a new head's logits, the label words' next-token logits) and how θ0's head is set.
+Every task's model is read through ``LoadedModel.logits_model(**inputs)``, (N, C) outputs
+whose kernel the profiler computes; a task decides what those C outputs are (a new head's
+logits, the label words' next-token logits, a completion's log-likelihood) and how θ0's
+head is set. The training loop asks the task for everything that differs between tasks.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ class Task(ABC):
     export_formats: ClassVar[tuple[str, ...]] = ("hf", "onnx")
     needs_label_names: ClassVar[bool] = False  # θ0 depends on the class names (default label words)
     fits_probe_head: ClassVar[bool] = True  # a recipe may start its head from a linear probe
+    exports_vocabulary_logits: ClassVar[bool] = False  # the merged model is a causal LM, not a classifier
+    # The validation metric a run keeps its best state by, and +1 when higher is better.
+    selects_by: ClassVar[tuple[str, int]] = ("accuracy", 1)
 
     @abstractmethod
     def auto_for(self, bidirectional: bool) -> bool:
@@ -38,6 +42,45 @@ class Task(ABC):
 
     def prepare(self, loaded: LoadedModel, *, template, label_words, label_names, num_labels: int) -> None:
         """Set up θ0's outputs in place (a prompt, a head's rows); the default keeps the model as loaded."""
+
+    def load_model(self, name: str, dtype: torch.dtype) -> LoadedModel | None:
+        """The task's own model, or None: most tasks set up `models.load_classifier`'s (prepare)."""
+        return None
+
+    def read_data(self, recipe):
+        """The recipe's data as this task reads it (labelled texts), checked against its model."""
+        from ..errors import TrainError
+        from ..inputs.data import load_dataset
+
+        dataset = load_dataset(recipe.data.source, recipe.data.text_column, recipe.data.label_column)
+        if dataset.num_classes != recipe.model.num_labels:
+            raise TrainError(f"model.num_labels is {recipe.model.num_labels} but the data has {dataset.num_classes} "
+                             f"classes: set model.num_labels={dataset.num_classes} in the recipe (or as an override)")
+        return dataset
+
+    def outputs_model(self, backbone: torch.nn.Module) -> torch.nn.Module:
+        """The wrapper whose forward gives the task's (N, C) outputs from the Hugging Face model."""
+        from ..inputs.models import SequenceLogits
+
+        return SequenceLogits(backbone)
+
+    def batch(self, loaded: LoadedModel, split, indices, max_length: int) -> tuple[dict, torch.Tensor]:
+        """(model inputs, loss targets) of ``split``'s examples ``indices``, on the model's device."""
+        inputs = loaded.encode([split.texts[i] for i in indices], max_length)
+        return inputs, torch.tensor([split.labels[i] for i in indices], device=loaded.device)
+
+    def better(self, metrics: dict, best: dict) -> bool:
+        """Whether validation ``metrics`` beat the ``best`` so far (empty: nothing yet)."""
+        key, sign = self.selects_by
+        return not best or sign * metrics[key] > sign * best[key]
+
+    def at_theta0(self, outputs_model, loaded: LoadedModel, recipe) -> dict:
+        """What a finished run compares against, measured before the first step (forgetting)."""
+        return {}
+
+    def after_training(self, outputs_model, loaded: LoadedModel, splits, recipe, at_theta0: dict) -> dict:
+        """Extra results of a finished run, at its best state (generations, for a generative task)."""
+        return {}
 
     def head_report(self, loaded: LoadedModel, seed: int) -> dict:
         """How θ0's head was set, when no probe was fitted."""

@@ -92,9 +92,15 @@ def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = F
     ``protect`` (the CLI passes the recipe file).
     """
     run = _Run(recipe, Path(out), on_progress or (lambda *a: None), device)
+    created = not Path(out).exists()
     with OutputClaim(Path(out)) if run.accelerator.is_main_process else contextlib.nullcontext():
         state = run.prepare(resume, force, protect)
-        run.setup()
+        try:
+            run.setup()
+        except Exception:
+            if created and run.accelerator.is_main_process and not any(Path(out).iterdir()):
+                Path(out).rmdir()  # bad data or a bad recipe leaves no empty run folder behind
+            raise
         if state is not None:
             run.restore(state)
         run.train()
@@ -106,7 +112,7 @@ class _Run:
         self.recipe, self.out, self.progress, self.cfg = recipe, out, progress, recipe.training
         self.started = time.perf_counter()
         self.accelerator = _accelerator(device)
-        self.step, self.history, self.curve, self.best, self.stale = 0, [], [], {"accuracy": -1.0}, 0
+        self.step, self.history, self.curve, self.best, self.stale = 0, [], [], {}, 0
         self.step_times: list[float] = []
         self.train_rss = 0
 
@@ -126,10 +132,7 @@ class _Run:
 
         recipe, cfg = self.recipe, self.cfg
         set_seed(cfg.seed)
-        dataset = data_lib.load_dataset(recipe.data.source, recipe.data.text_column, recipe.data.label_column)
-        if dataset.num_classes != recipe.model.num_labels:
-            raise TrainError(f"model.num_labels is {recipe.model.num_labels} but the data has {dataset.num_classes} "
-                             f"classes: set model.num_labels={dataset.num_classes} in the recipe (or as an override)")
+        dataset = get_task(recipe.model.task).read_data(recipe)
         self.splits = data_lib.split_dataset(dataset, seed=recipe.data.seed)
         self.provenance = check_provenance(recipe, dataset)
         self.loaded, self.head_report = load_for_recipe(recipe, dataset.label_names, splits=self.splits,
@@ -153,15 +156,17 @@ class _Run:
         total, warmup = self.total_steps, int(cfg.warmup_ratio * self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup
                                                            else max(0.0, (total - s) / max(1, total - warmup)))
-        self.logits_model, self.optimizer = self.accelerator.prepare(models.SequenceLogits(self.trained),
+        self.logits_model, self.optimizer = self.accelerator.prepare(self.task.outputs_model(self.trained),
                                                                      self.optimizer)
         self.best_state = _trainable_state(self.trained)
+        self.at_theta0 = self.task.at_theta0(self.logits_model, self.loaded, recipe)  # setup runs before restore
 
     def _calibration(self, examples: int = 256) -> list[dict]:
         """Input batches of the first training examples, for a data-driven adapter init (EVA)."""
-        texts = self.splits.train.texts[:examples]
-        size = self.cfg.batch_size
-        return [self.loaded.encode(texts[i:i + size], self.recipe.data.max_length) for i in range(0, len(texts), size)]
+        count, size = min(examples, len(self.splits.train)), self.cfg.batch_size
+        batches = [self.task.batch(self.loaded, self.splits.train, range(i, min(i + size, count)),
+                                   self.recipe.data.max_length)[0] for i in range(0, count, size)]
+        return [{k: b[k] for k in ("input_ids", "attention_mask")} for b in batches]  # what the bare model reads
 
     def restore(self, state: dict) -> None:
         started_with = state.get("recipe")
@@ -206,9 +211,8 @@ class _Run:
         if len(local) == 0:  # a short last batch: every process must still step together
             local = batch_idx[:1]
         train = self.splits.train
-        batch = self.loaded.encode([train.texts[i] for i in local], self.recipe.data.max_length)
-        logits = self.logits_model(**batch)
-        loss = self.task.loss(logits, torch.tensor([train.labels[i] for i in local], device=logits.device))
+        inputs, targets = self.task.batch(self.loaded, train, local, self.recipe.data.max_length)
+        loss = self.task.loss(self.logits_model(**inputs), targets)
         self.accelerator.backward(loss + self.proximal.penalty(self.trained))
         self.train_rss = max(self.train_rss, _rss_bytes())  # activations and gradients are alive here
         self.proximal.apply_selective(self.trained)
@@ -229,7 +233,7 @@ class _Run:
         metrics |= {"epoch": epoch, "step": self.step, "distance_from_theta0": self.proximal.distance(self.trained)}
         self.history.append(metrics)
         self.progress("evaluate", epoch + 1, epochs, metrics)
-        if metrics["accuracy"] > self.best["accuracy"]:
+        if self.task.better(metrics, self.best):
             self.best, self.best_state, self.stale = metrics, _trainable_state(self.trained), 0
             return False
         self.stale += 1
@@ -255,7 +259,11 @@ class _Run:
         self.logits_model.eval()
         max_length = self.recipe.data.max_length
         test = self.task.evaluate(self.logits_model, self.loaded, self.splits.test, max_length)
-        gap = _gap(self.loaded, self.logits_model, self.trained, self.proximal, self.splits.validation, max_length)
+        extra = self.task.after_training(self.logits_model, self.loaded, self.splits, self.recipe, self.at_theta0)
+        generations = extra.pop("generations", None)
+        test |= {k: v for k, v in extra.items() if k != "forgetting"}
+        gap = _gap(self.task, self.loaded, self.logits_model, self.trained, self.proximal, self.splits.validation,
+                   max_length)
         optimizer_bytes = sum(t.numel() * t.element_size() for s in self.optimizer.state.values()
                               for k, t in s.items() if torch.is_tensor(t) and k != "step")
         metrics = {
@@ -272,8 +280,10 @@ class _Run:
             "provenance": self.provenance,
             "label_names": list(self.splits.train.label_names),  # export names the classes with them
         }
+        if "forgetting" in extra:
+            metrics["forgetting"] = extra["forgetting"]
         if self.accelerator.is_main_process:
-            _write_run(self.out, self.recipe, self.trained, metrics)
+            _write_run(self.out, self.recipe, self.trained, metrics, generations)
         self.accelerator.wait_for_everyone()
         return RunResult(self.out, metrics)
 
@@ -297,9 +307,9 @@ def _first_difference(old, new, path: str = "") -> str:
     return path or "the recipe"
 
 
-def _gap(loaded, logits_model, trained, proximal, split, max_length: int, examples: int = 64) -> dict:
+def _gap(task, loaded, logits_model, trained, proximal, split, max_length: int, examples: int = 64) -> dict:
     """Linearization gap on the first validation examples (dropout off)."""
-    batch = loaded.encode(split.texts[:examples], max_length)
+    batch = task.batch(loaded, split, range(min(examples, len(split))), max_length)[0]
     wrapper = logits_model.module if hasattr(logits_model, "module") else logits_model
     current = {models.wrapped_name(n): p for n, p in trained.named_parameters() if p.requires_grad}
     start = {models.wrapped_name(n): proximal.theta0[n] for n, _ in trained.named_parameters() if n in proximal.theta0}
@@ -309,10 +319,13 @@ def _gap(loaded, logits_model, trained, proximal, split, max_length: int, exampl
         return {"linearization_gap": None, "linearization_error": str(exc).splitlines()[0]}
 
 
-def _write_run(out: Path, recipe: Recipe, trained, metrics: dict) -> None:
+def _write_run(out: Path, recipe: Recipe, trained, metrics: dict, generations: list | None) -> None:
     adapter = out / "adapter"
     write_folder_atomically(adapter, lambda folder: get_method(recipe.method).save(trained, folder, recipe),
                             force=True, marker="adapter_config.json", what="adapter")
+    if generations is not None:  # greedy completions of test prompts, to read next to the metrics
+        write_text_atomically(out / "generations.jsonl", "".join(json.dumps(g, ensure_ascii=False) + "\n"
+                                                                  for g in generations))
     save_recipe(recipe, out / "recipe.yaml", command=f"ntk-advisor train {out / 'recipe.yaml'} --out {out}")
     write_text_atomically(out / "metrics.json", json.dumps(metrics | {"recipe": recipe_to_dict(recipe)}, indent=2,
                                                         default=float) + "\n")

@@ -166,9 +166,7 @@ def test_bbc_headlines_pairs_and_stratified_splits():
     assert all(count > 0 for count in splits.test.label_counts().values())
 
 
-def test_profile_of_a_causal_lm_for_sft_and_recommend_says_it_cannot_yet(llama, tiny_llama_folder, tmp_path):
-    from ntk_advisor.advice.recommend import RecommendConfig, recommend
-    from ntk_advisor.errors import RecipeError
+def test_profile_of_a_causal_lm_for_sft(llama, tiny_llama_folder, tmp_path):
     from ntk_advisor.profiling.folder import load_profile, save_profile
     from ntk_advisor.profiling.profiler import ProfileConfig, profile
 
@@ -199,5 +197,3 @@ def test_profile_of_a_causal_lm_for_sft_and_recommend_says_it_cannot_yet(llama, 
     torch.testing.assert_close(again.kernels[names[0]], reference["backbone." + target.name].kernel, rtol=1e-5,
                                atol=1e-9)
     assert all(m.alignment != m.alignment for m in again.modules)  # NaN: no labels
-    with pytest.raises(RecipeError, match="supervised fine-tuning profile, and recommend does not place SFT"):
-        recommend(folder, RecommendConfig(method="lora", budget=500))

@@ -9,12 +9,14 @@ from ntk_advisor.errors import ModelError, RecipeError
 from ntk_advisor.tasks import get_task, load_task_model, resolve_task, task_names
 
 
-def test_both_tasks_are_registered_and_auto_picks_by_architecture():
-    assert set(task_names()) == {"classifier", "label-words"}
+def test_the_tasks_are_registered_and_auto_picks_by_architecture():
+    assert set(task_names()) == {"classifier", "label-words", "sft"}
     assert resolve_task("auto", "bert", bidirectional=True).name == "classifier"
     assert resolve_task("auto", "llama", bidirectional=False).name == "label-words"
     with pytest.raises(ModelError, match="decoder-only.*bert"):
         resolve_task("label-words", "bert", bidirectional=True)
+    with pytest.raises(ModelError, match="causal LM; bert is bidirectional"):  # auto never picks sft: the data does
+        resolve_task("sft", "bert", bidirectional=True)
     with pytest.raises(ModelError, match="unknown --task 'qa'"):
         get_task("qa")
 

@@ -1,0 +1,197 @@
+"""Supervised fine-tuning end to end on a tiny random Llama (mechanics only; the real model's
+figures are in docs/sft.md): recommend on an SFT profile, train with the completion-only loss,
+forgetting and generations, and export the merged causal LM, its ONNX and the PEFT adapter."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from ntk_advisor.advice.recommend import RecommendConfig, recommend
+from ntk_advisor.errors import RecipeError, TrainError
+from ntk_advisor.inputs.completions import encode_completions
+from ntk_advisor.recipe.io import save_recipe
+from ntk_advisor.tasks import get_task
+from ntk_advisor.tasks.completion import CompletionLogLikelihood
+
+PAIRS = [("Review : good film", " positive"), ("Review : the plot was very dull and not fun", " negative"),
+         ("Text : a", " great movie so fun"), ("Review : awful", " negative"), ("Text : fine", " fine film")]
+HELDOUT = ["the plot was fun", "a great film", "dull and awful movie", "so good"]
+
+
+@pytest.fixture(scope="module")
+def sft_profile(tiny_llama_folder, tmp_path_factory):
+    from ntk_advisor.profiling.folder import save_profile
+    from ntk_advisor.profiling.profiler import ProfileConfig, profile
+
+    root = tmp_path_factory.mktemp("sft")
+    data = root / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in PAIRS * 8))
+    result = profile(ProfileConfig(model=str(tiny_llama_folder), data=str(data), task="sft", samples=6,
+                                   max_length=16, signal_samples=20, device="cpu"))
+    return save_profile(result, root / "profile"), root
+
+
+def test_recommend_lora_on_an_sft_profile_writes_a_causal_lm_recipe(sft_profile):
+    folder, _ = sft_profile
+    recipe = recommend(folder, RecommendConfig(method="lora", budget=500))
+    assert recipe.model.task == "sft" and recipe.data.heldout_text == "vader-movie"
+    assert recipe.peft["task_type"] == "CAUSAL_LM" and "modules_to_save" not in recipe.peft  # no head to save
+    assert 0 < recipe.evidence["trainable"]["total"] <= 500 and recipe.evidence["trainable"]["head"] == 0
+    predicted = recipe.evidence["predicted"]
+    assert math.isnan(predicted["alignment"]) and math.isnan(predicted["loo_accuracy"])  # no labels
+    assert set(predicted["objectives"]) == {"lambda_min", "condition", "trace"}
+    assert "supervised fine-tuning" in recipe.evidence["uncertainty"]["sentence"]
+    from peft import LoraConfig
+
+    LoraConfig(**recipe.peft)  # the section PEFT (and TRL's SFTTrainer) reads, as it is
+
+
+def test_recommend_rocoft_on_an_sft_profile_seeds_each_module_with_its_top_gradient_row(sft_profile):
+    from ntk_advisor.profiling.folder import load_profile
+
+    folder, _ = sft_profile
+    recipe = recommend(folder, RecommendConfig(method="rocoft", budget=400))
+    rows = load_profile(folder).scores["rows_signal"]
+    assert recipe.targets and all(t.axis == "rows" for t in recipe.targets)
+    for target in recipe.targets:  # the coverage seed: every module's first row is its largest ‖G[i, :]‖²
+        assert int(torch.argmax(rows[target.module])) in target.indices
+
+
+def test_labelled_objectives_are_refused_for_sft(sft_profile):
+    folder, _ = sft_profile
+    with pytest.raises(RecipeError, match="needs labels.*supervised fine-tuning"):
+        recommend(folder, RecommendConfig(method="lora", budget=500, objective="alignment"))
+
+
+def test_sft_loss_is_the_completion_only_cross_entropy(tiny_llama_folder):
+    """The task's loss equals transformers' own loss with every prompt token's label set to -100."""
+    loaded = get_task("sft").load_model(str(tiny_llama_folder), torch.float64)
+    inputs = encode_completions(loaded.tokenizer, [p for p, _ in PAIRS], [c for _, c in PAIRS], 16)
+    count = inputs["completion_mask"][:, 1:].sum()
+    ours = get_task("sft").loss(loaded.logits_model(**inputs), count)
+    labels = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, -100)
+    theirs = loaded.backbone(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels).loss
+    # transformers computes its loss on float32 logits (ForCausalLMLoss upcasts), so float32's 1e-6
+    torch.testing.assert_close(ours.float(), theirs, rtol=1e-6, atol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def sft_run(sft_profile):
+    from ntk_advisor.training.loop import train
+
+    folder, root = sft_profile
+    heldout = root / "heldout.jsonl"
+    heldout.write_text("".join(json.dumps({"text": t}) + "\n" for t in HELDOUT))
+    recipe = recommend(folder, RecommendConfig(method="lora", budget=500))
+    recipe = recipe.model_copy(update={
+        "data": recipe.data.model_copy(update={"heldout_text": str(heldout)}),
+        "training": recipe.training.model_copy(update={"max_steps": 6, "batch_size": 8, "learning_rate": 3e-2})})
+    result = train(recipe, root / "run", device="cpu")
+    return result, recipe
+
+
+def test_train_sft_reports_nll_perplexity_forgetting_and_generations(sft_run):
+    result, _ = sft_run
+    m = result.metrics
+    assert m["validation_best"]["nll"] == min(h["nll"] for h in m["history"])  # the best state is the lowest NLL
+    assert math.isclose(m["test"]["perplexity"], math.exp(m["test"]["nll"]), rel_tol=1e-9)
+    assert m["test"]["completion_tokens"] > 0 and 0 <= m["test"]["exact_match"] <= 1
+    forgetting = m["forgetting"]
+    assert forgetting["texts"] == len(HELDOUT)
+    assert math.isclose(forgetting["increase"], forgetting["nll_after"] - forgetting["nll_theta0"], rel_tol=1e-9)
+    assert forgetting["nll_after"] != forgetting["nll_theta0"]  # the adapter moved the LM
+    lines = (result.out / "generations.jsonl").read_text().splitlines()
+    assert 0 < len(lines) <= 8 and {"prompt_end", "expected", "generated"} <= set(json.loads(lines[0]))
+
+
+def test_the_trained_sft_adapter_is_a_peft_folder_and_exports_merged(sft_run, tiny_llama_folder, tmp_path):
+    import transformers as tf
+    from peft import PeftModel
+
+    from ntk_advisor.exporting.export import export
+
+    result, _ = sft_run
+    tokenizer = tf.AutoTokenizer.from_pretrained(tiny_llama_folder)
+    inputs = encode_completions(tokenizer, [p for p, _ in PAIRS], [c for _, c in PAIRS], 16)
+    base = tf.AutoModelForCausalLM.from_pretrained(tiny_llama_folder, attn_implementation="eager")
+    adapted = PeftModel.from_pretrained(base, result.out / "adapter").eval()  # as a PEFT user loads it
+    with torch.no_grad():
+        expected = CompletionLogLikelihood(adapted)(**inputs)
+    hf = export(result.out, "hf", tmp_path / "hf")
+    merged = tf.AutoModelForCausalLM.from_pretrained(hf.out, attn_implementation="eager").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(CompletionLogLikelihood(merged)(**inputs), expected, rtol=1e-4, atol=1e-4)
+    assert not (hf.out / "config.json").read_text().count("LABEL_0")  # a causal LM, not a named classifier
+    onnx = export(result.out, "onnx", tmp_path / "onnx")
+    assert onnx.max_abs_logit_difference is not None and onnx.max_abs_logit_difference <= 1e-3
+
+
+def test_a_prompt_that_fills_max_length_is_refused_for_training(sft_profile):
+    from ntk_advisor.training.loop import train
+
+    folder, root = sft_profile
+    recipe = recommend(folder, RecommendConfig(method="lora", budget=500))
+    recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"max_length": 2})})
+    with pytest.raises(TrainError, match="every one of the 40 prompts fills max length 2"):
+        train(recipe, root / "never", device="cpu")
+    assert not (root / "never").exists()
+
+
+def test_an_sft_recipe_round_trips_through_yaml(sft_profile, tmp_path):
+    from ntk_advisor.recipe.io import load_recipe
+
+    folder, _ = sft_profile
+    recipe = recommend(folder, RecommendConfig(method="lora", budget=500))
+    save_recipe(recipe, tmp_path / "r.yaml")
+    again = load_recipe(tmp_path / "r.yaml")
+    assert again.model.task == "sft" and again.data.heldout_text == recipe.data.heldout_text
+    assert [(t.module, t.rank) for t in again.targets] == [(t.module, t.rank) for t in recipe.targets]
+
+
+def test_the_sft_commands_from_the_shell(tiny_llama_folder, tmp_path, capsys, monkeypatch):
+    """profile --task sft, recommend, train and export as a user runs them, each answering in one screen."""
+    from tests.helpers import run_cli
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in PAIRS * 8))
+    code, _, err = run_cli(["profile", "--model", str(tiny_llama_folder), "--data", str(data), "--task", "sft",
+                            "--samples", "6", "--max-length", "16", "--device", "cpu", "--out",
+                            str(tmp_path / "profile")], capsys, monkeypatch)
+    assert code == 0, err
+    code, out, err = run_cli(["recommend", str(tmp_path / "profile"), "--method", "lora", "--budget", "500",
+                              "--out", str(tmp_path / "recipe.yaml")], capsys, monkeypatch)
+    assert code == 0, err
+    code, out, err = run_cli(["train", str(tmp_path / "recipe.yaml"), "training.max_steps=2", "training.batch_size=8",
+                              "data.heldout_text=" + str(data), "--out", str(tmp_path / "run"), "--device", "cpu"],
+                             capsys, monkeypatch)
+    assert code == 0, err
+    assert "test completion NLL" in out and "perplexity" in out and "forgetting: NLL of" in out
+    assert "validation completion NLL" in err  # the epoch line
+    code, out, err = run_cli(["export", str(tmp_path / "run"), "--format", "hf", "--out", str(tmp_path / "hf")],
+                             capsys, monkeypatch)
+    assert code == 0, err
+    assert (tmp_path / "hf" / "config.json").exists() and (tmp_path / "hf" / "export_report.json").exists()
+
+
+@pytest.mark.parametrize("records, message", [
+    ([{"prompt": "Review : good", "completion": ""}], "has no completion text"),
+    ([{"messages": [{"role": "user", "content": "hi"}]}], "ends with a 'user' turn"),
+    ([{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]}],
+     "tokenizer has no chat template"),
+    ([{"review": "good"}], "supervised fine-tuning reads 'prompt' and 'completion'"),
+])
+def test_bad_sft_data_is_one_line_and_leaves_no_profile(tiny_llama_folder, tmp_path, capsys, monkeypatch, records,
+                                                         message):
+    from tests.helpers import assert_one_line_error, run_cli
+
+    data = tmp_path / "bad.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    code, _, err = run_cli(["profile", "--model", str(tiny_llama_folder), "--data", str(data), "--task", "sft",
+                            "--samples", "2", "--device", "cpu", "--out", str(tmp_path / "profile")], capsys,
+                           monkeypatch)
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "profile").exists()
