@@ -195,3 +195,19 @@ def test_bad_sft_data_is_one_line_and_leaves_no_profile(tiny_llama_folder, tmp_p
                            monkeypatch)
     assert_one_line_error(code, err, message)
     assert not (tmp_path / "profile").exists()
+
+
+def test_trl_sft_trainer_trains_the_recipes_peft_section_as_it_is(sft_profile, tiny_llama_folder, tmp_path):
+    """examples/trl_sft.py on the tiny Llama: SFTTrainer(peft_config=LoraConfig(**recipe.peft)) adapts exactly the
+    recipe's modules at its ranks, with as many trainable parameters as the recipe counts."""
+    pytest.importorskip("trl")
+    from ntk_advisor.recipe.io import save_recipe
+    from tests.test_examples import load
+
+    folder, root = sft_profile
+    recipe = recommend(folder, RecommendConfig(method="lora", budget=500))
+    save_recipe(recipe, tmp_path / "recipe.yaml")
+    summary = load("trl_sft").main(tmp_path / "recipe.yaml", steps=2, examples=8, model_source=str(tiny_llama_folder))
+    assert summary["ranks"] == summary["recipe_ranks"]
+    assert summary["trainable"] == summary["recipe_trainable"]
+    assert len(summary["losses"]) == 2 and all(math.isfinite(x) and x > 0 for x in summary["losses"])
