@@ -6,6 +6,7 @@ which is what recommend searches over; the folder stores only whole-module kerne
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -22,17 +23,37 @@ from .folder import NtkProfile
 
 @dataclass
 class Captured:
-    """What recommend needs from the rebuilt model: targets, x/δ per module, weights, logits."""
+    """What recommend needs from the rebuilt model: targets, weights, and (on first use) x/δ
+    per module and the logits.
+
+    The passes run lazily because only slice kernels (RoCoFT) and the grad-norm baseline read
+    them: LoRA's advice needs the profile's module kernels alone, and skipping the capture
+    saves SmolLM2 about 5 GiB at N = 32, T = 128 (docs/sft.md).
+    """
 
     profile: NtkProfile
     targets: dict[str, models.TargetModule]
-    x: dict[str, torch.Tensor]
-    deltas: dict[str, list[torch.Tensor]]
     weights: dict[str, torch.Tensor]
-    logits: torch.Tensor
     spec: OutputSpec
     head_parameters: int  # weight and, where the head has one, bias
     head_name: str | None = None  # the head module, e.g. "classifier": PEFT's modules_to_save
+    passes: Callable[[], tuple[dict, dict, torch.Tensor]] | None = None  # () -> (x, deltas, logits)
+
+    @cached_property
+    def _captured(self) -> tuple[dict[str, torch.Tensor], dict[str, list[torch.Tensor]], torch.Tensor]:
+        return self.passes()
+
+    @property
+    def x(self) -> dict[str, torch.Tensor]:
+        return self._captured[0]
+
+    @property
+    def deltas(self) -> dict[str, list[torch.Tensor]]:
+        return self._captured[1]
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self._captured[2]
 
     @cached_property
     def grad_norms(self) -> dict[str, float]:
@@ -45,7 +66,8 @@ class Captured:
 
 
 def capture(profile: NtkProfile) -> Captured:
-    """Rebuild the profiled model (checkpoint + saved head) and capture x, δ of every block Linear."""
+    """Rebuild the profiled model (checkpoint + saved head); x, δ of every block Linear are
+    captured when first read."""
     settings = profile.settings
     dtype = getattr(torch, settings.get("dtype", "float32"))
     if settings.get("task") == "sft":  # the causal LM itself: its outputs are completion log-likelihoods
@@ -62,7 +84,16 @@ def capture(profile: NtkProfile) -> Captured:
     if not targets:
         raise RecipeError("the profile holds no transformer-block modules to place a budget in")
     spec = OutputSpec(settings["reduction"], settings["num_outputs"], profile.inputs["labels"])
+    weights = {n: models.weight_matrix(loaded.backbone, t).detach() for n, t in targets.items()}
+    head = loaded.backbone.get_submodule(loaded.head_name) if loaded.head_name else None
+    head_parameters = sum(p.numel() for p in head.parameters()) if head is not None else 0
     batch = {k: v for k, v in profile.inputs.items() if k != "labels"}  # an SFT profile adds completion_mask
+    return Captured(profile, targets, weights, spec, head_parameters, loaded.head_name,
+                    passes=lambda: _passes(loaded, batch, targets, spec))
+
+
+def _passes(loaded, batch: dict, targets: dict, spec: OutputSpec):
+    """One forward pass and C backward passes: (x, δ per module, float64 logits)."""
     modules = {models.wrapped_name(n): loaded.backbone.get_submodule(n) for n in targets}
     x, deltas = {}, {n: [] for n in targets}
     with torch.enable_grad():
@@ -76,10 +107,7 @@ def capture(profile: NtkProfile) -> Captured:
             deltas[n] = [stacked]
     with torch.no_grad():
         logits = loaded.logits_model(**batch).to(torch.float64)
-    weights = {n: models.weight_matrix(loaded.backbone, t).detach() for n, t in targets.items()}
-    head = loaded.backbone.get_submodule(loaded.head_name) if loaded.head_name else None
-    head_parameters = sum(p.numel() for p in head.parameters()) if head is not None else 0
-    return Captured(profile, targets, x, deltas, weights, logits, spec, head_parameters, loaded.head_name)
+    return x, deltas, logits
 
 
 def _relative_gradient_norms(targets, x, deltas, weights, logits, spec) -> dict[str, float]:
