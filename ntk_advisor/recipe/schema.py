@@ -92,7 +92,8 @@ class Training(_Strict):
     lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     # LoRA only: "eva" is PEFT's EVA (A from the SVD of each module's inputs on training
     # batches, ranks redistributed up to eva_rho x r; Paischer et al., 2024), a data-driven rival.
-    lora_init: Literal["default", "eva"] = "default"
+    # "loraga" is PEFT's LoRA-GA (A, B from the SVD of each module's gradient on training batches).
+    lora_init: Literal["default", "eva", "loraga"] = "default"
     eva_rho: Annotated[float, Field(ge=1)] = 2.0
 
 

@@ -99,15 +99,17 @@ def trainable_names(recipe: Recipe, model: nn.Module, head_name: str | None) -> 
 
 
 def apply_recipe(model: nn.Module, recipe: Recipe, head_name: str | None = None,
-                 calibration=None) -> tuple[nn.Module, Proximal]:
+                 calibration=None, gradient_step=None) -> tuple[nn.Module, Proximal]:
     """Place the recipe on ``model`` (a transformers model); returns (model to train, proximal helper).
 
-    ``calibration()`` yields input batches for a data-driven init (LoRA's EVA); θ0 is taken
-    after it, so the proximal term pulls toward the initialized adapter.
+    ``calibration()`` yields input batches for a data-driven init (LoRA's EVA);
+    ``gradient_step(model)`` runs the task's loss forward and backward on training batches
+    (LoRA-GA). θ0 is taken after either, so the proximal term pulls toward the initialized adapter.
     """
     extra = trainable_names(recipe, model, head_name)
     method = get_method(recipe.method)
-    trained = method.apply(model, recipe, extra, head_name)
+    hooks = {"gradient_step": gradient_step} if recipe.training.lora_init == "loraga" else {}
+    trained = method.apply(model, recipe, extra, head_name, **hooks)
     method.initialize(trained, recipe, calibration or (lambda: []))
     theta0 = {n: p.detach().clone() for n, p in trained.named_parameters() if p.requires_grad}
     return trained, Proximal(recipe.proximal.strength, recipe.proximal.mode, theta0)

@@ -143,7 +143,7 @@ class _Run:
         except RecipeError as exc:
             raise TrainError(f"{exc}; fix the recipe (ntk-advisor check shows every problem)") from None
         self.trained, self.proximal = apply_recipe(self.loaded.backbone, recipe, self.loaded.head_name,
-                                                   calibration=self._calibration)
+                                                   calibration=self._calibration, gradient_step=self._gradient_step)
         self.params = [p for p in self.trained.parameters() if p.requires_grad]
         claimed = recipe.evidence.get("trainable", {}).get("total") if isinstance(recipe.evidence, dict) else None
         if claimed is not None and claimed != sum(p.numel() for p in self.params):
@@ -167,6 +167,15 @@ class _Run:
         batches = [self.task.batch(self.loaded, self.splits.train, range(i, min(i + size, count)),
                                    self.recipe.data.max_length)[0] for i in range(0, count, size)]
         return [{k: b[k] for k in ("input_ids", "attention_mask")} for b in batches]  # what the bare model reads
+
+    def _gradient_step(self, model, examples: int = 256) -> None:
+        """The task's loss, forward and backward, on the first training examples (LoRA-GA's gradient)."""
+        outputs_model = self.task.outputs_model(model)
+        count, size = min(examples, len(self.splits.train)), self.cfg.batch_size
+        for start in range(0, count, size):
+            inputs, targets = self.task.batch(self.loaded, self.splits.train, range(start, min(start + size, count)),
+                                              self.recipe.data.max_length)
+            self.task.loss(outputs_model(**inputs), targets).backward()
 
     def restore(self, state: dict) -> None:
         started_with = state.get("recipe")

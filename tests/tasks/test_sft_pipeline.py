@@ -211,3 +211,53 @@ def test_trl_sft_trainer_trains_the_recipes_peft_section_as_it_is(sft_profile, t
     assert summary["ranks"] == summary["recipe_ranks"]
     assert summary["trainable"] == summary["recipe_trainable"]
     assert len(summary["losses"]) == 2 and all(math.isfinite(x) and x > 0 for x in summary["losses"])
+
+
+def test_lora_ga_starts_at_theta0_and_its_saved_adapter_rebuilds_the_trained_model(sft_profile, tiny_llama_folder,
+                                                                                     tmp_path):
+    """LoRA-GA (a rival of the SFT goal) moves the base weights; the saved adapter must still load onto the
+    unmodified base model (PEFT's conversion to a plain LoRA) and give the trained model's outputs."""
+    import transformers as tf
+    from peft import PeftModel
+
+    from ntk_advisor.methods import get_method
+    from ntk_advisor.training.apply import apply_recipe
+
+    folder, _ = sft_profile
+    recipe = recommend(folder, RecommendConfig(method="lora", budget=500))
+    recipe = recipe.model_copy(update={"training": recipe.training.model_copy(update={"lora_init": "loraga"})})
+    task = get_task("sft")
+    tokenizer = tf.AutoTokenizer.from_pretrained(tiny_llama_folder)
+    inputs = encode_completions(tokenizer, [p for p, _ in PAIRS], [c for _, c in PAIRS], 16)
+    count = inputs["completion_mask"][:, 1:].sum()
+
+    def fresh():
+        return tf.AutoModelForCausalLM.from_pretrained(tiny_llama_folder, attn_implementation="eager").eval()
+
+    with torch.no_grad():
+        before = CompletionLogLikelihood(fresh())(**inputs)
+    steps = []
+
+    def gradient_step(model):
+        steps.append(1)
+        task.loss(CompletionLogLikelihood(model)(**inputs), count).backward()
+
+    trained, _ = apply_recipe(fresh(), recipe, None, gradient_step=gradient_step)
+    assert steps == [1]
+    lora_b = [p for n, p in trained.named_parameters() if "lora_B" in n]
+    assert lora_b and all(float(p.abs().sum()) > 0 for p in lora_b)  # B starts from the gradient, not at 0
+    with torch.no_grad():
+        torch.testing.assert_close(CompletionLogLikelihood(trained)(**inputs), before, rtol=1e-4, atol=1e-4)
+    optimizer = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=5e-2)
+    for _ in range(3):
+        task.loss(CompletionLogLikelihood(trained)(**inputs), count).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    trained.eval()
+    with torch.no_grad():
+        expected = CompletionLogLikelihood(trained)(**inputs)
+    assert not torch.allclose(expected, before, atol=1e-3)
+    get_method("lora").save(trained, tmp_path / "adapter", recipe)
+    loaded = PeftModel.from_pretrained(fresh(), tmp_path / "adapter").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(CompletionLogLikelihood(loaded)(**inputs), expected, rtol=1e-4, atol=1e-4)

@@ -12,7 +12,7 @@ from ...recipe.conversions import axolotl_lora, default_rank, peft_section
 from ...recipe.schema import Target
 from ...errors import RecipeError
 from ..base import Candidates, Method, Rank
-from . import apply_lora, initialize_eva
+from . import apply_lora, initialize_eva, save_lora
 
 RANK_STEP = 2  # the search adds rank two at a time: one step is σ_2j² + σ_2j+1² of the label gradient
 
@@ -81,11 +81,14 @@ class LoRA(Method):
         return held / total if total > 0 else math.nan
 
     # ------------------------------------------------------------------ models
-    def apply(self, model, recipe, extra_trainable, head_name):
+    def apply(self, model, recipe, extra_trainable, head_name, gradient_step=None):
         head = head_name if recipe.training.train_head else None
         eva = recipe.training.eva_rho if recipe.training.lora_init == "eva" else None
+        if recipe.training.lora_init == "loraga" and gradient_step is None:
+            raise RecipeError("training.lora_init=loraga needs the task's gradient on training batches: pass "
+                              "gradient_step= to apply_recipe (train does)")
         return apply_lora(model, recipe.targets, recipe.training.lora_alpha, recipe.training.lora_dropout, head,
-                          recipe.training.train_bias, eva)
+                          recipe.training.train_bias, eva, gradient_step if recipe.training.lora_init == "loraga" else None)
 
     def check_training(self, training) -> str | None:
         return None
@@ -102,7 +105,7 @@ class LoRA(Method):
         initialize_eva(model, batches)
 
     def save(self, model, folder, recipe) -> None:
-        model.save_pretrained(folder)
+        save_lora(model, folder)
 
     def owns_adapter(self, config: dict) -> bool:
         return config.get("peft_type") == "LORA"
