@@ -89,3 +89,25 @@ def test_tuned_gains_are_paired_over_the_seeds_both_arms_have():
     assert se == pytest.approx(0.0, abs=1e-9)
     lines = tuned_table(runs, "s", ("first-k", "random"))
     assert "| advised-x | 1 | +3.00 | a (+3.0) | none |" in lines
+
+
+def test_sft_study_chooses_each_arms_rate_on_validation_and_pairs_the_nll_reduction():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sft_run", Path(__file__).resolve().parents[1] / "benchmarks" /
+                                                  "sft" / "run.py")
+    sft = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sft)
+
+    def run(arm, seed, lr, validation, test):
+        return {"task": "t", "arm": arm, "seed": seed, "learning_rate": lr, "validation_nll": validation,
+                "test_nll": test, "exact_match": 0.5, "forgetting": 0.1}
+
+    runs = [run("advised", 0, 1e-3, 2.0, 2.0), run("advised", 1, 1e-3, 2.0, 2.2),
+            run("advised", 0, 2e-3, 2.5, 1.0), run("advised", 1, 2e-3, 2.5, 1.0),  # best test, worse validation
+            run("lora-qv", 0, 1e-3, 2.1, 2.5), run("lora-qv", 1, 1e-3, 2.1, 2.5),
+            run("lora-all", 0, 1e-3, 3.0, 1.5), run("lora-all", 1, 1e-3, 3.0, 1.5)]  # worse validation than qv
+    text = sft.tables(runs)
+    assert "| advised | 0.001 | 2.0000 | 2.1000 |" in text  # the rate chosen on validation, not test
+    # vs lora-qv (best default on validation): (2.5 - 2.0) / 2.5 = 20 %, (2.5 - 2.2) / 2.5 = 12 %: mean 16, SE 4
+    assert "(lora-qv): +16.00 % ± 4.00 lower over 2 seed(s)" in text

@@ -110,6 +110,14 @@ def run_key(recipe) -> str:
 
 
 def train_arm(recipe, work: Path) -> dict:
+    """Validation and test accuracy of the recipe's run (trained once, read back after)."""
+    metrics, folder = trained_metrics(recipe, work)
+    return {"validation": metrics["validation_best"]["accuracy"], "test": metrics["test"]["accuracy"],
+            "run": folder.name, "trainable": metrics["trainable_parameters"]}
+
+
+def trained_metrics(recipe, work: Path) -> tuple[dict, Path]:
+    """The run's metrics.json, training it first (resuming a checkpoint) when it has none."""
     from ntk_advisor.training.checkpoints import latest_checkpoint
     from ntk_advisor.training.loop import train
 
@@ -127,9 +135,7 @@ def train_arm(recipe, work: Path) -> dict:
                 raise
             train(recipe, folder, force=True)
         print(f"    trained in {time.perf_counter() - started:.0f} s", flush=True)
-    metrics = json.loads(metrics_path.read_text())
-    return {"validation": metrics["validation_best"]["accuracy"], "test": metrics["test"]["accuracy"],
-            "run": folder.name, "trainable": metrics["trainable_parameters"]}
+    return json.loads(metrics_path.read_text()), folder
 
 
 def arm_recipe(profile: Path, method: str, budget: int, fields: dict, seed: int, learning_rate: float):

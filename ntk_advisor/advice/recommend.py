@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ..errors import RecipeError
+from ..inputs.completions import heldout_default
 from ..methods import Placement, get_method, method_names, target_fields
 from ..ntk import kernel_report
 from ..ntk.select import LABELLED_OBJECTIVES, OBJECTIVES, greedy_select, objective_value
@@ -37,7 +38,6 @@ from .uncertainty import sft_uncertainty, uncertainty
 
 Progress = Callable[[str, int, int], None]
 log = logging.getLogger(__name__)
-SFT_HELDOUT_TEXT = "vader-movie"  # an SFT recipe's forgetting text: sentences no SFT builtin trains on
 
 
 def placement_parts(captured: Captured, placement: Placement, method: str) -> dict[str, torch.Tensor]:
@@ -252,7 +252,7 @@ def build_recipe(settings: dict, config: RecommendConfig, placement: Placement, 
                       label_column=settings.get("label_column", "label"), seed=settings["seed"],
                       max_length=settings["max_length"], template=prompt["template"] if prompt else None,
                       label_words=tuple(prompt["label_words"]) if prompt else None,
-                      heldout_text=SFT_HELDOUT_TEXT if sft else None),
+                      heldout_text=heldout_default(settings["data"]) if sft else None),
         method=method.name,
         targets=targets,
         proximal=Proximal(strength=config.proximal, mode=config.proximal_mode),

@@ -56,15 +56,18 @@ def models_show(
 @data_app.command("list")
 def data_list(as_json: JsonOption = False):
     """List the builtin data sets (fetched once, verified by sha256, cached)."""
+    from ..inputs.completions import COMPLETION_BUILTINS
     from ..inputs.data import BUILTIN_DATASETS
 
+    generative = {name: f"{text} (--task sft)" for name, (text, _, _) in COMPLETION_BUILTINS.items()}
     if as_json:
-        return print_json(BUILTIN_DATASETS)
+        return print_json(BUILTIN_DATASETS | generative)
     table = Table("name", "data set")
-    for name, text in BUILTIN_DATASETS.items():
+    for name, text in (BUILTIN_DATASETS | generative).items():
         table.add_row(name, text)
     out.print(table)
-    out.print("User files work too: CSV, TSV, JSONL, Parquet, or a folder saved by Hugging Face datasets.")
+    out.print("User files work too: CSV, TSV, JSONL, Parquet, or a folder saved by Hugging Face datasets; for --task "
+              "sft, with prompt/completion, messages or text columns.")
 
 
 @data_app.command("show")

@@ -59,8 +59,29 @@ def bbc_headlines() -> CompletionDataset:
                              tuple(completions))
 
 
-COMPLETION_BUILTINS = {"bbc-headlines": (("the headline of each of the 2,225 bbc-news articles from its lead "
-                                          "paragraph"), bbc_headlines)}
+def vader_movie_sft() -> CompletionDataset:
+    """vader-movie as an instruction: each review, then " positive" or " negative" (the
+    label-word classifier's words, so greedy exact match is comparable with its accuracy)."""
+    from .builtins import load_builtin
+
+    reviews = load_builtin("vader-movie")
+    return CompletionDataset("vader-movie-sft", tuple(f"Review: {t}\nSentiment:" for t in reviews.texts),
+                             reviews.labels, reviews.label_names,
+                             tuple(f" {reviews.label_names[y]}" for y in reviews.labels))
+
+
+# name -> (what it is, loader, the builtin text it does not train on: a recipe's default forgetting check)
+COMPLETION_BUILTINS = {
+    "bbc-headlines": ("the headline of each of the 2,225 bbc-news articles from its lead paragraph", bbc_headlines,
+                      "vader-movie"),
+    "vader-movie-sft": ("vader-movie's reviews, each answered ' positive' or ' negative'", vader_movie_sft, "bbc-news"),
+}
+
+
+def heldout_default(source: str) -> str:
+    """The texts an SFT recipe measures forgetting on: sentences no SFT builtin trains on,
+    or news for the builtin that trains on those sentences."""
+    return COMPLETION_BUILTINS[source][2] if source in COMPLETION_BUILTINS else "vader-movie"
 
 
 def load_completions(source: str, tokenizer=None) -> CompletionDataset:

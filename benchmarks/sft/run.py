@@ -1,0 +1,157 @@
+"""The SFT goal study (issue 18): at the parameter count of LoRA r = 8 on q,v, does the advised
+LoRA placement lower test completion NLL below the default placements and the data-driven
+rivals? SmolLM2-135M, real data, resumable (a run is named by what decides its result, as in
+benchmarks/suite), prints every table.
+
+Arms (LoRA, α = r per module): advised (ranks by the SFT gradient's spectrum), lora-qv,
+lora-all, lora-mlp (FFN modules only), eva (lora-all's modules through PEFT's EVA, ρ = 2) and
+lora-ga (lora-all's modules through PEFT's LoRA-GA). Each arm's learning rate is chosen on
+validation NLL from the grid run; the tables report test NLL at that rate.
+
+    .venv/bin/python benchmarks/sft/run.py [--tasks bbc-headlines vader-movie-sft] [--arms ...]
+        [--learning-rates 1e-3] [--seeds 1] [--first-seed 0] [--steps 60] [--work runs/sft] [--tables-only]
+
+Writes benchmarks/sft/results/smollm2-135m.json (every run) and .md (the tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "suite"))
+
+from run import run_key, trained_metrics  # noqa: E402  (benchmarks/suite/run.py)
+
+MODEL = "smollm2-135m"
+TASKS = {"bbc-headlines": 128, "vader-movie-sft": 64}  # task -> max_length
+SAMPLES, SIGNAL_SAMPLES = 32, 256  # N and M of the profile (docs/sft.md, "Cost")
+ARMS = {"advised": {}, "lora-qv": {"placement": "lora-qv"}, "lora-all": {"placement": "lora-all"},
+        "lora-mlp": {"placement": "lora-mlp"},
+        "eva": {"placement": "lora-all", "training": {"lora_init": "eva"}},
+        "lora-ga": {"placement": "lora-all", "training": {"lora_init": "loraga"}}}
+DEFAULTS = ("lora-qv", "lora-all", "lora-mlp")
+BATCH = 8
+
+
+def profile_folder(work: Path, task: str) -> Path:
+    from ntk_advisor.profiling.folder import save_profile
+    from ntk_advisor.profiling.profiler import ProfileConfig, profile
+
+    folder = work / task / "profile"
+    if not (folder / "profile.json").exists():
+        started = time.perf_counter()
+        result = profile(ProfileConfig(model=MODEL, data=task, task="sft", samples=SAMPLES, max_length=TASKS[task],
+                                       signal_samples=SIGNAL_SAMPLES, device="cpu"))
+        save_profile(result, folder, force=True)
+        print(f"  profiled {task} in {time.perf_counter() - started:.0f} s", flush=True)
+    return folder
+
+
+def qv_budget(profile: Path) -> int:
+    """LoRA r = 8 on every query and value module: 8 (d_in + d_out) each."""
+    from ntk_advisor.profiling.folder import load_profile
+
+    return sum(8 * (m.d_in + m.d_out) for m in load_profile(profile).modules if m.role in ("query", "value"))
+
+
+def arm_recipe(profile: Path, fields: dict, seed: int, learning_rate: float, steps: int):
+    from ntk_advisor.advice.recommend import RecommendConfig, recommend
+
+    fields = dict(fields)
+    training = {"max_steps": steps, "batch_size": BATCH, "learning_rate": learning_rate, "seed": seed,
+                "early_stopping_patience": 0, "checkpoint_every": 20} | fields.pop("training", {})
+    return recommend(profile, RecommendConfig(method="lora", budget=qv_budget(profile), seed=0, training=training,
+                                              **fields))
+
+
+def figures(metrics: dict) -> dict:
+    test = metrics["test"]
+    found = {"validation_nll": metrics["validation_best"]["nll"], "test_nll": test["nll"],
+             "exact_match": test.get("exact_match"), "trainable": metrics["trainable_parameters"],
+             "seconds_per_step": metrics["seconds_per_step_median"]}
+    if "forgetting" in metrics:
+        found["forgetting"] = metrics["forgetting"]["increase"]
+    return found
+
+
+def tables(runs: list[dict]) -> str:
+    """Per task: each arm at its validation-chosen rate (mean over seeds), and the advised arm's
+    relative test-NLL reduction over the best default, paired over seeds."""
+    lines = [f"# SFT study: {MODEL}, LoRA at the parameter count of r = 8 on q,v\n"]
+    for task in sorted({r["task"] for r in runs}):
+        mine = [r for r in runs if r["task"] == task]
+        chosen = {}
+        for arm in ARMS:
+            rates = sorted({r["learning_rate"] for r in mine if r["arm"] == arm})
+            if rates:
+                chosen[arm] = min(rates, key=lambda lr: statistics.mean(
+                    r["validation_nll"] for r in mine if r["arm"] == arm and r["learning_rate"] == lr))
+        lines += [f"## {task}\n", "| arm | learning rate (chosen on validation) | validation NLL | test NLL | "
+                  "greedy exact match | forgetting (NLL increase) | seeds |", "|---|---|---|---|---|---|---|"]
+        at = {arm: [r for r in mine if r["arm"] == arm and r["learning_rate"] == lr] for arm, lr in chosen.items()}
+        for arm, found in at.items():
+            mean = lambda key: statistics.mean(r[key] for r in found) if all(r.get(key) is not None for r in found) \
+                else float("nan")  # noqa: E731
+            lines.append(f"| {arm} | {chosen[arm]:g} | {mean('validation_nll'):.4f} | {mean('test_nll'):.4f} | "
+                         f"{mean('exact_match'):.3f} | {mean('forgetting'):+.4f} | {len(found)} |")
+        defaults = [a for a in DEFAULTS if a in at]
+        if "advised" in at and defaults:
+            best = min(defaults, key=lambda a: statistics.mean(r["validation_nll"] for r in at[a]))
+            seeds = sorted({r["seed"] for r in at["advised"]} & {r["seed"] for r in at[best]})
+            by = {(r["arm"], r["seed"]): r["test_nll"] for r in mine if r["learning_rate"] == chosen.get(r["arm"])}
+            gains = [100 * (by[(best, s)] - by[("advised", s)]) / by[(best, s)] for s in seeds]
+            if gains:
+                spread = f" ± {statistics.stdev(gains) / len(gains) ** 0.5:.2f}" if len(gains) > 1 else ""
+                lines.append(f"\nAdvised test NLL vs the best default on validation ({best}): "
+                             f"{statistics.mean(gains):+.2f} %{spread} lower over {len(gains)} seed(s) "
+                             "(the goal: at least 2 % lower).")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="*", default=["bbc-headlines"])
+    parser.add_argument("--arms", nargs="*", default=list(ARMS))
+    parser.add_argument("--learning-rates", nargs="*", type=float, default=[1e-3])
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--work", type=Path, default=Path("runs/sft"))
+    parser.add_argument("--tables-only", action="store_true")
+    args = parser.parse_args(argv)
+    path = HERE / "results" / f"{MODEL}.json"
+    results = json.loads(path.read_text()) if path.exists() else {"model": MODEL, "runs": []}
+    done = {(r["task"], r["arm"], r["seed"], r["learning_rate"], r["steps"]): r for r in results["runs"]}
+    if not args.tables_only:
+        for task in args.tasks:
+            print(task, flush=True)
+            profile = profile_folder(args.work, task)
+            for lr in args.learning_rates:
+                for seed in range(args.first_seed, args.seeds):
+                    for arm in args.arms:
+                        recipe = arm_recipe(profile, ARMS[arm], seed, lr, args.steps)
+                        print(f"  {arm} seed {seed} lr {lr:g} ({run_key(recipe)})", flush=True)
+                        metrics, folder = trained_metrics(recipe, args.work / task)
+                        done[(task, arm, seed, lr, args.steps)] = {
+                            "task": task, "arm": arm, "seed": seed, "learning_rate": lr, "steps": args.steps,
+                            "run": folder.name, **figures(metrics)}
+                        results["runs"] = sorted(done.values(), key=lambda r: (r["task"], r["arm"], r["seed"],
+                                                                               r["learning_rate"]))
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.write_text(json.dumps(results, indent=1) + "\n")
+    text = tables(results["runs"])
+    (HERE / "results" / f"{MODEL}.md").parent.mkdir(parents=True, exist_ok=True)
+    (HERE / "results" / f"{MODEL}.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
