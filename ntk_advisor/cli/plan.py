@@ -34,7 +34,7 @@ def plan(
     max_length: MaxLengthOption = ProfileConfig.max_length,
     outputs: Annotated[int, typer.Option(help="C, the classes, when no --data is given.")] = 2,
     head: Annotated[str, typer.Option(help="probe, random or auto, as for profile.")] = "probe",
-    signal_samples: Annotated[int, typer.Option(help="M, label-gradient examples, as for profile.")] = ProfileConfig.signal_samples,
+    signal_samples: Annotated[Optional[int], typer.Option(help="M, label-gradient examples, as for profile.")] = None,
     capture_mib: Annotated[int, typer.Option(help="Capture cap per pass, as for profile (0: from free memory).")] = ProfileConfig.capture_mib,
     device: DeviceOption = ProfileConfig.device,
     processes: Annotated[int, typer.Option(help=(

@@ -62,9 +62,10 @@ def profile(
         "forward/backward passes (same kernels, less memory, a little slower). 0: a quarter of the device's free "
         "memory, at least 64 MiB and at most 512 MiB on the CPU or 16 GiB on a GPU (docs/plan.md)."))] = ProfileConfig.capture_mib,
     device: DeviceOption = ProfileConfig.device,
-    signal_samples: Annotated[int, typer.Option(help=(
+    signal_samples: Annotated[Optional[int], typer.Option(help=(
         "M, training examples for the label-gradient row/column scores that pick which rows to train "
-        "(cost grows linearly in M; 0 skips them and recommend falls back to the probe sample's alignment)."))] = ProfileConfig.signal_samples,
+        "(cost grows linearly in M; 0 skips them and recommend falls back to the probe sample's alignment). "
+        "Default: 1,024, or 256 for --task sft (the same LoRA ranks as 1,024 there to 0.99; docs/sft.md)."))] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
     top: Annotated[int, typer.Option(help="Rows of the summary table.")] = 10,
     as_json: JsonOption = False,

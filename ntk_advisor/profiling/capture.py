@@ -37,10 +37,11 @@ class Captured:
     spec: OutputSpec
     head_parameters: int  # weight and, where the head has one, bias
     head_name: str | None = None  # the head module, e.g. "classifier": PEFT's modules_to_save
-    passes: Callable[[], tuple[dict, dict, torch.Tensor]] | None = None  # () -> (x, deltas, logits)
+    passes: Callable[[], tuple[dict, dict]] | None = None  # () -> (x, deltas)
+    forward: Callable[[], torch.Tensor] | None = None  # () -> float64 logits on the probe sample
 
     @cached_property
-    def _captured(self) -> tuple[dict[str, torch.Tensor], dict[str, list[torch.Tensor]], torch.Tensor]:
+    def _captured(self) -> tuple[dict[str, torch.Tensor], dict[str, list[torch.Tensor]]]:
         return self.passes()
 
     @property
@@ -51,9 +52,9 @@ class Captured:
     def deltas(self) -> dict[str, list[torch.Tensor]]:
         return self._captured[1]
 
-    @property
+    @cached_property
     def logits(self) -> torch.Tensor:
-        return self._captured[2]
+        return self.forward()
 
     @cached_property
     def grad_norms(self) -> dict[str, float]:
@@ -89,11 +90,16 @@ def capture(profile: NtkProfile) -> Captured:
     head_parameters = sum(p.numel() for p in head.parameters()) if head is not None else 0
     batch = {k: v for k, v in profile.inputs.items() if k != "labels"}  # an SFT profile adds completion_mask
     return Captured(profile, targets, weights, spec, head_parameters, loaded.head_name,
-                    passes=lambda: _passes(loaded, batch, targets, spec))
+                    passes=lambda: _passes(loaded, batch, targets, spec), forward=lambda: _logits(loaded, batch))
+
+
+def _logits(loaded, batch: dict) -> torch.Tensor:
+    with torch.no_grad():
+        return loaded.logits_model(**batch).to(torch.float64)
 
 
 def _passes(loaded, batch: dict, targets: dict, spec: OutputSpec):
-    """One forward pass and C backward passes: (x, δ per module, float64 logits)."""
+    """One forward pass and C backward passes: x and δ per module."""
     modules = {models.wrapped_name(n): loaded.backbone.get_submodule(n) for n in targets}
     x, deltas = {}, {n: [] for n in targets}
     with torch.enable_grad():
@@ -105,9 +111,7 @@ def _passes(loaded, batch: dict, targets: dict, spec: OutputSpec):
         for n in targets:
             x[n], stacked = kernel_rows(x[n], deltas[n], spec)
             deltas[n] = [stacked]
-    with torch.no_grad():
-        logits = loaded.logits_model(**batch).to(torch.float64)
-    return x, deltas, logits
+    return x, deltas
 
 
 def _relative_gradient_norms(targets, x, deltas, weights, logits, spec) -> dict[str, float]:

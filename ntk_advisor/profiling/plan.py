@@ -101,7 +101,7 @@ def plan_profile(config: ProfileConfig, tokens: float | None = None, num_outputs
     pool = train_examples if train_examples is not None else math.inf
     if pool < n:
         raise ProfileError(f"--samples {n} is more than the {pool} training examples: lower --samples")
-    examples = min(config.signal_samples, pool)
+    examples = min(config.signal_examples, pool)
     fit = min(config.head_train_examples, pool - n)  # the probe is fit outside the probe sample
     checked = min(config.head_train_examples, validation_examples if validation_examples is not None else math.inf)
     head_examples = fit + checked if head in ("probe", "auto") else 0

@@ -163,7 +163,7 @@ def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkPr
     batch = loaded.encode(sample.texts, config.max_length)
     labels = torch.tensor(sample.labels, dtype=torch.long)
     result = profile_model(loaded, batch, labels, config, progress, timing, warnings)
-    if config.signal_samples:
+    if config.signal_examples:
         started_signal = time.perf_counter()
         names = [t.name for t in selected_targets(loaded, config)]
         scores = label_signal(loaded, splits.train, config, names, result.warnings if result else [], progress)
@@ -171,7 +171,7 @@ def profile(config: ProfileConfig, on_progress: Progress | None = None) -> NtkPr
             return None
         result.scores |= scores
         if scores:
-            result.settings["signal_samples"] = min(config.signal_samples, len(splits.train))
+            result.settings["signal_samples"] = min(config.signal_examples, len(splits.train))
         result.timing["signal_s"] = time.perf_counter() - started_signal
     if result is None:
         return None
@@ -249,8 +249,8 @@ def label_signal(loaded: models.LoadedModel, train, config: ProfileConfig, modul
                  warnings: list[str], progress: Progress) -> dict[str, dict[str, torch.Tensor]]:
     """Row and column label-gradient scores (ntk.signal) over M = min(signal_samples, |train|)
     training examples drawn with the profile's seed; {} with a warning for a single class."""
-    sample = train if config.signal_samples >= len(train) else data_lib.probe_sample(
-        train, config.signal_samples, seed=config.seed)
+    sample = train if config.signal_examples >= len(train) else data_lib.probe_sample(
+        train, config.signal_examples, seed=config.seed)
     spec = OutputSpec(config.reduction, loaded.backbone.config.num_labels, torch.tensor(sample.labels))
     if not spec.defined_alignment:
         warnings.append("the label-gradient sample holds a single class: no rows_signal / cols_signal scores")

@@ -60,7 +60,7 @@ def profile_sft(config: ProfileConfig, on_progress=None) -> NtkProfile | None:
     results = distributed.merge_on_rank0(module_kernels(loaded, batch, mine, on_device, config.route, capture_mib,
                                                         progress))
     timing["kernels_s"] = time.perf_counter() - started - timing["load_s"]
-    scores = sft_gradient_scores(loaded, splits.train, config, targets, progress) if config.signal_samples else {}
+    scores = sft_gradient_scores(loaded, splits.train, config, targets, progress) if config.signal_examples else {}
     if results is None:
         return None
     summaries, total_kernel, total = kernel_summaries(targets, results, spec, labels, config)
@@ -70,7 +70,7 @@ def profile_sft(config: ProfileConfig, on_progress=None) -> NtkProfile | None:
                                  "completion_tokens": int(batch["completion_mask"][:, 1:].sum()),
                                  "dtype": config.dtype, "label_names": [], "prompt": None}
     if scores:
-        settings["signal_samples"] = min(config.signal_samples, len(splits.train))
+        settings["signal_samples"] = min(config.signal_examples, len(splits.train))
     timing["total_s"] = time.perf_counter() - started
     return NtkProfile(
         settings=settings, modules=summaries, total=total,
@@ -96,7 +96,7 @@ def _warnings(batch: dict) -> list[str]:
 def sft_gradient_scores(loaded, train, config: ProfileConfig, targets, progress) -> dict:
     """Row and column scores of G = ∂/∂W (1/M) Σ_n f_n over M = min(signal_samples, |train|)
     training examples (the label-gradient scores of `ntk.signal` with every target 1)."""
-    sample = train if config.signal_samples >= len(train) else probe_sample(train, config.signal_samples,
+    sample = train if config.signal_examples >= len(train) else probe_sample(train, config.signal_examples,
                                                                             seed=config.seed)
     weights = {t.name: (loaded.backbone.get_submodule(t.name).weight, t.transposed) for t in targets}
     groups = distributed.my_share(models.length_batches(list(sample.texts), SIGNAL_BATCH))
