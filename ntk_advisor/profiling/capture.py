@@ -26,9 +26,9 @@ class Captured:
     """What recommend needs from the rebuilt model: targets, weights, and (on first use) x/δ
     per module and the logits.
 
-    The passes run lazily because only slice kernels (RoCoFT) and the grad-norm baseline read
-    them: LoRA's advice needs the profile's module kernels alone, and skipping the capture
-    saves SmolLM2 about 5 GiB at N = 32, T = 128 (docs/sft.md).
+    The passes run lazily because only slice kernels (RoCoFT placements, including the
+    cross-method reference that recommend reports) and the grad-norm baseline read them: a
+    caller that asks for LoRA placements alone never runs them.
     """
 
     profile: NtkProfile
