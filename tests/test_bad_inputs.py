@@ -93,9 +93,11 @@ def test_usage_errors_are_one_line_and_exit_1(args, pattern, capsys, monkeypatch
 
 
 def test_ctrl_c_says_what_was_kept(capsys, monkeypatch):
-    class Interrupting(dict):
-        def items(self):
+    class Interrupting(dict):  # Ctrl-C while the command reads the builtin list, however it reads it
+        def items(self, *_):
             raise KeyboardInterrupt
+
+        __or__ = keys = __iter__ = items
 
     monkeypatch.setattr("ntk_advisor.inputs.data.BUILTIN_DATASETS", Interrupting())
     code, _, err = run_cli(["data", "list"], capsys, monkeypatch)
