@@ -67,7 +67,7 @@ try:
     profile(ProfileConfig(model=sys.argv[1], data=sys.argv[2], samples=samples, max_length=12, signal_samples=0,
                           device="cpu"))
 except NtkAdvisorError as exc:
-    print("ERROR " + str(exc))
+    os.write(1, ("ERROR " + str(exc) + "\\n").encode())  # one write: two processes share the pipe
 """
 
 
