@@ -178,8 +178,11 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
     progress("search", 1, 1)
     evidence_for = {"placement": (placement, config.method)}
     reference = dict(config=config, budget=budget, ridge=ridge)
+    sft = profile.settings.get("task") == "sft"
     for name in method_names():  # every method's default placement, at the same budget
         default = get_method(name).reference
+        if sft and name != config.method and not captured.passes_ran:
+            continue  # its slices would rerun the capture passes of a causal LM, the advice's memory peak (docs/sft.md)
         if default is not None:
             try:
                 evidence_for[default] = (_baseline(captured, default, name, **reference), name)

@@ -45,6 +45,11 @@ class Captured:
         return self.passes()
 
     @property
+    def passes_ran(self) -> bool:
+        """Whether x and δ are already in memory (a later read costs nothing more)."""
+        return "_captured" in self.__dict__
+
+    @property
     def x(self) -> dict[str, torch.Tensor]:
         return self._captured[0]
 

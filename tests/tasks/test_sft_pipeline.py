@@ -35,9 +35,16 @@ def sft_profile(tiny_llama_folder, tmp_path_factory):
     return save_profile(result, root / "profile"), root
 
 
-def test_recommend_lora_on_an_sft_profile_writes_a_causal_lm_recipe(sft_profile):
+def test_recommend_lora_on_an_sft_profile_writes_a_causal_lm_recipe(sft_profile, monkeypatch):
+    from ntk_advisor.profiling import capture as capture_module
+
+    def no_passes(*args, **kwargs):
+        raise AssertionError("LoRA advice on a causal LM must not rerun the capture passes (its memory peak)")
+
+    monkeypatch.setattr(capture_module, "module_passes", no_passes)
     folder, _ = sft_profile
     recipe = recommend(folder, RecommendConfig(method="lora", budget=500))
+    assert set(recipe.evidence["baselines_same_budget"]) == {"lora-qv"}  # RoCoFT's first-k would need them
     assert recipe.model.task == "sft" and recipe.data.heldout_text == "vader-movie"
     assert recipe.peft["task_type"] == "CAUSAL_LM" and "modules_to_save" not in recipe.peft  # no head to save
     assert 0 < recipe.evidence["trainable"]["total"] <= 500 and recipe.evidence["trainable"]["head"] == 0
@@ -55,6 +62,7 @@ def test_recommend_rocoft_on_an_sft_profile_seeds_each_module_with_its_top_gradi
 
     folder, _ = sft_profile
     recipe = recommend(folder, RecommendConfig(method="rocoft", budget=400))
+    assert set(recipe.evidence["baselines_same_budget"]) == {"first-k", "lora-qv"}  # the passes ran anyway
     rows = load_profile(folder).scores["rows_signal"]
     assert recipe.targets and all(t.axis == "rows" for t in recipe.targets)
     for target in recipe.targets:  # the coverage seed: every module's first row is its largest ‖G[i, :]‖²
