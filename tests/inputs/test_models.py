@@ -132,3 +132,20 @@ def test_head_inputs_keep_text_order_and_do_not_depend_on_padding(tiny_model_fol
     alone = torch.cat([head_inputs(loaded, [text], 32) for text in texts])  # no padding at all
     assert got.shape == alone.shape
     assert torch.allclose(got, alone, rtol=1e-10, atol=1e-12)
+
+
+def test_head_inputs_of_a_decoder_are_its_pooled_token(tiny_llama_folder):
+    """A decoder's sequence-classification head scores every token and returns the last
+    non-padding one's logits; the probe must be fitted on that token's features alone."""
+    from conftest import PROMPT_WORDS
+
+    loaded = load_classifier(str(tiny_llama_folder), num_labels=2, dtype=torch.float64)
+    words = [w for w in PROMPT_WORDS if not w.startswith("<")]
+    texts = [" ".join(words[: 1 + (5 * i) % 6]) for i in range(7)]  # uneven lengths: padded batches
+    got = head_inputs(loaded, texts, 16, batch_size=3)
+    head = loaded.backbone.get_submodule(loaded.head_name)
+    for i, text in enumerate(texts):  # the logits transformers returns come from exactly these features
+        batch = encode(loaded.tokenizer, [text], 16)
+        logits = loaded.backbone(**batch).logits[0]
+        assert torch.allclose(head(got[i]), logits, rtol=1e-10, atol=1e-12)
+    assert got.shape == (len(texts), head.weight.shape[1])
