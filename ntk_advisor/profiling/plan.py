@@ -80,7 +80,10 @@ def plan_profile(config: ProfileConfig, tokens: float | None = None, num_outputs
         targets = [t for t in targets if t.name in set(config.modules)]
     mean_tokens = float(min(tokens or config.max_length, config.max_length))
     n, head = config.samples, config.head
-    merged = config.reduction == "trace" and num_outputs == 2 and head in ("probe", "auto")  # merged_head_passes
+    # merged_head_passes needs one head input per example: a decoder's head scores every token
+    # (its logits are the pooled token's), so there the C passes stay.
+    merged = config.reduction == "trace" and num_outputs == 2 and head in ("probe", "auto") and \
+        models.is_bidirectional(model.config)
     passes = 1 if merged or config.reduction == "margin" else num_outputs
     spec = OutputSpec(config.reduction, num_outputs, torch.arange(n) % num_outputs)
     if processes < 1:

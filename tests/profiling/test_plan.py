@@ -102,3 +102,29 @@ def test_a_plan_over_processes_is_the_busiest_process(tiny_model_folder):
     assert four.memory["captures"] < one.memory["captures"] and four.memory["kernels"] == one.memory["kernels"]
     with pytest.raises(NtkAdvisorError, match="--processes must be at least 1"):
         plan_profile(config, processes=0)
+
+
+@pytest.mark.parametrize("folder", ["tiny_model_folder", "tiny_llama_folder"])
+def test_plan_counts_the_passes_the_profiler_runs(folder, request):
+    """The probe head's two passes merge into one on an encoder; a decoder's head scores every
+    token, so its passes stay two. The plan must count what module_passes really does."""
+    import torch
+
+    from ntk_advisor.ntk.kernels import module_passes
+    from ntk_advisor.ntk.targets import OutputSpec
+
+    path = str(request.getfixturevalue(folder))
+    plan = plan_profile(ProfileConfig(model=path, samples=4, max_length=8, head="probe"), tokens=6.0, num_outputs=2,
+                        train_examples=20, validation_examples=5)
+    loaded = models.load_classifier(path, num_labels=2)
+    head_module = loaded.backbone.get_submodule(loaded.head_name)
+    with torch.no_grad():  # a fitted binary probe's form, rows (−w/2, +w/2): rank 1, what the merge needs
+        w = torch.randn(head_module.weight.shape[1])
+        head_module.weight.copy_(torch.stack([-w / 2, w / 2]))
+    words = ["good", "bad film", "fine plot here", "dull"]
+    batch = models.encode(loaded.tokenizer, words, 8)
+    head = models.wrapped_name(loaded.head_name)
+    info: dict = {}
+    list(module_passes(loaded.logits_model, batch, {head: head_module},
+                       OutputSpec("trace", 2, torch.tensor([0, 1, 0, 1])), merge_head_passes=True, info=info))
+    assert info["passes"] == plan.passes == (1 if folder == "tiny_model_folder" else 2)
