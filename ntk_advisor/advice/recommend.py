@@ -176,18 +176,7 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
     progress("search", 0, 1)
     placement, scores, search = place(captured, config, budget, ridge)
     progress("search", 1, 1)
-    evidence_for = {"placement": (placement, config.method)}
-    reference = dict(config=config, budget=budget, ridge=ridge)
-    sft = profile.settings.get("task") == "sft"
-    for name in method_names():  # every method's default placement, at the same budget
-        default = get_method(name).reference
-        if sft and name != config.method and not captured.passes_ran:
-            continue  # its slices would rerun the capture passes of a causal LM, the advice's memory peak (docs/sft.md)
-        if default is not None:
-            try:
-                evidence_for[default] = (_baseline(captured, default, name, **reference), name)
-            except RecipeError:
-                continue  # e.g. lora-qv on a model without query/value modules
+    evidence_for = {"placement": (placement, config.method)} | _references(captured, config, budget, ridge)
     reports = {key: predicted_report(captured, value, method, ridge) for key, (value, method) in evidence_for.items()}
     weights_used = reports["placement"]["weights"]
     if weights_used < 0.9 * budget and config.placement == "advised":
@@ -214,6 +203,20 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
         evidence["method_choice"] = method_choice
     recipe = build_recipe(profile.settings, config, placement, scores, evidence, captured.head_name)
     return recipe.model_copy(update={"provenance": _provenance(profile.settings)})
+
+
+def _references(captured: Captured, config: RecommendConfig, budget: int, ridge: float) -> dict:
+    """{name: (placement, method)} of every method's default placement at the same budget."""
+    found, sft = {}, captured.profile.settings.get("task") == "sft"
+    for name in method_names():
+        default = get_method(name).reference
+        if default is None or (sft and name != config.method and not captured.passes_ran):
+            continue  # on a causal LM another method's slices would rerun the capture, the advice's memory peak
+        try:
+            found[default] = (_baseline(captured, default, name, config=config, budget=budget, ridge=ridge), name)
+        except RecipeError:
+            continue  # e.g. lora-qv on a model without query/value modules
+    return found
 
 
 def _uncertainty(captured: Captured, config: RecommendConfig, placement: Placement, evidence_for: dict,

@@ -75,15 +75,14 @@ def plan_profile(config: ProfileConfig, tokens: float | None = None, num_outputs
     if num_outputs < 2:
         raise ProfileError(f"a classifier has at least 2 outputs, got {num_outputs}: give --outputs or --data")
     model = models.meta_classifier(config.model, num_outputs, dtype=getattr(torch, config.dtype))
+    encoder = models.is_bidirectional(model.config)
     targets = models.discover_targets(model)
     if config.modules:
         targets = [t for t in targets if t.name in set(config.modules)]
     mean_tokens = float(min(tokens or config.max_length, config.max_length))
     n, head = config.samples, config.head
-    # merged_head_passes needs one head input per example: a decoder's head scores every token
-    # (its logits are the pooled token's), so there the C passes stay.
-    merged = config.reduction == "trace" and num_outputs == 2 and head in ("probe", "auto") and \
-        models.is_bidirectional(model.config)
+    # merged_head_passes needs one head input per example; a decoder's head scores every token
+    merged = config.reduction == "trace" and num_outputs == 2 and head in ("probe", "auto") and encoder
     passes = 1 if merged or config.reduction == "margin" else num_outputs
     spec = OutputSpec(config.reduction, num_outputs, torch.arange(n) % num_outputs)
     if processes < 1:

@@ -16,6 +16,7 @@ from ..devices import capture_budget_mib, check_dtype_on, free_memory_bytes, res
 from ..errors import ProfileError
 from ..inputs import data as data_lib
 from ..inputs import models
+from ..inputs.head_features import head_inputs
 from ..ntk import (
     OutputSpec,
     label_gradient_scores,
@@ -99,12 +100,12 @@ def _set_up_head(loaded: models.LoadedModel, head: str, config: ProfileConfig, s
 
 
 def _head_features(loaded: models.LoadedModel, texts: list[str], max_length: int) -> torch.Tensor:
-    """`models.head_inputs`, each process taking every P-th of the same length-sorted batches
+    """`head_features.head_inputs`, each process taking every P-th of the same length-sorted batches
     (the batches one process would form, so the features are the same to the bit)."""
     if distributed.world() == 1:
-        return models.head_inputs(loaded, texts, max_length)
+        return head_inputs(loaded, texts, max_length)
     mine = distributed.my_share(models.length_batches(texts, 64))
-    parts = distributed.gather_to_all((mine, models.head_inputs(loaded, texts, max_length, batches=mine)))
+    parts = distributed.gather_to_all((mine, head_inputs(loaded, texts, max_length, batches=mine)))
     width = max(part.shape[1] for _, part in parts)
     features = torch.zeros(len(texts), width, dtype=next(part for _, part in parts if len(part)).dtype)
     for share, part in parts:

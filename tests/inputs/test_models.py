@@ -9,11 +9,11 @@ import torch
 from conftest import tiny_batch, tiny_classifier
 
 from ntk_advisor.errors import ModelError
+from ntk_advisor.inputs.head_features import head_inputs
 from ntk_advisor.inputs.models import (
     additive_mask,
     discover_targets,
     encode,
-    head_inputs,
     length_batches,
     load_classifier,
     resolve_model_source,

@@ -131,6 +131,7 @@ def test_linear_model_of_a_trainable_head_is_ridge_regression_on_its_features(ti
     """Only the head trains: the model is exactly linear in it, so f_lin must equal the primal
     ridge solution per output on features [h, 1] with ridge n·λ."""
     from ntk_advisor.inputs import models
+    from ntk_advisor.inputs.head_features import head_inputs
     from ntk_advisor.study.linear_model import linear_model_predictions, placement_kernels
 
     loaded = models.load_classifier(str(tiny_model_folder), num_labels=2, dtype=torch.float64)
@@ -144,7 +145,7 @@ def test_linear_model_of_a_trainable_head_is_ridge_regression_on_its_features(ti
     got = linear_model_predictions(kernels, labels, strength)
 
     def features(texts):
-        h = models.head_inputs(loaded, texts, 16).double()
+        h = head_inputs(loaded, texts, 16).double()
         return torch.cat([h, torch.ones(len(texts), 1, dtype=h.dtype)], 1)
 
     phi, phi_test = features(fit_texts), features(test_texts)
