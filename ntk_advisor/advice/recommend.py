@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 
 from ..errors import RecipeError
-from ..inputs.completions import heldout_default
 from ..methods import Placement, get_method, method_names, target_fields
 from ..ntk import kernel_report
 from ..ntk.select import LABELLED_OBJECTIVES, OBJECTIVES, greedy_select, objective_value
@@ -33,6 +32,7 @@ from ..profiling.capture import Captured, capture
 from ..profiling.folder import load_profile
 from ..recipe.conversions import axolotl_with_head
 from ..recipe.schema import SCHEMA_VERSION, DataSpec, ModelSpec, Proximal, Recipe, Target, Training
+from ..tasks import Task, get_task, task_names
 from .config import DEFAULT_OBJECTIVE, RecommendConfig, resolve_allocation, resolve_method  # noqa: F401 - re-exported
 from .uncertainty import sft_uncertainty, uncertainty
 
@@ -165,9 +165,10 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
     progress = on_progress or (lambda *a: None)
     started = time.perf_counter()
     profile = load_profile(profile_dir)
-    if profile.settings.get("task") == "sft" and config.objective in LABELLED_OBJECTIVES:
-        raise RecipeError(f"--objective {config.objective} needs labels, and {profile_dir} is a supervised fine-tuning "
-                          f"profile: use {', '.join(o for o in OBJECTIVES if o not in LABELLED_OBJECTIVES)}")
+    if not profiled_task(profile.settings).labelled and config.objective in LABELLED_OBJECTIVES:
+        raise RecipeError(f"--objective {config.objective} needs labels, and {profile_dir} is a profile without them "
+                          f"(supervised fine-tuning): use "
+                          f"{', '.join(o for o in OBJECTIVES if o not in LABELLED_OBJECTIVES)}")
     progress("rebuild model", 0, 1)
     captured = capture(profile)
     progress("rebuild model", 1, 1)
@@ -207,11 +208,11 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
 
 def _references(captured: Captured, config: RecommendConfig, budget: int, ridge: float) -> dict:
     """{name: (placement, method)} of every method's default placement at the same budget."""
-    found, sft = {}, captured.profile.settings.get("task") == "sft"
+    found, may_rerun = {}, profiled_task(captured.profile.settings).references_rerun_capture or captured.passes_ran
     for name in method_names():
         default = get_method(name).reference
-        if default is None or (sft and name != config.method and not captured.passes_ran):
-            continue  # on a causal LM another method's slices would rerun the capture, the advice's memory peak
+        if default is None or (name != config.method and not may_rerun):
+            continue  # another method's slices would rerun the capture passes
         try:
             found[default] = (_baseline(captured, default, name, config=config, budget=budget, ridge=ridge), name)
         except RecipeError:
@@ -224,7 +225,7 @@ def _uncertainty(captured: Captured, config: RecommendConfig, placement: Placeme
     """The predicted gain over this method's default placement, on the profile and on the suite."""
     method = get_method(config.method)
     reference = method.reference
-    if captured.profile.settings.get("task") == "sft":
+    if not profiled_task(captured.profile.settings).labelled:
         return sft_uncertainty(reference, f"advised-{config.allocation}", config.allocation in method.safe_allocations)
     reference_kernel = None
     if reference in evidence_for:
@@ -246,19 +247,20 @@ def build_recipe(settings: dict, config: RecommendConfig, placement: Placement, 
     training = Training(**({"seed": config.seed, "train_head": config.train_head, "train_bias": config.train_bias}
                            | config.training))
     prompt = settings.get("prompt")
-    sft = settings.get("task") == "sft"
+    task = profiled_task(settings)
     peft = method.peft_section(placement, training.lora_dropout)
-    if sft and peft is not None:
-        peft = peft | {"task_type": "CAUSAL_LM"}  # what TRL's SFTTrainer and get_peft_model wrap a causal LM as
+    if task.peft_task_type and peft is not None:
+        peft = peft | {"task_type": task.peft_task_type}
     return Recipe(
         schema_version=SCHEMA_VERSION,
-        model=ModelSpec(name=settings["model"], num_labels=2 if sft else settings["num_outputs"],
-                        task=_profiled_task(settings)),
+        # Without labels the class count is unused; the schema still asks for one.
+        model=ModelSpec(name=settings["model"], num_labels=settings["num_outputs"] if task.labelled else 2,
+                        task=task.name),
         data=DataSpec(source=settings["data"], text_column=settings.get("text_column", "text"),
                       label_column=settings.get("label_column", "label"), seed=settings["seed"],
                       max_length=settings["max_length"], template=prompt["template"] if prompt else None,
                       label_words=tuple(prompt["label_words"]) if prompt else None,
-                      heldout_text=heldout_default(settings["data"]) if sft else None),
+                      heldout_text=task.heldout_text(settings["data"])),
         method=method.name,
         targets=targets,
         proximal=Proximal(strength=config.proximal, mode=config.proximal_mode),
@@ -272,18 +274,10 @@ def build_recipe(settings: dict, config: RecommendConfig, placement: Placement, 
 def _provenance(settings: dict) -> dict:
     """Model-file and data sha256 and versions; the data may have moved since it was profiled."""
     from ..errors import DataError
-    from ..inputs.data import load_dataset
     from ..recipe.provenance import library_versions, model_files, provenance
 
     try:
-        if settings.get("task") == "sft":
-            from ..inputs.completions import load_completions
-            from ..inputs.models import load_tokenizer, resolve_model_source
-
-            dataset = load_completions(settings["data"], load_tokenizer(resolve_model_source(settings["model"])))
-        else:
-            dataset = load_dataset(settings["data"], settings.get("text_column", "text"),
-                                   settings.get("label_column", "label"))
+        dataset = profiled_task(settings).profiled_dataset(settings)
     except DataError:
         return {"written_by": library_versions(), "model_files": model_files(settings["model"]), "data": {}}
     return provenance(settings["model"], settings["data"], dataset)
@@ -297,12 +291,10 @@ def _with_head(section: dict | None, head_module: str | None, train_head: bool) 
     return section | {"modules_to_save": [head_module]}
 
 
-def _profiled_task(settings: dict) -> str:
+def profiled_task(settings: dict) -> Task:
     """The task the profile ran; profiles from before tasks were recorded said "auto" and
     only a prompting run kept a prompt."""
-    from ..tasks import task_names
-
     task = settings.get("task")
-    if task in task_names():
-        return task
-    return "label-words" if settings.get("prompt") else "classifier"
+    if task not in task_names():
+        task = "label-words" if settings.get("prompt") else "classifier"
+    return get_task(task)

@@ -76,11 +76,13 @@ def capture(profile: NtkProfile) -> Captured:
     captured when first read."""
     settings = profile.settings
     dtype = getattr(torch, settings.get("dtype", "float32"))
-    if settings.get("task") == "sft":  # the causal LM itself: its outputs are completion log-likelihoods
-        from ..tasks import get_task
+    from ..tasks import get_task, task_names
 
-        loaded = get_task("sft").load_model(settings["model"], dtype)
-    else:
+    # A task with its own model (sft: the causal LM, whose outputs are completion log-likelihoods)
+    # loads it; the others rebuild the classifier and get their head from the profile.
+    task = settings.get("task")
+    loaded = get_task(task).load_model(settings["model"], dtype) if task in task_names() else None
+    if loaded is None:
         loaded = models.load_classifier(settings["model"], num_labels=settings["num_outputs"], seed=settings["seed"],
                                         dtype=dtype, with_tokenizer=False)
     if profile.head:

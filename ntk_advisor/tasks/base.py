@@ -31,6 +31,11 @@ class Task(ABC):
     exports_vocabulary_logits: ClassVar[bool] = False  # the merged model is a causal LM, not a classifier
     # The validation metric a run keeps its best state by, and +1 when higher is better.
     selects_by: ClassVar[tuple[str, int]] = ("accuracy", 1)
+    labelled: ClassVar[bool] = True  # examples carry labels: alignment, LOO accuracy and the suite's evidence apply
+    peft_task_type: ClassVar[str | None] = None  # the task_type a recipe's peft section names; None: PEFT's default
+    # Whether recommend may rebuild the capture passes to report other methods' default placements as
+    # references. On a causal LM those passes are the advice's memory peak (docs/sft.md, "Cost").
+    references_rerun_capture: ClassVar[bool] = True
 
     @abstractmethod
     def auto_for(self, bidirectional: bool) -> bool:
@@ -57,6 +62,16 @@ class Task(ABC):
             raise TrainError(f"model.num_labels is {recipe.model.num_labels} but the data has {dataset.num_classes} "
                              f"classes: set model.num_labels={dataset.num_classes} in the recipe (or as an override)")
         return dataset
+
+    def profiled_dataset(self, settings: dict):
+        """The data a profile with these settings read, as this task reads it (for provenance)."""
+        from ..inputs.data import load_dataset
+
+        return load_dataset(settings["data"], settings.get("text_column", "text"), settings.get("label_column", "label"))
+
+    def heldout_text(self, data: str) -> str | None:
+        """The text a run of this task scores for forgetting, or None: only generative tasks do."""
+        return None
 
     def outputs_model(self, backbone: torch.nn.Module) -> torch.nn.Module:
         """The wrapper whose forward gives the task's (N, C) outputs from the Hugging Face model."""

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import DataError, ModelError, TrainError
 from ..inputs import models
-from ..inputs.completions import encode_completions, load_completions
+from ..inputs.completions import encode_completions, heldout_default, load_completions
 from .base import Task
 from .completion import CompletionLogLikelihood
 
@@ -33,6 +33,9 @@ class SupervisedFineTuning(Task):
     fits_probe_head = False
     exports_vocabulary_logits = True
     selects_by = ("nll", -1)
+    labelled = False
+    peft_task_type = "CAUSAL_LM"  # what TRL's SFTTrainer and get_peft_model wrap a causal LM as
+    references_rerun_capture = False
 
     def auto_for(self, bidirectional: bool) -> bool:
         return False  # never chosen by --task auto: the data format decides, and the user says so
@@ -55,6 +58,12 @@ class SupervisedFineTuning(Task):
         dataset = load_completions(recipe.data.source, tokenizer)
         check_room(tokenizer, dataset, recipe.data.max_length, TrainError)
         return dataset
+
+    def profiled_dataset(self, settings: dict):
+        return load_completions(settings["data"], models.load_tokenizer(models.resolve_model_source(settings["model"])))
+
+    def heldout_text(self, data: str) -> str | None:
+        return heldout_default(data)
 
     def outputs_model(self, backbone: torch.nn.Module) -> torch.nn.Module:
         return CompletionLogLikelihood(backbone)
