@@ -91,6 +91,9 @@ def profile_folder(work: Path, model: str, task: str) -> Path:
 # Settings added to the recipe after runs were recorded: at their default they are left out of
 # the key, so a new field never retrains what it does not change.
 ADDED_LATER = {"training": {"lora_init": "default", "eva_rho": 2.0}}
+# Fields that SFT recipes stopped writing (recipe.io.UNUSED_BY_TASK), put back at the value they
+# always had there, so the SFT study's finished runs keep their keys.
+DROPPED_LATER = {"model": {"num_labels": 2, "head_init": "random"}, "data": {"text_column": "text", "label_column": "label"}}
 
 
 def run_key(recipe) -> str:
@@ -102,6 +105,9 @@ def run_key(recipe) -> str:
         document.pop(key, None)
     for target in document.get("targets", []):
         target.pop("score", None)
+    for section, values in DROPPED_LATER.items():
+        for key, value in values.items():
+            document[section].setdefault(key, value)
     for section, defaults in ADDED_LATER.items():
         for key, value in defaults.items():
             if document.get(section, {}).get(key) == value:

@@ -155,8 +155,14 @@ def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
     return parse_recipe(document, "override")
 
 
+# Fields a task never reads, left out of its recipes: an SFT recipe would otherwise show a class
+# count, a head and text / label columns it has none of. Reading one back fills in the defaults.
+UNUSED_BY_TASK = {"sft": {"model": {"num_labels", "head_init"}, "data": {"text_column", "label_column"}}}
+
+
 def recipe_to_dict(recipe: Recipe) -> dict:
-    return recipe.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return recipe.model_dump(mode="json", by_alias=True, exclude_none=True,
+                             exclude=UNUSED_BY_TASK.get(recipe.model.task))
 
 
 class _RecipeDumper(yaml.SafeDumper):

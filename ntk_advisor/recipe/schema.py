@@ -25,7 +25,7 @@ class ModelSpec(_Strict):
     task: str = Field(
         "classifier", description="A registered task: classifier (a new head on pooled features), label-words "
                                   "(prompting a decoder LM) or sft (supervised fine-tuning of a causal LM on "
-                                  "completions; num_labels is unused).")
+                                  "completions; its recipes leave out num_labels, head_init and the data's columns, which it does not read).")
     head_init: Literal["random", "probe"] = Field(
         "random", description="classifier: start the new head from its seeded random init, or from a logistic-"
                               "regression probe on frozen features, fitted as `profile --head probe` fits its head (on the "

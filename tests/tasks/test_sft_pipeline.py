@@ -8,6 +8,7 @@ import json
 import math
 
 import pytest
+import yaml
 import torch
 
 from ntk_advisor.advice.recommend import RecommendConfig, recommend
@@ -155,6 +156,10 @@ def test_an_sft_recipe_round_trips_through_yaml(sft_profile, tmp_path):
     folder, _ = sft_profile
     recipe = recommend(folder, RecommendConfig(method="lora", budget=500))
     save_recipe(recipe, tmp_path / "r.yaml")
+    written = yaml.safe_load((tmp_path / "r.yaml").read_text())
+    # A causal LM on completions has no classes, head or label column: the recipe does not pretend to.
+    assert not {"num_labels", "head_init"} & set(written["model"])
+    assert not {"text_column", "label_column"} & set(written["data"])
     again = load_recipe(tmp_path / "r.yaml")
     assert again.model.task == "sft" and again.data.heldout_text == recipe.data.heldout_text
     assert [(t.module, t.rank) for t in again.targets] == [(t.module, t.rank) for t in recipe.targets]
