@@ -111,3 +111,17 @@ def test_sft_study_chooses_each_arms_rate_on_validation_and_pairs_the_nll_reduct
     assert "| advised | 0.001 | 2.0000 | 2.1000 |" in text  # the rate chosen on validation, not test
     # vs lora-qv (best default on validation): (2.5 - 2.0) / 2.5 = 20 %, (2.5 - 2.2) / 2.5 = 12 %: mean 16, SE 4
     assert "(lora-qv): +16.00 % ± 4.00 lower over 2 seed(s)" in text
+
+
+def test_tuned_rates_compare_the_rival_apart_from_the_defaults():
+    from tables import tuned_table
+
+    runs = []
+    for lr, (advised, qv, eva) in {1e-3: (0.70, 0.60, 0.50), 2e-3: (0.80, 0.75, 0.74), 4e-3: (0.75, 0.70, 0.90)}.items():
+        runs += [record("a", "advised-x", 0, advised, advised, lr=lr), record("a", "lora-qv", 0, qv, qv, lr=lr),
+                 record("a", "eva", 0, eva, eva, lr=lr)]
+    lines = tuned_table(runs, "s", ("lora-qv",), ("eva",))
+    assert "| a | eva | 0.004 | 0.9000 | 0.9000 (1) |" in lines  # each arm at its own best rate
+    assert "| advised-x | a | +5.0 | lora-qv | 1 |" in lines  # 0.80 at 2e-3 against lora-qv's 0.75 at 2e-3
+    assert "| advised-x | a | -10.0 | eva | 1 |" in lines  # against eva's 0.90 at 4e-3: listed as harm
+    assert "| advised-x | 1 | -10.00 | a (-10.0) | a (-10.0) |" in lines

@@ -165,7 +165,7 @@ def tuned_gains(found: dict, defaults: tuple[str, ...]) -> dict:
     return out
 
 
-def tuned_table(runs: list[dict], study: str, defaults: tuple[str, ...]) -> list[str]:
+def tuned_table(runs: list[dict], study: str, defaults: tuple[str, ...], rivals: tuple[str, ...] = ()) -> list[str]:
     found = tuned(runs, study)
     if not found:
         return []
@@ -175,21 +175,28 @@ def tuned_table(runs: list[dict], study: str, defaults: tuple[str, ...]) -> list
     for task, arms in found.items():
         for arm, (lr, val, tests) in sorted(arms.items()):
             lines.append(f"| {task} | {arm} | {lr:g} | {val:.4f} | {_mean(list(tests.values())):.4f} ({len(tests)}) |")
-    found_gains = tuned_gains(found, defaults)
-    if found_gains:
-        lines += ["", "| advised arm | task | gain over best default at tuned rates, test points (± SE) | best default "
-                  "| seeds |", "|---|---|---|---|---|"]
-        for arm, per_task in sorted(found_gains.items()):
-            for task, (gain, se, best, seeds) in sorted(per_task.items()):
-                error = f" ± {se:.1f}" if se == se else ""
-                lines.append(f"| {arm} | {task} | {gain:+.1f}{error} | {best} | {seeds} |")
-        lines += ["", "| advised arm | tasks | mean gain | worst task | tasks more than 0.5 below the best default |",
-                  "|---|---|---|---|---|"]
-        for arm, per_task in sorted(found_gains.items()):
-            worst = min(per_task, key=lambda t: per_task[t][0])
-            harmed = [f"{t} ({per_task[t][0]:+.1f})" for t in sorted(per_task) if per_task[t][0] < -HARM_POINTS]
-            lines.append(f"| {arm} | {len(per_task)} | {_mean([g for g, *_ in per_task.values()]):+.2f} | "
-                         f"{worst} ({per_task[worst][0]:+.1f}) | {', '.join(harmed) or 'none'} |")
+    lines += _tuned_gain_lines(tuned_gains(found, defaults), "best default")
+    for rival in rivals:  # a data-driven rival is compared apart, as at one shared rate
+        lines += _tuned_gain_lines(tuned_gains(found, (rival,)), rival)
+    return lines
+
+
+def _tuned_gain_lines(found_gains: dict, against: str) -> list[str]:
+    if not found_gains:
+        return []
+    lines = ["", f"| advised arm | task | gain over {against} at tuned rates, test points (± SE) | {against} "
+             "| seeds |", "|---|---|---|---|---|"]
+    for arm, per_task in sorted(found_gains.items()):
+        for task, (gain, se, best, seeds) in sorted(per_task.items()):
+            error = f" ± {se:.1f}" if se == se else ""
+            lines.append(f"| {arm} | {task} | {gain:+.1f}{error} | {best} | {seeds} |")
+    lines += ["", f"| advised arm | tasks | mean gain | worst task | tasks more than 0.5 below {against} |",
+              "|---|---|---|---|---|"]
+    for arm, per_task in sorted(found_gains.items()):
+        worst = min(per_task, key=lambda t: per_task[t][0])
+        harmed = [f"{t} ({per_task[t][0]:+.1f})" for t in sorted(per_task) if per_task[t][0] < -HARM_POINTS]
+        lines.append(f"| {arm} | {len(per_task)} | {_mean([g for g, *_ in per_task.values()]):+.2f} | "
+                     f"{worst} ({per_task[worst][0]:+.1f}) | {', '.join(harmed) or 'none'} |")
     return lines
 
 
@@ -225,7 +232,7 @@ def write_tables(results: dict, defaults: dict, rivals: dict, study_methods: dic
                 found = gains(runs, study, (rival,), "test", lr)
                 if found:
                     lines += gain_table(found, f"Paired gain over {rival}, test split:") + [""]
-        grid = tuned_table(runs, study, defaults[method])
+        grid = tuned_table(runs, study, defaults[method], rivals.get(method, ()))
         if grid:
             lines += [f"## {study}, each arm at its best learning rate", ""] + grid + [""]
     lines += method_table(list(comparisons))
