@@ -125,3 +125,20 @@ def test_tuned_rates_compare_the_rival_apart_from_the_defaults():
     assert "| advised-x | a | +5.0 | lora-qv | 1 |" in lines  # 0.80 at 2e-3 against lora-qv's 0.75 at 2e-3
     assert "| advised-x | a | -10.0 | eva | 1 |" in lines  # against eva's 0.90 at 4e-3: listed as harm
     assert "| advised-x | 1 | -10.00 | a (-10.0) | a (-10.0) |" in lines
+
+
+def test_a_run_recorded_in_the_results_file_is_read_back_not_retrained(monkeypatch, tmp_path):
+    """A fresh clone has no run folders: the committed results file is what makes the suite
+    resume without retraining, so a recorded key must never reach the trainer."""
+    import run as suite
+
+    trained = []
+    monkeypatch.setattr(suite, "run_key", lambda recipe: recipe)
+    monkeypatch.setattr(suite, "trained_metrics", lambda recipe, work: trained.append(recipe) or (
+        {"validation_best": {"accuracy": 0.5}, "test": {"accuracy": 0.4}, "trainable_parameters": 7},
+        tmp_path / recipe))
+    recorded = {"known": {"validation": 0.9, "test": 0.8, "run": "known", "trainable": 21506, "seed": 0}}
+    assert suite.train_arm("known", tmp_path, recorded) == {"validation": 0.9, "test": 0.8, "run": "known",
+                                                            "trainable": 21506}
+    assert trained == []
+    assert suite.train_arm("new", tmp_path, recorded)["test"] == 0.4 and trained == ["new"]

@@ -137,7 +137,10 @@ def main(argv=None) -> int:
                 for seed in range(args.first_seed, args.seeds):
                     for arm in args.arms:
                         recipe = arm_recipe(profile, ARMS[arm], seed, lr, args.steps)
-                        print(f"  {arm} seed {seed} lr {lr:g} ({run_key(recipe)})", flush=True)
+                        key = run_key(recipe)
+                        print(f"  {arm} seed {seed} lr {lr:g} ({key})", flush=True)
+                        if key in {r["run"] for r in done.values()}:  # recorded: a fresh clone has no run folders
+                            continue
                         metrics, folder = trained_metrics(recipe, args.work / task)
                         done[(task, arm, seed, lr, args.steps)] = {
                             "task": task, "arm": arm, "seed": seed, "learning_rate": lr, "steps": args.steps,

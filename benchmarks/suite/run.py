@@ -24,7 +24,7 @@ a default is chosen on the validation tables and reported on the test ones.
 
     .venv/bin/python benchmarks/suite/run.py [--model minilm-l6] [--seeds 1] [--tasks ...]
         [--studies ...] [--arms ...] [--first-seed 0] [--learning-rates 2e-3] [--work runs/suite]
-        [--tables-only]
+        [--at-tuned-rates] [--tables-only]
 
 Writes benchmarks/suite/results/<model>.json (every run's figures) and
 benchmarks/suite/results/<model>.md (the tables).
@@ -115,8 +115,13 @@ def run_key(recipe) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def train_arm(recipe, work: Path) -> dict:
-    """Validation and test accuracy of the recipe's run (trained once, read back after)."""
+def train_arm(recipe, work: Path, recorded: dict) -> dict:
+    """Validation and test accuracy of the recipe's run: read back from the results file when
+    a run with the same key is recorded there (the run folders are not committed, so a fresh
+    clone resumes from the results file), else trained once and read back after."""
+    key = run_key(recipe)
+    if key in recorded:
+        return {name: recorded[key][name] for name in ("validation", "test", "run", "trainable")}
     metrics, folder = trained_metrics(recipe, work)
     return {"validation": metrics["validation_best"]["accuracy"], "test": metrics["test"]["accuracy"],
             "run": folder.name, "trainable": metrics["trainable_parameters"]}
@@ -170,6 +175,8 @@ def main(argv=None) -> int:
     parser.add_argument("--arms", nargs="*", help="only these arms (default: every arm of each study)")
     parser.add_argument("--first-seed", type=int, default=0, help="skip seeds below this one")
     parser.add_argument("--work", type=Path, default=Path("runs/suite"))
+    parser.add_argument("--at-tuned-rates", action="store_true",
+                        help="train each arm only at the rate chosen on validation from its grid (for more seeds)")
     parser.add_argument("--tables-only", action="store_true", help="print the tables of the runs so far")
     args = parser.parse_args(argv)
     results_path = HERE / "results" / f"{args.model}.json"
@@ -181,14 +188,17 @@ def main(argv=None) -> int:
             profile = profile_folder(args.work, args.model, task)
             for study in args.studies:
                 method, budget, arms = STUDIES[study]
-                for lr in args.learning_rates:
+                chosen = {arm: lr for arm, (lr, _, _) in tuned(results["runs"], study).get(task, {}).items()}
+                rates = sorted(set(chosen.values())) if args.at_tuned_rates else args.learning_rates
+                for lr in rates:
                     for seed in range(args.first_seed, args.seeds):
                         for arm, fields in arms.items():
-                            if args.arms and arm not in args.arms:
+                            if (args.arms and arm not in args.arms) or (args.at_tuned_rates and chosen.get(arm) != lr):
                                 continue
                             recipe = arm_recipe(profile, method, budget, fields, seed, lr)
                             print(f"  {study} {arm} seed {seed} lr {lr:g}", flush=True)
-                            figures = train_arm(recipe, args.work / args.model / task)
+                            figures = train_arm(recipe, args.work / args.model / task,
+                                                {r["run"]: r for r in done.values()})
                             record = {"task": task, "study": study, "arm": arm, "seed": seed,
                                       "learning_rate": lr, **figures, **predicted(recipe)}
                             done[(task, study, arm, seed, lr)] = record

@@ -40,7 +40,7 @@ ObjectiveOption = Annotated[str, typer.Option(
     help="What the greedy search maximizes per parameter: alignment, loo, lambda_min, condition or trace.")]
 PlacementOption = Annotated[str, typer.Option(
     help="advised (the NTK search) or a baseline: first-k, random, wanda-min, wanda-max, weight-kappa, grad-norm, "
-    "lora-qv, lora-all.")]
+    "lora-qv, lora-all, lora-mlp (LoRA on the FFN modules only).")]
 ProximalOption = Annotated[float, typer.Option(help="λ of the proximal term (λ/2)‖θ−θ0‖²; 0 turns it off.")]
 AxisOption = Annotated[str, typer.Option(help="RoCoFT axis: rows (output units) or cols (input features).")]
 def _recommend_config(method, budget, objective, placement, proximal, axis, train_head, seed, allocation):
