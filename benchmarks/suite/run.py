@@ -252,25 +252,40 @@ DEFAULT_ARM = "advised-greedy"  # both methods' default allocation (methods/*: d
 
 
 def method_comparisons(results: dict, learning_rate: float) -> list[dict]:
-    """RoCoFT's default advice against LoRA's at one budget, per task: test accuracy, mean over
-    the seeds both have (what ``--method auto`` chooses from, advice/method_choice.py)."""
+    """RoCoFT's default advice against LoRA's at one budget, per task, at the shared learning
+    rate and with each method at its own tuned rate: validation (what ``--method auto``
+    chooses on, advice/method_choice.py) and test accuracy, each a mean over the seeds both have."""
     comparisons = []
     for budget in sorted({b for _, b, _ in STUDIES.values()}):
         studies = {m: s for s, (m, b, _) in STUDIES.items() if b == budget}
         if set(studies) != {"rocoft", "lora"}:
             continue
-        runs = {(r["study"], r["task"], r["seed"]): r["test"] for r in results["runs"]
-                if r["arm"] == DEFAULT_ARM and r["learning_rate"] == learning_rate}
-        per_task = {}
-        for task in sorted({t for _, t, _ in runs}):
-            seeds = [s for s in range(100) if all((studies[m], task, s) in runs for m in studies)]
-            if seeds:
-                per_task[task] = {m: round(sum(runs[(studies[m], task, s)] for s in seeds) / len(seeds), 4)
-                                  for m in studies} | {"seeds": len(seeds)}
-        if per_task:
-            comparisons.append({"budget": budget, "model": results["model"], "steps": STEPS,
-                                "learning_rate": learning_rate, "per_task": per_task})
+        shared = {m: {(r["task"], r["seed"]): r for r in results["runs"] if r["study"] == study
+                      and r["arm"] == DEFAULT_ARM and r["learning_rate"] == learning_rate}
+                  for m, study in studies.items()}
+        at_tuned = {m: {(task, seed): {"validation": validation, "test": test}
+                        for task, arms in tuned(results["runs"], study).items() if DEFAULT_ARM in arms
+                        for (_, validation, tests) in [arms[DEFAULT_ARM]] for seed, test in tests.items()}
+                    for m, study in studies.items()}
+        for rate, runs in ((learning_rate, shared), ("tuned", at_tuned)):
+            per_task = _paired_per_task(runs)
+            if per_task:
+                comparisons.append({"budget": budget, "model": results["model"], "steps": STEPS,
+                                    "learning_rate": rate, "per_task": per_task})
     return comparisons
+
+
+def _paired_per_task(runs: dict) -> dict:
+    """{task: {method: test mean, "validation": {method: mean}, "seeds": n}} over the seeds
+    that every method has on the task."""
+    per_task = {}
+    for task in sorted({t for by_key in runs.values() for t, _ in by_key}):
+        seeds = sorted(set.intersection(*({s for t, s in by_key if t == task} for by_key in runs.values())))
+        if seeds:
+            mean = lambda m, split: round(sum(runs[m][(task, s)][split] for s in seeds) / len(seeds), 4)  # noqa: E731
+            per_task[task] = {m: mean(m, "test") for m in runs} | {
+                "validation": {m: mean(m, "validation") for m in runs}, "seeds": len(seeds)}
+    return per_task
 
 
 if __name__ == "__main__":

@@ -201,13 +201,19 @@ def _tuned_gain_lines(found_gains: dict, against: str) -> list[str]:
 
 
 def method_table(comparisons: list[dict]) -> list[str]:
-    """RoCoFT's default advice against LoRA's at one budget (what --method auto chooses from)."""
+    """RoCoFT's default advice against LoRA's at one budget (what --method auto chooses from:
+    the validation columns)."""
     lines = []
     for c in comparisons:
-        lines += [f"## RoCoFT vs LoRA default advice at {c['budget']:,} parameters (--method auto)", "",
-                  "| task | rocoft | lora | lora − rocoft, points | seeds |", "|---|---|---|---|---|"]
+        rate = ("each method at its own tuned learning rate" if c["learning_rate"] == "tuned"
+                else f"learning rate {c['learning_rate']:g}")
+        lines += [f"## RoCoFT vs LoRA default advice at {c['budget']:,} parameters, {rate} (--method auto)", "",
+                  "| task | validation: rocoft | lora | lora − rocoft, points | test: rocoft | lora | "
+                  "lora − rocoft, points | seeds |", "|---|---|---|---|---|---|---|---|"]
         for task, v in c["per_task"].items():
-            lines.append(f"| {task} | {v['rocoft']:.4f} | {v['lora']:.4f} | {100 * (v['lora'] - v['rocoft']):+.1f} | "
+            val = v["validation"]
+            lines.append(f"| {task} | {val['rocoft']:.4f} | {val['lora']:.4f} | {100 * (val['lora'] - val['rocoft']):+.1f} "
+                         f"| {v['rocoft']:.4f} | {v['lora']:.4f} | {100 * (v['lora'] - v['rocoft']):+.1f} | "
                          f"{v['seeds']} |")
         lines.append("")
     return lines

@@ -3,10 +3,14 @@
 The profile cannot choose between methods: its kernel-ridge estimate had the measured gain's
 sign on too few suite runs to rank placements of one method (docs/suite.md), let alone two.
 So the choice is the suite's: at the suite budget nearest the one asked for (within a factor
-of two), each task's test accuracy of RoCoFT's default advice is set against LoRA's default
+of two), each task's accuracy of RoCoFT's default advice is set against LoRA's default
 advice at the same parameter count, and the method that won on more tasks is chosen (a tie
-goes to the larger mean difference). Without a comparison that close, the default method
-(rocoft) is chosen and the reason says that nothing was measured there.
+goes to the larger mean difference). The comparison with each method at its own tuned
+learning rate is used when it covers at least ``TUNED_TASKS`` tasks (a win at one shared
+rate may be a learning-rate effect), else the one at the shared rate. Wins are counted on
+the validation split, as every other default is chosen; the test split is reported. Without
+a comparison that close, the default method (rocoft) is chosen and the reason says that
+nothing was measured there.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import math
 from pathlib import Path
 
 FALLBACK = "rocoft"
+TUNED_TASKS = 3
 
 
 def choose_method(budget: int, path: Path | None = None) -> tuple[str, dict]:
@@ -30,24 +35,42 @@ def choose_method(budget: int, path: Path | None = None) -> tuple[str, dict]:
                           "sentence": f"--method auto chose {FALLBACK}, the default method: the suite has no "
                                       f"measured RoCoFT-vs-LoRA comparison within a factor of two of {budget:,} "
                                       "parameters."}
-    comparison = min(near, key=lambda c: abs(math.log(c["budget"] / budget)))
-    per_task = comparison["per_task"]
-    differences = {task: 100.0 * (scores["lora"] - scores["rocoft"]) for task, scores in per_task.items()}
-    lora_wins = sum(d > 0 for d in differences.values())
-    rocoft_wins = sum(d < 0 for d in differences.values())
-    mean = sum(differences.values()) / len(differences)
+    nearest = min(abs(math.log(c["budget"] / budget)) for c in near)
+    at_budget = [c for c in near if abs(math.log(c["budget"] / budget)) == nearest]
+    tuned = [c for c in at_budget if c["learning_rate"] == "tuned" and len(c["per_task"]) >= TUNED_TASKS]
+    comparison = tuned[0] if tuned else next(c for c in at_budget if c["learning_rate"] != "tuned")
+    return _choice(comparison)
+
+
+def _differences(per_task: dict, split: str) -> dict[str, float]:
+    """LoRA − RoCoFT in points per task; a task's test means sit at its top level."""
+    scores = {task: v["validation"] if split == "validation" else v for task, v in per_task.items()}
+    return {task: 100.0 * (s["lora"] - s["rocoft"]) for task, s in scores.items()}
+
+
+def _choice(comparison: dict) -> tuple[str, dict]:
+    validation = _differences(comparison["per_task"], "validation")
+    test = _differences(comparison["per_task"], "test")
+    lora_wins = sum(d > 0 for d in validation.values())
+    rocoft_wins = sum(d < 0 for d in validation.values())
+    mean = sum(validation.values()) / len(validation)
     chosen = "lora" if (lora_wins, mean) > (rocoft_wins, 0.0) else "rocoft"
-    wins, losses = (lora_wins, rocoft_wins) if chosen == "lora" else (rocoft_wins, lora_wins)
-    ties = len(differences) - wins - losses
-    other = "RoCoFT" if chosen == "lora" else "LoRA"
     sign = 1 if chosen == "lora" else -1
-    worst_task = min(differences, key=lambda t: sign * differences[t])
+    wins, losses = (lora_wins, rocoft_wins) if chosen == "lora" else (rocoft_wins, lora_wins)
+    test_wins, test_losses = (sum(sign * d > 0 for d in test.values()), sum(sign * d < 0 for d in test.values()))
+    other = "RoCoFT" if chosen == "lora" else "LoRA"
+    worst_task = min(test, key=lambda t: sign * test[t])
+    rates = ("each method at its own tuned learning rate" if comparison["learning_rate"] == "tuned"
+             else f"learning rate {comparison['learning_rate']:g} for both")
     decided = " (the wins tie, so the mean decided)" if wins == losses else ""
-    sentence = (f"--method auto chose {chosen}: at {comparison['budget']:,} parameters its default advice won "
-                f"{wins}, lost {losses} and tied {ties} of {len(differences)} suite tasks against {other}'s "
-                f"({comparison['model']}, {comparison['steps']} steps, test split){decided}; mean difference "
-                f"{sign * mean:+.1f} points, worst task {worst_task} ({sign * differences[worst_task]:+.1f}).")
+    sentence = (f"--method auto chose {chosen}: at {comparison['budget']:,} parameters, {rates}, its default advice "
+                f"won {wins}, lost {losses} and tied {len(validation) - wins - losses} of {len(validation)} suite "
+                f"tasks against {other}'s on the validation split{decided} ({comparison['model']}, "
+                f"{comparison['steps']} steps); on test it won {test_wins} and lost {test_losses}, mean difference "
+                f"{sign * sum(test.values()) / len(test):+.1f} points, worst task {worst_task} "
+                f"({sign * test[worst_task]:+.1f}).")
     return chosen, {"asked": "auto", "chosen": chosen, "basis": "suite", "budget": comparison["budget"],
-                    "model": comparison["model"], "points_lora_minus_rocoft": {t: round(d, 2) for t, d in
-                                                                               differences.items()},
+                    "model": comparison["model"], "learning_rate": comparison["learning_rate"],
+                    "validation_points_lora_minus_rocoft": {t: round(d, 2) for t, d in validation.items()},
+                    "points_lora_minus_rocoft": {t: round(d, 2) for t, d in test.items()},
                     "sentence": sentence}

@@ -207,36 +207,72 @@ def test_lora_ranks_follow_the_label_gradient_spectrum_with_diminishing_returns(
 
 
 # ----------------------------------------------------------------------------- --method auto
-def _comparisons(path, per_task, budget=21_506):
+def _comparisons(path, per_task, budget=21_506, tuned=None):
+    """A suite evidence file; ``per_task`` maps task -> (validation, test) pairs of {method: accuracy}."""
     import json
 
-    path.write_text(json.dumps({"studies": [], "method_comparisons": [
-        {"budget": budget, "model": "minilm-l6", "steps": 100, "learning_rate": 2e-3, "per_task": per_task}]}))
+    def entry(rate, found):
+        return {"budget": budget, "model": "minilm-l6", "steps": 100, "learning_rate": rate,
+                "per_task": {task: test | {"validation": validation, "seeds": 1}
+                             for task, (validation, test) in found.items()}}
+
+    comparisons = [entry(2e-3, per_task)] + ([entry("tuned", tuned)] if tuned else [])
+    path.write_text(json.dumps({"studies": [], "method_comparisons": comparisons}))
     return path
+
+
+def _same(scores):
+    return scores, scores
 
 
 def test_auto_picks_the_method_that_won_more_suite_tasks(tmp_path):
     from ntk_advisor.advice.method_choice import choose_method
 
-    path = _comparisons(tmp_path / "e.json", {"a": {"rocoft": 0.80, "lora": 0.85}, "b": {"rocoft": 0.70, "lora": 0.71},
-                                              "c": {"rocoft": 0.90, "lora": 0.60}})
+    path = _comparisons(tmp_path / "e.json", {"a": _same({"rocoft": 0.80, "lora": 0.85}),
+                                              "b": _same({"rocoft": 0.70, "lora": 0.71}),
+                                              "c": _same({"rocoft": 0.90, "lora": 0.60})})
     method, why = choose_method(21_506, path)
     assert method == "lora"  # two wins of three, although its mean difference is negative
     assert why["points_lora_minus_rocoft"] == {"a": 5.0, "b": 1.0, "c": -30.0}
-    assert "won 2, lost 1 and tied 0 of 3 suite tasks against RoCoFT's" in why["sentence"]
+    assert "won 2, lost 1 and tied 0 of 3 suite tasks against RoCoFT's on the validation split" in why["sentence"]
     assert "mean difference -8.0 points, worst task c (-30.0)" in why["sentence"]
-    method, why = choose_method(30_000, _comparisons(tmp_path / "t.json", {"a": {"rocoft": 0.8, "lora": 0.7},
-                                                                          "b": {"rocoft": 0.6, "lora": 0.8}}))
+    method, why = choose_method(30_000, _comparisons(tmp_path / "t.json", {"a": _same({"rocoft": 0.8, "lora": 0.7}),
+                                                                          "b": _same({"rocoft": 0.6, "lora": 0.8})}))
     assert method == "lora" and why["basis"] == "suite"  # one win each: the larger mean difference decides
     assert "the wins tie, so the mean decided" in why["sentence"]
     with pytest.raises(RecipeError, match="--budget must be a positive"):  # checked before the method is chosen
         RecommendConfig(method="auto", budget=0).check()
 
 
+def test_auto_counts_wins_on_validation_and_reports_test(tmp_path):
+    """Choosing a default on test would report a number the choice was fitted to."""
+    from ntk_advisor.advice.method_choice import choose_method
+
+    won_on_test_only = ({"rocoft": 0.80, "lora": 0.70}, {"rocoft": 0.70, "lora": 0.80})
+    path = _comparisons(tmp_path / "e.json", {"a": won_on_test_only, "b": won_on_test_only})
+    method, why = choose_method(21_506, path)
+    assert method == "rocoft" and why["validation_points_lora_minus_rocoft"] == {"a": -10.0, "b": -10.0}
+    assert "on test it won 0 and lost 2" in why["sentence"]
+
+
+def test_auto_prefers_tuned_learning_rates_once_they_cover_three_tasks(tmp_path):
+    from ntk_advisor.advice.method_choice import choose_method
+
+    lora_ahead, rocoft_ahead = _same({"rocoft": 0.70, "lora": 0.80}), _same({"rocoft": 0.80, "lora": 0.70})
+    shared = {t: lora_ahead for t in "abcd"}
+    method, why = choose_method(21_506, _comparisons(tmp_path / "two.json", shared, tuned={"a": rocoft_ahead,
+                                                                                         "b": rocoft_ahead}))
+    assert method == "lora" and why["learning_rate"] == 2e-3  # two tuned tasks are too few
+    method, why = choose_method(21_506, _comparisons(tmp_path / "three.json", shared,
+                                                     tuned={t: rocoft_ahead for t in "abc"}))
+    assert method == "rocoft" and why["learning_rate"] == "tuned"
+    assert "each method at its own tuned learning rate" in why["sentence"]
+
+
 def test_auto_falls_back_without_a_comparison_near_the_budget(tmp_path):
     from ntk_advisor.advice.method_choice import choose_method
 
-    path = _comparisons(tmp_path / "e.json", {"a": {"rocoft": 0.8, "lora": 0.9}})
+    path = _comparisons(tmp_path / "e.json", {"a": _same({"rocoft": 0.8, "lora": 0.9})})
     method, why = choose_method(100_000, path)  # more than twice 21,506
     assert method == "rocoft" and why["basis"] == "fallback" and "no measured" in why["sentence"]
     assert choose_method(21_506, tmp_path / "missing.json")[0] == "rocoft"
