@@ -111,6 +111,8 @@ def test_sft_study_chooses_each_arms_rate_on_validation_and_pairs_the_nll_reduct
     assert "| advised | 0.001 | 2.0000 | 2.1000 |" in text  # the rate chosen on validation, not test
     # vs lora-qv (best default on validation): (2.5 - 2.0) / 2.5 = 20 %, (2.5 - 2.2) / 2.5 = 12 %: mean 16, SE 4
     assert "(lora-qv): +16.00 % ± 4.00 lower over 2 seed(s)" in text
+    reduction = sft.advised_reduction(runs, sft.chosen_rates(runs))  # what SFT recipes quote
+    assert reduction["best_default"] == "lora-qv" and reduction["percent_lower"] == pytest.approx(16.0)
 
 
 def test_tuned_rates_compare_the_rival_apart_from_the_defaults():

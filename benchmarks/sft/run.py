@@ -37,6 +37,7 @@ ARMS = {"advised": {}, "lora-qv": {"placement": "lora-qv"}, "lora-all": {"placem
         "lora-ga": {"placement": "lora-all", "training": {"lora_init": "loraga"}}}
 DEFAULTS = ("lora-qv", "lora-all", "lora-mlp")
 BATCH = 8
+EVIDENCE = HERE.parents[1] / "ntk_advisor" / "advice" / "sft_evidence.json"
 
 
 def profile_folder(work: Path, task: str) -> Path:
@@ -80,39 +81,70 @@ def figures(metrics: dict) -> dict:
     return found
 
 
+def chosen_rates(mine: list[dict]) -> dict[str, float]:
+    """Each arm's learning rate with the lowest mean validation NLL over its seeds."""
+    chosen = {}
+    for arm in ARMS:
+        rates = sorted({r["learning_rate"] for r in mine if r["arm"] == arm})
+        if rates:
+            chosen[arm] = min(rates, key=lambda lr: statistics.mean(
+                r["validation_nll"] for r in mine if r["arm"] == arm and r["learning_rate"] == lr))
+    return chosen
+
+
+def advised_reduction(mine: list[dict], chosen: dict[str, float]) -> dict | None:
+    """The advised arm's relative test-NLL reduction over the default with the lowest
+    validation NLL, in %, paired over the seeds both have at their chosen rates."""
+    at = {arm: [r for r in mine if r["arm"] == arm and r["learning_rate"] == lr] for arm, lr in chosen.items()}
+    defaults = [a for a in DEFAULTS if a in at]
+    if "advised" not in at or not defaults:
+        return None
+    best = min(defaults, key=lambda a: statistics.mean(r["validation_nll"] for r in at[a]))
+    seeds = sorted({r["seed"] for r in at["advised"]} & {r["seed"] for r in at[best]})
+    by = {(r["arm"], r["seed"]): r["test_nll"] for r in mine if r["learning_rate"] == chosen.get(r["arm"])}
+    gains = [100 * (by[(best, s)] - by[("advised", s)]) / by[(best, s)] for s in seeds]
+    if not gains:
+        return None
+    return {"best_default": best, "percent_lower": round(statistics.mean(gains), 3),
+            "se": round(statistics.stdev(gains) / len(gains) ** 0.5, 3) if len(gains) > 1 else None,
+            "seeds": len(gains), "learning_rates": chosen}
+
+
 def tables(runs: list[dict]) -> str:
     """Per task: each arm at its validation-chosen rate (mean over seeds), and the advised arm's
     relative test-NLL reduction over the best default, paired over seeds."""
     lines = [f"# SFT study: {MODEL}, LoRA at the parameter count of r = 8 on q,v\n"]
     for task in sorted({r["task"] for r in runs}):
         mine = [r for r in runs if r["task"] == task]
-        chosen = {}
-        for arm in ARMS:
-            rates = sorted({r["learning_rate"] for r in mine if r["arm"] == arm})
-            if rates:
-                chosen[arm] = min(rates, key=lambda lr: statistics.mean(
-                    r["validation_nll"] for r in mine if r["arm"] == arm and r["learning_rate"] == lr))
+        chosen = chosen_rates(mine)
         lines += [f"## {task}\n", "| arm | learning rate (chosen on validation) | validation NLL | test NLL | "
                   "greedy exact match | forgetting (NLL increase) | seeds |", "|---|---|---|---|---|---|---|"]
-        at = {arm: [r for r in mine if r["arm"] == arm and r["learning_rate"] == lr] for arm, lr in chosen.items()}
-        for arm, found in at.items():
+        for arm, lr in chosen.items():
+            found = [r for r in mine if r["arm"] == arm and r["learning_rate"] == lr]
             mean = lambda key: statistics.mean(r[key] for r in found) if all(r.get(key) is not None for r in found) \
                 else float("nan")  # noqa: E731
-            lines.append(f"| {arm} | {chosen[arm]:g} | {mean('validation_nll'):.4f} | {mean('test_nll'):.4f} | "
+            lines.append(f"| {arm} | {lr:g} | {mean('validation_nll'):.4f} | {mean('test_nll'):.4f} | "
                          f"{mean('exact_match'):.3f} | {mean('forgetting'):+.4f} | {len(found)} |")
-        defaults = [a for a in DEFAULTS if a in at]
-        if "advised" in at and defaults:
-            best = min(defaults, key=lambda a: statistics.mean(r["validation_nll"] for r in at[a]))
-            seeds = sorted({r["seed"] for r in at["advised"]} & {r["seed"] for r in at[best]})
-            by = {(r["arm"], r["seed"]): r["test_nll"] for r in mine if r["learning_rate"] == chosen.get(r["arm"])}
-            gains = [100 * (by[(best, s)] - by[("advised", s)]) / by[(best, s)] for s in seeds]
-            if gains:
-                spread = f" ± {statistics.stdev(gains) / len(gains) ** 0.5:.2f}" if len(gains) > 1 else ""
-                lines.append(f"\nAdvised test NLL vs the best default on validation ({best}): "
-                             f"{statistics.mean(gains):+.2f} %{spread} lower over {len(gains)} seed(s) "
-                             "(the goal: at least 2 % lower).")
+        reduction = advised_reduction(mine, chosen)
+        if reduction:
+            spread = f" ± {reduction['se']:.2f}" if reduction["se"] is not None else ""
+            lines.append(f"\nAdvised test NLL vs the best default on validation ({reduction['best_default']}): "
+                         f"{reduction['percent_lower']:+.2f} %{spread} lower over {reduction['seeds']} seed(s) "
+                         "(the goal: at least 2 % lower).")
         lines.append("")
     return "\n".join(lines)
+
+
+def write_evidence(runs: list[dict], steps: int) -> None:
+    """What an SFT recipe quotes (advice/uncertainty.py): the advised arm's measured reduction per task."""
+    tasks = {}
+    for task in sorted({r["task"] for r in runs}):
+        mine = [r for r in runs if r["task"] == task and r["steps"] == steps]
+        reduction = advised_reduction(mine, chosen_rates(mine)) if mine else None
+        if reduction:
+            tasks[task] = reduction
+    EVIDENCE.write_text(json.dumps({"source": "benchmarks/sft/run.py", "model": MODEL, "steps": steps,
+                                    "split": "test", "tasks": tasks}, indent=1) + "\n")
 
 
 def main(argv=None) -> int:
@@ -150,6 +182,7 @@ def main(argv=None) -> int:
                         path.parent.mkdir(parents=True, exist_ok=True)
                         path.write_text(json.dumps(results, indent=1) + "\n")
     text = tables(results["runs"])
+    write_evidence(results["runs"], args.steps)
     (HERE / "results" / f"{MODEL}.md").parent.mkdir(parents=True, exist_ok=True)
     (HERE / "results" / f"{MODEL}.md").write_text(text)
     print(text)

@@ -226,7 +226,8 @@ def _uncertainty(captured: Captured, config: RecommendConfig, placement: Placeme
     method = get_method(config.method)
     reference = method.reference
     if not profiled_task(captured.profile.settings).labelled:
-        return sft_uncertainty(reference, f"advised-{config.allocation}", config.allocation in method.safe_allocations)
+        return sft_uncertainty(reference, config.method, f"advised-{config.allocation}",
+                               config.allocation in method.safe_allocations)
     reference_kernel = None
     if reference in evidence_for:
         reference_kernel = placement_kernel(captured, evidence_for[reference][0], evidence_for[reference][1])

@@ -52,7 +52,8 @@ def test_recommend_lora_on_an_sft_profile_writes_a_causal_lm_recipe(sft_profile,
     predicted = recipe.evidence["predicted"]
     assert math.isnan(predicted["alignment"]) and math.isnan(predicted["loo_accuracy"])  # no labels
     assert set(predicted["objectives"]) == {"lambda_min", "condition", "trace"}
-    assert "supervised fine-tuning" in recipe.evidence["uncertainty"]["sentence"]
+    assert "SFT study" in recipe.evidence["uncertainty"]["sentence"]  # LoRA's default rule: the study's figure
+    assert "sft_study_nll_reduction" in recipe.evidence["uncertainty"]
     from peft import LoraConfig
 
     LoraConfig(**recipe.peft)  # the section PEFT (and TRL's SFTTrainer) reads, as it is
