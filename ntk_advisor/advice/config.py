@@ -28,6 +28,7 @@ class RecommendConfig:
     allocation: str = Allocation.DEFAULT.value  # settings.Allocation says what each does
     candidates_per_module: int = 64
     module_rank: int = 8  # units per module for module-level baselines, LoRA's largest rank step count
+    rank_step: int = 2  # LoRA: rank each greedy step adds; one step j is worth Σ σ_i² of G over its ranks
     train_head: bool = True
     train_bias: str = "none"
     seed: int = 0
@@ -46,6 +47,8 @@ class RecommendConfig:
             raise RecipeError(f"--train-bias must be none or all when recommending, got '{self.train_bias}'")
         if self.proximal < 0:
             raise RecipeError(f"--proximal must be >= 0, got {self.proximal}")
+        if self.rank_step < 1:
+            raise RecipeError(f"--rank-step must be 1 or more, got {self.rank_step}")
         if self.method == "auto":
             if self.allocation != Allocation.DEFAULT.value or self.placement != "advised":
                 raise RecipeError("--method auto chooses the method, so --allocation and --placement must stay at "

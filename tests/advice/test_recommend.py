@@ -201,6 +201,10 @@ def test_lora_ranks_follow_the_label_gradient_spectrum_with_diminishing_returns(
     assert {t.module: t.rank for t in smaller.targets} == {a.name: 2, b.name: 2}  # diminishing returns in A
     free = recommend(folder, RecommendConfig(method="lora", budget=head + 3 * 2 * 32, allocation="free"))
     assert {t.module for t in free.targets} != {a.name, b.name}  # the kernel objective ignores the spectrum
+    single = recommend(folder, RecommendConfig(method="lora", budget=head + 3 * 32, rank_step=1))  # 9, 9, then 4
+    assert {t.module: t.rank for t in single.targets} == {a.name: 2, b.name: 1}
+    with pytest.raises(RecipeError, match="--rank-step must be 1 or more"):
+        recommend(folder, RecommendConfig(method="lora", rank_step=0))
     rocoft = recommend(folder, RecommendConfig(budget=head + 32))  # two 16-weight rows: the best-aligned ones
     assert {t.module: t.indices for t in rocoft.targets} == {a.name: (0,), b.name: (0,)}
     assert rocoft.evidence["predicted"]["label_signal"] == pytest.approx((9 + 4) / 28)

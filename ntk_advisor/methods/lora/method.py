@@ -14,7 +14,6 @@ from ...errors import RecipeError
 from ..base import Candidates, Method, Rank
 from . import apply_lora, initialize_eva, save_lora
 
-RANK_STEP = 2  # the search adds rank two at a time: one step is σ_2j² + σ_2j+1² of the label gradient
 
 
 class LoRA(Method):
@@ -44,10 +43,10 @@ class LoRA(Method):
         found = Candidates([], [], [])
         for name, t in captured.targets.items():
             base = captured.profile.kernels[name] / (3.0 * t.d_in)
-            for _ in range(config.module_rank * 4 // RANK_STEP):
-                found.items.append((name, RANK_STEP))
-                found.kernels.append(RANK_STEP * base)
-                found.costs.append(RANK_STEP * unit_cost(t, "rank"))
+            for _ in range(config.module_rank * 4 // config.rank_step):
+                found.items.append((name, config.rank_step))
+                found.kernels.append(config.rank_step * base)
+                found.costs.append(config.rank_step * unit_cost(t, "rank"))
         return found
 
     def collect(self, chosen, config) -> dict[str, Rank]:
@@ -60,7 +59,7 @@ class LoRA(Method):
         """Ranks by the label gradient's spectrum, when the profile has it (allocation greedy)."""
         if config.allocation != "greedy" or not captured.profile.scores.get("signal_spectrum"):
             return None
-        ranks, scores, stats = lora_by_spectrum(captured, config, budget, RANK_STEP)
+        ranks, scores, stats = lora_by_spectrum(captured, config, budget, config.rank_step)
         stats["objective_value"] = self.signal_captured(captured, {n: Rank(r) for n, r in ranks.items()})
         return {n: Rank(r) for n, r in ranks.items()}, scores, stats
 
