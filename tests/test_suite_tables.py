@@ -113,6 +113,10 @@ def test_sft_study_chooses_each_arms_rate_on_validation_and_pairs_the_nll_reduct
     assert "(lora-qv): +16.00 % ± 4.00 lower over 2 seed(s)" in text
     reduction = sft.advised_reduction(runs, sft.chosen_rates(runs))  # what SFT recipes quote
     assert reduction["best_default"] == "lora-qv" and reduction["percent_lower"] == pytest.approx(16.0)
+    rival = [run("eva", 0, 1e-3, 9.0, 2.5), run("eva", 1, 1e-3, 9.0, 1.1)]  # (2.5-2)/2.5 = 20 %, (1.1-2.2)/1.1 = -100 %
+    with_rival = sft.advised_reduction(runs + rival, sft.chosen_rates(runs + rival))
+    assert with_rival["percent_lower"] == pytest.approx(16.0)  # a rival is never the best default
+    assert with_rival["percent_lower_than_rivals"] == {"eva": pytest.approx(-40.0)}
 
 
 def test_tuned_rates_compare_the_rival_apart_from_the_defaults():

@@ -5,7 +5,8 @@ benchmarks/suite), prints every table.
 
 Arms (LoRA, α = r per module): advised (ranks by the SFT gradient's spectrum), lora-qv,
 lora-all, lora-mlp (FFN modules only), eva (lora-all's modules through PEFT's EVA, ρ = 2) and
-lora-ga (lora-all's modules through PEFT's LoRA-GA). Each arm's learning rate is chosen on
+lora-ga (lora-all's modules through PEFT's LoRA-GA), and advised-lora-ga (the advised
+placement with LoRA-GA's initialization: placement and initialization are separate questions). Each arm's learning rate is chosen on
 validation NLL from the grid run; the tables report test NLL at that rate.
 
     .venv/bin/python benchmarks/sft/run.py [--tasks bbc-headlines vader-movie-sft] [--arms ...]
@@ -34,8 +35,10 @@ SAMPLES, SIGNAL_SAMPLES = 32, 256  # N and M of the profile (docs/sft.md, "Cost"
 ARMS = {"advised": {}, "lora-qv": {"placement": "lora-qv"}, "lora-all": {"placement": "lora-all"},
         "lora-mlp": {"placement": "lora-mlp"},
         "eva": {"placement": "lora-all", "training": {"lora_init": "eva"}},
-        "lora-ga": {"placement": "lora-all", "training": {"lora_init": "loraga"}}}
+        "lora-ga": {"placement": "lora-all", "training": {"lora_init": "loraga"}},
+        "advised-lora-ga": {"training": {"lora_init": "loraga"}}}  # the advised placement, LoRA-GA's start
 DEFAULTS = ("lora-qv", "lora-all", "lora-mlp")
+RIVALS = ("eva", "lora-ga")  # PEFT's data-driven initializations, compared apart from the defaults
 BATCH = 8
 EVIDENCE = HERE.parents[1] / "ntk_advisor" / "advice" / "sft_evidence.json"
 
@@ -92,22 +95,30 @@ def chosen_rates(mine: list[dict]) -> dict[str, float]:
     return chosen
 
 
+def paired_reduction(mine: list[dict], chosen: dict[str, float], arm: str, other: str) -> list[float]:
+    """100 (NLL_other − NLL_arm) / NLL_other on test, per seed both arms have at their chosen rates."""
+    by = {(r["arm"], r["seed"]): r["test_nll"] for r in mine if r["learning_rate"] == chosen.get(r["arm"])}
+    seeds = sorted({s for a, s in by if a == arm} & {s for a, s in by if a == other})
+    return [100 * (by[(other, s)] - by[(arm, s)]) / by[(other, s)] for s in seeds]
+
+
 def advised_reduction(mine: list[dict], chosen: dict[str, float]) -> dict | None:
     """The advised arm's relative test-NLL reduction over the default with the lowest
-    validation NLL, in %, paired over the seeds both have at their chosen rates."""
-    at = {arm: [r for r in mine if r["arm"] == arm and r["learning_rate"] == lr] for arm, lr in chosen.items()}
-    defaults = [a for a in DEFAULTS if a in at]
-    if "advised" not in at or not defaults:
+    validation NLL, in %, paired over the seeds both have at their chosen rates; and over
+    each data-driven rival (EVA, LoRA-GA) the same way."""
+    defaults = [a for a in DEFAULTS if a in chosen]
+    if "advised" not in chosen or not defaults:
         return None
-    best = min(defaults, key=lambda a: statistics.mean(r["validation_nll"] for r in at[a]))
-    seeds = sorted({r["seed"] for r in at["advised"]} & {r["seed"] for r in at[best]})
-    by = {(r["arm"], r["seed"]): r["test_nll"] for r in mine if r["learning_rate"] == chosen.get(r["arm"])}
-    gains = [100 * (by[(best, s)] - by[("advised", s)]) / by[(best, s)] for s in seeds]
+    best = min(defaults, key=lambda a: statistics.mean(
+        r["validation_nll"] for r in mine if r["arm"] == a and r["learning_rate"] == chosen[a]))
+    gains = paired_reduction(mine, chosen, "advised", best)
     if not gains:
         return None
+    rivals = {arm: round(statistics.mean(found), 3) for arm in RIVALS if arm in chosen
+              for found in [paired_reduction(mine, chosen, "advised", arm)] if found}
     return {"best_default": best, "percent_lower": round(statistics.mean(gains), 3),
             "se": round(statistics.stdev(gains) / len(gains) ** 0.5, 3) if len(gains) > 1 else None,
-            "seeds": len(gains), "learning_rates": chosen}
+            "seeds": len(gains), "percent_lower_than_rivals": rivals, "learning_rates": chosen}
 
 
 def tables(runs: list[dict]) -> str:
@@ -131,6 +142,12 @@ def tables(runs: list[dict]) -> str:
             lines.append(f"\nAdvised test NLL vs the best default on validation ({reduction['best_default']}): "
                          f"{reduction['percent_lower']:+.2f} %{spread} lower over {reduction['seeds']} seed(s) "
                          "(the goal: at least 2 % lower).")
+            for rival, value in reduction["percent_lower_than_rivals"].items():
+                lines.append(f"Advised test NLL vs {rival}: {value:+.2f} % lower.")
+        combined = paired_reduction(mine, chosen, "advised-lora-ga", "lora-ga")
+        if combined:
+            lines.append(f"The advised placement with LoRA-GA's initialization vs lora-ga (lora-all's modules): "
+                         f"{statistics.mean(combined):+.2f} % lower over {len(combined)} seed(s).")
         lines.append("")
     return "\n".join(lines)
 

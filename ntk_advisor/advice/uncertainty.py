@@ -107,6 +107,8 @@ def sft_uncertainty(reference: str, method: str, rule: str, safe: bool, path: Pa
         block["sft_study_nll_reduction"] = study
         found = "; ".join(f"{task} {r['percent_lower']:+.2f} %" + (f" ± {r['se']:.2f}" if r["se"] is not None else "")
                           + f" vs {r['best_default']} ({r['seeds']} seed{'s' if r['seeds'] != 1 else ''})"
+                          + "".join(f", {v:+.2f} % vs {rival}" for rival, v in r.get("percent_lower_than_rivals",
+                                                                                     {}).items())
                           for task, r in study["tasks"].items())
         block["sentence"] = (f"Measured on the SFT study ({study['model']}, {study['steps']} steps, each arm at its "
                              f"learning rate chosen on validation, test split), this rule's completion NLL was lower "

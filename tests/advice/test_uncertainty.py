@@ -87,10 +87,11 @@ def test_sft_recipes_quote_the_sft_study_only_for_the_rule_it_measured(tmp_path)
     path = tmp_path / "sft.json"
     path.write_text(json.dumps({"model": "m", "steps": 60, "split": "test", "tasks": {
         "a": {"best_default": "lora-all", "percent_lower": -0.04, "se": None, "seeds": 1},
-        "b": {"best_default": "lora-qv", "percent_lower": 1.5, "se": 0.25, "seeds": 3}}}))
+        "b": {"best_default": "lora-qv", "percent_lower": 1.5, "se": 0.25, "seeds": 3,
+              "percent_lower_than_rivals": {"eva": -2.5}}}}))
     block = sft_uncertainty("lora-qv", "lora", "advised-greedy", False, path)
     assert block["sft_study_nll_reduction"]["tasks"]["b"]["percent_lower"] == 1.5
-    assert "a -0.04 % vs lora-all (1 seed); b +1.50 % ± 0.25 vs lora-qv (3 seeds)" in block["sentence"]
+    assert "a -0.04 % vs lora-all (1 seed); b +1.50 % ± 0.25 vs lora-qv (3 seeds), -2.50 % vs eva" in block["sentence"]
     for method, rule in (("rocoft", "advised-greedy"), ("lora", "advised-free")):  # never measured: no quote
         other = sft_uncertainty("first-k", method, rule, False, path)
         assert "sft_study_nll_reduction" not in other and "unknown" in other["sentence"]
