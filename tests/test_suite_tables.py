@@ -70,8 +70,8 @@ def test_each_arm_at_its_own_best_learning_rate():
     found = tuned(runs, "s")
     assert set(found) == {"a"}
     # best on validation, not on test (0.90); the extra seed at the chosen rate is reported
-    assert found["a"]["advised-x"] == (2e-3, 0.80, {0: 0.75, 1: 0.99})
-    assert found["a"]["first-k"] == (4e-3, 0.79, {0: 0.78})
+    assert found["a"]["advised-x"] == (2e-3, {0: 0.80, 1: 0.99}, {0: 0.75, 1: 0.99})  # both splits, every seed
+    assert found["a"]["first-k"] == (4e-3, {0: 0.79}, {0: 0.78})
 
 
 def test_tuned_gains_are_paired_over_the_seeds_both_arms_have():
@@ -89,6 +89,26 @@ def test_tuned_gains_are_paired_over_the_seeds_both_arms_have():
     assert se == pytest.approx(0.0, abs=1e-9)
     lines = tuned_table(runs, "s", ("first-k", "random"))
     assert "| advised-x | 1 | +3.00 | a (+3.0) | none |" in lines
+
+
+def test_tuned_gains_on_validation_pick_the_best_default_there_and_pair_every_seed():
+    from tables import tuned, tuned_gains, tuned_table
+
+    runs = []
+    # validation and test disagree on the best default: first-k wins validation, random wins test
+    for arm, (val, test) in {"advised-x": (0.80, 0.70), "first-k": (0.78, 0.60), "random": (0.70, 0.75)}.items():
+        for seed, shift in enumerate((0.0, 0.02)):
+            runs += [record("a", arm, seed, val + shift - (lr != 4e-3) / 10, test + shift, lr=lr)
+                     for lr in (1e-3, 2e-3, 4e-3)]
+    found = tuned(runs, "s")
+    gain, se, best, seeds = tuned_gains(found, ("first-k", "random"), "validation")["advised-x"]["a"]
+    assert (best, seeds) == ("first-k", 2) and gain == pytest.approx(2.0) and se == pytest.approx(0.0, abs=1e-9)
+    gain, _, best, _ = tuned_gains(found, ("first-k", "random"))["advised-x"]["a"]
+    assert (best, gain) == ("random", pytest.approx(-5.0))
+    lines = tuned_table(runs, "s", ("first-k", "random"))
+    assert "| a | advised-x | 0.004 | 0.8100 | 0.7100 (2) |" in lines  # validation is a mean over both seeds
+    assert "| advised-x | a | +2.0 ± 0.0 | first-k | 2 |" in lines  # the validation table
+    assert "| advised-x | a | -5.0 ± 0.0 | random | 2 |" in lines  # the test table
 
 
 def test_sft_study_chooses_each_arms_rate_on_validation_and_pairs_the_nll_reduction():

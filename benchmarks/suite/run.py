@@ -266,9 +266,9 @@ def method_comparisons(results: dict, learning_rate: float) -> list[dict]:
         shared = {m: {(r["task"], r["seed"]): r for r in results["runs"] if r["study"] == study
                       and r["arm"] == DEFAULT_ARM and r["learning_rate"] == learning_rate}
                   for m, study in studies.items()}
-        at_tuned = {m: {(task, seed): {"validation": validation, "test": test}
+        at_tuned = {m: {(task, seed): {"validation": validations[seed], "test": test}
                         for task, arms in tuned(results["runs"], study).items() if DEFAULT_ARM in arms
-                        for (_, validation, tests) in [arms[DEFAULT_ARM]] for seed, test in tests.items()}
+                        for (_, validations, tests) in [arms[DEFAULT_ARM]] for seed, test in tests.items()}
                     for m, study in studies.items()}
         for rate, runs in ((learning_rate, shared), ("tuned", at_tuned)):
             per_task = _paired_per_task(runs)

@@ -125,10 +125,10 @@ def _spearman(a: list[float], b: list[float]) -> float:
 
 
 def tuned(runs: list[dict], study: str) -> dict:
-    """{task: {arm: (learning rate, validation, {seed: test})}}, each arm at its own best
+    """{task: {arm: (learning rate, {seed: validation}, {seed: test})}}, each arm at its own best
     learning rate: chosen on validation over the seeds every rate of the arm's grid has, then
-    reported on every seed trained at that rate (further seeds are run at the chosen rate only).
-    Only tasks where some arm has a grid of at least three learning rates."""
+    reported on every seed trained at that rate, on both splits (further seeds are run at the
+    chosen rate only). Only tasks where some arm has a grid of at least three learning rates."""
     table: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))  # task -> arm -> lr -> seed -> run
     for r in runs:
         if r["study"] == study:
@@ -143,24 +143,27 @@ def tuned(runs: list[dict], study: str) -> dict:
             if len(grid) < 3 or not seeds:
                 continue
             lr = max(grid, key=lambda rate: _mean([grid[rate][s]["validation"] for s in seeds]))
-            out[task][arm] = (lr, _mean([grid[lr][s]["validation"] for s in seeds]),
-                              {s: run["test"] for s, run in sorted(grid[lr].items())})
+            chosen = sorted(grid[lr].items())
+            out[task][arm] = (lr, {s: run["validation"] for s, run in chosen}, {s: run["test"] for s, run in chosen})
     return out
 
 
-def tuned_gains(found: dict, defaults: tuple[str, ...]) -> dict:
-    """{advised arm: {task: (paired test gain in points, SE, best default, seeds)}} at tuned
-    learning rates; the best default is the one with the highest test mean (as in `gains`)."""
+def tuned_gains(found: dict, defaults: tuple[str, ...], split: str = "test") -> dict:
+    """{advised arm: {task: (paired gain in points, SE, best default, seeds)}} at tuned learning
+    rates on ``split``; the best default is the one with the highest mean on that split (as in
+    `gains`), so on validation it is the default a user would have picked there."""
+    column = {"validation": 1, "test": 2}[split]
     out: dict = defaultdict(dict)
     for task, arms in found.items():
         present = [d for d in defaults if d in arms]
         if not present:
             continue
-        best = max(present, key=lambda d: _mean(list(arms[d][2].values())))
-        for arm, (_, _, tests) in arms.items():
-            seeds = sorted(set(tests) & set(arms[best][2]))
+        best = max(present, key=lambda d: _mean(list(arms[d][column].values())))
+        for arm, figures in arms.items():
+            scores, reference = figures[column], arms[best][column]
+            seeds = sorted(set(scores) & set(reference))
             if arm.startswith("advised") and seeds:
-                diffs = [100 * (tests[s] - arms[best][2][s]) for s in seeds]
+                diffs = [100 * (scores[s] - reference[s]) for s in seeds]
                 out[arm][task] = (_mean(diffs), _se(diffs), best, len(seeds))
     return out
 
@@ -170,21 +173,23 @@ def tuned_table(runs: list[dict], study: str, defaults: tuple[str, ...], rivals:
     if not found:
         return []
     lines = [f"Each arm at its own best learning rate (chosen on validation over the seeds of the whole grid; "
-             f"test over every seed at that rate), {study}:", "",
+             f"both splits over every seed at that rate), {study}:", "",
              "| task | arm | learning rate | validation | test (seeds) |", "|---|---|---|---|---|"]
     for task, arms in found.items():
-        for arm, (lr, val, tests) in sorted(arms.items()):
-            lines.append(f"| {task} | {arm} | {lr:g} | {val:.4f} | {_mean(list(tests.values())):.4f} ({len(tests)}) |")
+        for arm, (lr, validations, tests) in sorted(arms.items()):
+            lines.append(f"| {task} | {arm} | {lr:g} | {_mean(list(validations.values())):.4f} | "
+                         f"{_mean(list(tests.values())):.4f} ({len(tests)}) |")
+    lines += _tuned_gain_lines(tuned_gains(found, defaults, "validation"), "best default", "validation")
     lines += _tuned_gain_lines(tuned_gains(found, defaults), "best default")
     for rival in rivals:  # a data-driven rival is compared apart, as at one shared rate
         lines += _tuned_gain_lines(tuned_gains(found, (rival,)), rival)
     return lines
 
 
-def _tuned_gain_lines(found_gains: dict, against: str) -> list[str]:
+def _tuned_gain_lines(found_gains: dict, against: str, split: str = "test") -> list[str]:
     if not found_gains:
         return []
-    lines = ["", f"| advised arm | task | gain over {against} at tuned rates, test points (± SE) | {against} "
+    lines = ["", f"| advised arm | task | gain over {against} at tuned rates, {split} points (± SE) | {against} "
              "| seeds |", "|---|---|---|---|---|"]
     for arm, per_task in sorted(found_gains.items()):
         for task, (gain, se, best, seeds) in sorted(per_task.items()):
