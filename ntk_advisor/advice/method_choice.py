@@ -30,16 +30,19 @@ def choose_method(budget: int, path: Path | None = None) -> tuple[str, dict]:
     path = path or SUITE_EVIDENCE
     comparisons = json.loads(path.read_text()).get("method_comparisons", []) if path.exists() else []
     near = [c for c in comparisons if abs(math.log(c["budget"] / budget)) <= math.log(2) and c["per_task"]]
-    if not near:
-        return FALLBACK, {"asked": "auto", "chosen": FALLBACK, "basis": "fallback",
-                          "sentence": f"--method auto chose {FALLBACK}, the default method: the suite has no "
-                                      f"measured RoCoFT-vs-LoRA comparison within a factor of two of {budget:,} "
-                                      "parameters."}
-    nearest = min(abs(math.log(c["budget"] / budget)) for c in near)
-    at_budget = [c for c in near if abs(math.log(c["budget"] / budget)) == nearest]
-    tuned = [c for c in at_budget if c["learning_rate"] == "tuned" and len(c["per_task"]) >= TUNED_TASKS]
-    comparison = tuned[0] if tuned else next(c for c in at_budget if c["learning_rate"] != "tuned")
-    return _choice(comparison)
+    if near:
+        nearest = min(abs(math.log(c["budget"] / budget)) for c in near)
+        at_budget = [c for c in near if abs(math.log(c["budget"] / budget)) == nearest]
+        tuned = [c for c in at_budget if c["learning_rate"] == "tuned" and len(c["per_task"]) >= TUNED_TASKS]
+        usable = tuned or [c for c in at_budget if c["learning_rate"] != "tuned"]
+        if usable:
+            return _choice(usable[0])
+        why = (f"the suite's only RoCoFT-vs-LoRA comparison near {budget:,} parameters is at tuned learning rates on "
+               f"fewer than {TUNED_TASKS} tasks")
+    else:
+        why = f"the suite has no measured RoCoFT-vs-LoRA comparison within a factor of two of {budget:,} parameters"
+    return FALLBACK, {"asked": "auto", "chosen": FALLBACK, "basis": "fallback",
+                      "sentence": f"--method auto chose {FALLBACK}, the default method: {why}."}
 
 
 def _differences(per_task: dict, split: str) -> dict[str, float]:
@@ -62,7 +65,7 @@ def _choice(comparison: dict) -> tuple[str, dict]:
     worst_task = min(test, key=lambda t: sign * test[t])
     rates = ("each method at its own tuned learning rate" if comparison["learning_rate"] == "tuned"
              else f"learning rate {comparison['learning_rate']:g} for both")
-    decided = " (the wins tie, so the mean decided)" if wins == losses else ""
+    decided = f" (the wins tie, so the validation mean decided: {sign * mean:+.1f} points)" if wins == losses else ""
     sentence = (f"--method auto chose {chosen}: at {comparison['budget']:,} parameters, {rates}, its default advice "
                 f"won {wins}, lost {losses} and tied {len(validation) - wins - losses} of {len(validation)} suite "
                 f"tasks against {other}'s on the validation split{decided} ({comparison['model']}, "

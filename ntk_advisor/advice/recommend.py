@@ -33,7 +33,8 @@ from ..profiling.folder import load_profile
 from ..recipe.conversions import axolotl_with_head
 from ..recipe.schema import SCHEMA_VERSION, DataSpec, ModelSpec, Proximal, Recipe, Target, Training
 from ..tasks import Task, get_task, task_names
-from .config import DEFAULT_OBJECTIVE, RecommendConfig, resolve_allocation, resolve_method  # noqa: F401 - re-exported
+from .config import (DEFAULT_OBJECTIVE, RecommendConfig, advised_rule, resolve_allocation,  # noqa: F401 - re-exported
+                     resolve_method)
 from .uncertainty import sft_uncertainty, uncertainty
 
 Progress = Callable[[str, int, int], None]
@@ -226,13 +227,14 @@ def _uncertainty(captured: Captured, config: RecommendConfig, placement: Placeme
     method = get_method(config.method)
     reference = method.reference
     if not profiled_task(captured.profile.settings).labelled:
-        return sft_uncertainty(reference, config.method, f"advised-{config.allocation}",
-                               config.allocation in method.safe_allocations)
+        return sft_uncertainty(reference, config.method, advised_rule(config),
+                               config.allocation in method.safe_allocations, config.budget,
+                               config.training.get("lora_init", "default"))
     reference_kernel = None
     if reference in evidence_for:
         reference_kernel = placement_kernel(captured, evidence_for[reference][0], evidence_for[reference][1])
     return uncertainty(captured, placement_kernel(captured, placement, config.method), reference or "none",
-                       reference_kernel, ridge, config.method, f"advised-{config.allocation}", config.budget,
+                       reference_kernel, ridge, config.method, advised_rule(config), config.budget,
                        safe=config.allocation in method.safe_allocations, seed=config.seed)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -175,7 +176,7 @@ def test_uniform_allocation_spreads_rows_evenly_and_bad_allocation_is_refused(ti
         recommend(tiny_profile_dir, RecommendConfig(allocation="even"))
 
 
-def test_lora_ranks_follow_the_label_gradient_spectrum_with_diminishing_returns(tmp_path):
+def test_lora_ranks_follow_the_label_gradient_spectrum_with_diminishing_returns(tmp_path, monkeypatch):
     """Module A's spectrum (9, 9, 1, 1, ...) and B's (4, 4, ...): A's first step, then B's, then
     A's second; every other module is flat zero and gets nothing."""
     loaded = tiny_classifier("bert")
@@ -203,7 +204,18 @@ def test_lora_ranks_follow_the_label_gradient_spectrum_with_diminishing_returns(
     assert {t.module for t in free.targets} != {a.name, b.name}  # the kernel objective ignores the spectrum
     single = recommend(folder, RecommendConfig(method="lora", budget=head + 3 * 32, rank_step=1))  # 9, 9, then 4
     assert {t.module: t.rank for t in single.targets} == {a.name: 2, b.name: 1}
-    with pytest.raises(RecipeError, match="--rank-step must be 1 or more"):
+    # each recipe quotes the suite's measurements of its own rule, never another rank step's
+    evidence = tmp_path / "suite.json"
+    measured = {"advised-greedy": {"t": 1.0}, "advised-step1": {"t": -2.0}}
+    evidence.write_text(json.dumps({"studies": [{"name": "lora-tiny", "model": "m", "method": "lora",
+                                                 "budget": head + 96, "rules": measured}]}))
+    monkeypatch.setattr("ntk_advisor.advice.uncertainty.SUITE_EVIDENCE", evidence)
+    for config, rule, mean in ((RecommendConfig(method="lora", budget=head + 96), "advised-greedy", 1.0),
+                               (RecommendConfig(method="lora", budget=head + 96, rank_step=1), "advised-step1", -2.0)):
+        quoted = recommend(folder, config).evidence["uncertainty"]
+        assert (quoted["rule"], quoted["suite_gain_points"]["rule"], quoted["suite_gain_points"]["mean"]) == \
+            (rule, rule, mean)
+    with pytest.raises(RecipeError, match="rank_step must be 1 or more"):
         recommend(folder, RecommendConfig(method="lora", rank_step=0))
     rocoft = recommend(folder, RecommendConfig(budget=head + 32))  # two 16-weight rows: the best-aligned ones
     assert {t.module: t.indices for t in rocoft.targets} == {a.name: (0,), b.name: (0,)}
@@ -243,7 +255,17 @@ def test_auto_picks_the_method_that_won_more_suite_tasks(tmp_path):
     method, why = choose_method(30_000, _comparisons(tmp_path / "t.json", {"a": _same({"rocoft": 0.8, "lora": 0.7}),
                                                                           "b": _same({"rocoft": 0.6, "lora": 0.8})}))
     assert method == "lora" and why["basis"] == "suite"  # one win each: the larger mean difference decides
-    assert "the wins tie, so the mean decided" in why["sentence"]
+    assert "the wins tie, so the validation mean decided: +5.0 points" in why["sentence"]
+    # a tie decided on validation, whatever the test mean says
+    tie = {"a": ({"rocoft": 0.8, "lora": 0.7}, {"rocoft": 0.6, "lora": 0.9}),
+           "b": ({"rocoft": 0.6, "lora": 0.8}, {"rocoft": 0.8, "lora": 0.7})}
+    method, why = choose_method(21_506, _comparisons(tmp_path / "tie.json", tie))
+    assert method == "lora" and "validation mean decided: +5.0 points" in why["sentence"]
+    assert "mean difference +10.0 points" in why["sentence"]
+    tie_reversed = {task: ({"rocoft": v["lora"], "lora": v["rocoft"]}, test) for task, (v, test) in tie.items()}
+    method, why = choose_method(21_506, _comparisons(tmp_path / "tie2.json", tie_reversed))
+    assert method == "rocoft" and "validation mean decided: +5.0 points" in why["sentence"]
+    assert "mean difference -10.0 points" in why["sentence"]  # rocoft's test mean against LoRA's
     with pytest.raises(RecipeError, match="--budget must be a positive"):  # checked before the method is chosen
         RecommendConfig(method="auto", budget=0).check()
 
@@ -280,6 +302,9 @@ def test_auto_falls_back_without_a_comparison_near_the_budget(tmp_path):
     method, why = choose_method(100_000, path)  # more than twice 21,506
     assert method == "rocoft" and why["basis"] == "fallback" and "no measured" in why["sentence"]
     assert choose_method(21_506, tmp_path / "missing.json")[0] == "rocoft"
+    only_tuned = _comparisons(tmp_path / "tuned.json", {}, tuned={"a": _same({"rocoft": 0.7, "lora": 0.9})})
+    method, why = choose_method(21_506, only_tuned)  # too few tuned tasks and no shared-rate comparison
+    assert method == "rocoft" and why["basis"] == "fallback" and "fewer than 3 tasks" in why["sentence"]
 
 
 def test_auto_writes_a_recipe_of_the_chosen_method_with_its_reason(tiny_profile_dir):

@@ -15,7 +15,6 @@ from ..base import Candidates, Method, Rank
 from . import apply_lora, initialize_eva, save_lora
 
 
-
 class LoRA(Method):
     """ΔW = (α/r) B A with B = 0 at θ0 (Hu et al., 2021), through PEFT; α = r per module."""
 
