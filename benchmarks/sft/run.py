@@ -6,8 +6,9 @@ benchmarks/suite), prints every table.
 Arms (LoRA, α = r per module): advised (ranks by the SFT gradient's spectrum), lora-qv,
 lora-all, lora-mlp (FFN modules only), eva (lora-all's modules through PEFT's EVA, ρ = 2) and
 lora-ga (lora-all's modules through PEFT's LoRA-GA), and advised-lora-ga (the advised
-placement with LoRA-GA's initialization: placement and initialization are separate questions). Each arm's learning rate is chosen on
-validation NLL from the grid run; the tables report test NLL at that rate.
+placement with LoRA-GA's initialization: placement and initialization are separate
+questions). Each arm's learning rate is chosen on validation NLL from the grid run; the
+tables report test NLL at that rate, for the runs of ``--steps`` steps.
 
     .venv/bin/python benchmarks/sft/run.py [--tasks bbc-headlines vader-movie-sft] [--arms ...]
         [--learning-rates 1e-3] [--seeds 1] [--first-seed 0] [--steps 60] [--work runs/sft] [--tables-only]
@@ -153,15 +154,28 @@ def tables(runs: list[dict]) -> str:
 
 
 def write_evidence(runs: list[dict], steps: int) -> None:
-    """What an SFT recipe quotes (advice/uncertainty.py): the advised arm's measured reduction per task."""
+    """What an SFT recipe quotes (advice/uncertainty.py): the advised arm's measured reduction per
+    task, with what identifies the measurement (a recipe quotes it only when these match its own)."""
+    from ntk_advisor.advice.config import RecommendConfig, advised_rule, resolve_allocation
+
     tasks = {}
     for task in sorted({r["task"] for r in runs}):
         mine = [r for r in runs if r["task"] == task and r["steps"] == steps]
         reduction = advised_reduction(mine, chosen_rates(mine)) if mine else None
         if reduction:
             tasks[task] = reduction
+    budgets = {r["trainable"] for r in runs if r["arm"] == "lora-qv" and r["steps"] == steps}  # r = 8 on q,v exactly
+    rule = advised_rule(resolve_allocation(RecommendConfig(method="lora", **ARMS["advised"])))
     EVIDENCE.write_text(json.dumps({"source": "benchmarks/sft/run.py", "model": MODEL, "steps": steps,
+                                    "method": "lora", "rule": rule, "lora_init": "default",
+                                    "budget": max(budgets) if budgets else None,
                                     "split": "test", "tasks": tasks}, indent=1) + "\n")
+
+
+def save_results(results: dict, done: dict, path: Path) -> None:
+    results["runs"] = sorted(done.values(), key=lambda r: (r["task"], r["arm"], r["seed"], r["learning_rate"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
 
 
 def main(argv=None) -> int:
@@ -188,17 +202,17 @@ def main(argv=None) -> int:
                         recipe = arm_recipe(profile, ARMS[arm], seed, lr, args.steps)
                         key = run_key(recipe)
                         print(f"  {arm} seed {seed} lr {lr:g} ({key})", flush=True)
-                        if key in {r["run"] for r in done.values()}:  # recorded: a fresh clone has no run folders
+                        recorded = {r["run"]: r for r in done.values()}
+                        if key in recorded:  # a fresh clone has no run folders; an arm may coincide with another
+                            done.setdefault((task, arm, seed, lr, args.steps), recorded[key] | {"arm": arm})
                             continue
                         metrics, folder = trained_metrics(recipe, args.work / task)
                         done[(task, arm, seed, lr, args.steps)] = {
                             "task": task, "arm": arm, "seed": seed, "learning_rate": lr, "steps": args.steps,
                             "run": folder.name, **figures(metrics)}
-                        results["runs"] = sorted(done.values(), key=lambda r: (r["task"], r["arm"], r["seed"],
-                                                                               r["learning_rate"]))
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        path.write_text(json.dumps(results, indent=1) + "\n")
-    text = tables(results["runs"])
+                        save_results(results, done, path)
+        save_results(results, done, path)
+    text = tables([r for r in results["runs"] if r["steps"] == args.steps])  # one protocol per table, as the evidence
     write_evidence(results["runs"], args.steps)
     (HERE / "results" / f"{MODEL}.md").parent.mkdir(parents=True, exist_ok=True)
     (HERE / "results" / f"{MODEL}.md").write_text(text)

@@ -27,7 +27,6 @@ from ..ntk.spectral import loo_kernel_ridge
 
 SUITE_EVIDENCE = Path(__file__).with_name("suite_evidence.json")
 SFT_EVIDENCE = Path(__file__).with_name("sft_evidence.json")
-SFT_STUDY_RULE = ("lora", "advised-greedy")  # benchmarks/sft's advised arm: LoRA's default allocation
 RESAMPLES = 2_000
 
 
@@ -95,31 +94,48 @@ def uncertainty(captured, kernel: torch.Tensor, reference: str, reference_kernel
     return block
 
 
-def sft_uncertainty(reference: str, method: str, rule: str, safe: bool, path: Path | None = None) -> dict:
+def sft_uncertainty(reference: str, method: str, rule: str, safe: bool, budget: int | None = None,
+                    lora_init: str = "default", path: Path | None = None) -> dict:
     """The block of a supervised fine-tuning recipe. The classification suite says nothing
     about SFT, and an SFT profile has no labels for a LOO estimate, so what is quoted is the
-    SFT study's measured test-NLL reduction of the default rule (``benchmarks/sft``, copied
-    into ``sft_evidence.json``), when it has one."""
+    SFT study's measured test-NLL reduction (``benchmarks/sft``, copied into
+    ``sft_evidence.json``), and only for what the study measured: its method, rule and
+    initialization, at a budget within a factor of two of its own."""
     block: dict = {"reference": reference, "rule": rule, "safe_allocation": safe}
     path = path or SFT_EVIDENCE
     study = json.loads(path.read_text()) if path.exists() else {}
-    if (method, rule) == SFT_STUDY_RULE and study.get("tasks"):
+    if study.get("tasks") and _sft_study_measured(study, method, rule, budget, lora_init):
         block["sft_study_nll_reduction"] = study
-        found = "; ".join(f"{task} {r['percent_lower']:+.2f} %" + (f" ± {r['se']:.2f}" if r["se"] is not None else "")
-                          + f" vs {r['best_default']} ({r['seeds']} seed{'s' if r['seeds'] != 1 else ''})"
-                          + "".join(f", {v:+.2f} % vs {rival}" for rival, v in r.get("percent_lower_than_rivals",
-                                                                                     {}).items())
-                          for task, r in study["tasks"].items())
-        block["sentence"] = (f"Measured on the SFT study ({study['model']}, {study['steps']} steps, each arm at its "
-                             f"learning rate chosen on validation, test split), this rule's completion NLL was lower "
-                             f"than the best default placement's by: {found}; a negative figure means higher. Train "
-                             f"{reference} beside this recipe and compare validation NLL.")
+        block["sentence"] = _sft_sentence(study, reference)
         return block
     block["sentence"] = ("No measurement covers this rule for supervised fine-tuning yet: the suite's gains are for "
                          "classification and an SFT profile has no labels for a leave-one-out estimate, so the gain "
                          f"over the default placement is unknown; train {reference} beside this recipe and compare "
                          "validation NLL.")
     return block
+
+
+def _sft_study_measured(study: dict, method: str, rule: str, budget: int | None, lora_init: str) -> bool:
+    if (study.get("method"), study.get("rule"), study.get("lora_init")) != (method, rule, lora_init):
+        return False
+    return budget is None or not study.get("budget") or abs(math.log(study["budget"] / budget)) <= math.log(2)
+
+
+def _sft_sentence(study: dict, reference: str) -> str:
+    def seeds(r):
+        return f"{r['seeds']} seed{'s' if r['seeds'] != 1 else ''}"
+
+    defaults = "; ".join(f"{task} {r['percent_lower']:+.2f} %" + (f" ± {r['se']:.2f}" if r["se"] is not None else "")
+                         + f" vs {r['best_default']} ({seeds(r)})" for task, r in study["tasks"].items())
+    rivals = "; ".join(f"{task} " + ", ".join(f"{v:+.2f} % vs {rival}" for rival, v in r["percent_lower_than_rivals"]
+                                              .items())
+                       for task, r in study["tasks"].items() if r.get("percent_lower_than_rivals"))
+    text = (f"Measured on the SFT study ({study['model']}, {study['steps']} steps, each arm at its learning rate "
+            f"chosen on validation, test split), this rule's completion NLL was lower than the best default "
+            f"placement's by: {defaults}")
+    if rivals:
+        text += f"; and lower than PEFT's data-driven initializations' by: {rivals}"
+    return text + f". A negative figure means higher. Train {reference} beside this recipe and compare validation NLL."
 
 
 def _sentence(block: dict, reference: str) -> str:

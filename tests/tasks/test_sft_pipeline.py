@@ -52,8 +52,16 @@ def test_recommend_lora_on_an_sft_profile_writes_a_causal_lm_recipe(sft_profile,
     predicted = recipe.evidence["predicted"]
     assert math.isnan(predicted["alignment"]) and math.isnan(predicted["loo_accuracy"])  # no labels
     assert set(predicted["objectives"]) == {"lambda_min", "condition", "trace"}
-    assert "SFT study" in recipe.evidence["uncertainty"]["sentence"]  # LoRA's default rule: the study's figure
-    assert "sft_study_nll_reduction" in recipe.evidence["uncertainty"]
+    # the shipped study measured 460,800 parameters: more than twice 500, so nothing is quoted
+    assert "unknown" in recipe.evidence["uncertainty"]["sentence"]
+    assert "sft_study_nll_reduction" not in recipe.evidence["uncertainty"]
+    from ntk_advisor.advice import uncertainty
+
+    study = json.loads(uncertainty.SFT_EVIDENCE.read_text()) | {"budget": 500}
+    (folder.parent / "sft_evidence.json").write_text(json.dumps(study))
+    monkeypatch.setattr(uncertainty, "SFT_EVIDENCE", folder.parent / "sft_evidence.json")
+    quoted = recommend(folder, RecommendConfig(method="lora", budget=500)).evidence["uncertainty"]
+    assert "SFT study" in quoted["sentence"] and "sft_study_nll_reduction" in quoted  # LoRA's default rule, its budget
     from peft import LoraConfig
 
     LoraConfig(**recipe.peft)  # the section PEFT (and TRL's SFTTrainer) reads, as it is
