@@ -23,6 +23,18 @@ def test_recipe_parses_and_has_evidence(path):
     assert recipe.peft["target_modules"]
 
 
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_recipe_quotes_the_current_suite_evidence(path):
+    """A shipped recipe's expected gain is the one advice/suite_evidence.json gives today: new
+    suite results must reach the recipes (scripts/make_recipes.py), or a user reads old figures."""
+    from ntk_advisor.advice.uncertainty import suite_gain
+
+    recipe = load_recipe(path)
+    quoted = recipe.evidence["uncertainty"]
+    assert quoted.get("suite_gain_points") == suite_gain(recipe.method, quoted["rule"], recipe.evidence["budget"]), \
+        "stale suite figures: rerun scripts/make_recipes.py"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_recipe_checks_against_its_model(path):
