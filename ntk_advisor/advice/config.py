@@ -18,7 +18,8 @@ from ..settings import Allocation, Axis, Objective
 DEFAULT_OBJECTIVE = Objective.TRACE.value
 # LoRA's rank step stays 2. One rank at a time led on validation at the shared rate (+1.67 vs
 # +0.70 points over the best default, six suite tasks, one seed) but trailed at tuned rates,
-# the comparison that decides (−0.62 vs −0.26 on three tasks, three seeds), as it does for
+# the comparison that decides (three tasks: one rank −0.62 over three seeds; two ranks −0.26 over
+# the same three, −0.33 over six), as it does for
 # --method auto (docs/suite.md, "One rank at a time").
 DEFAULT_RANK_STEP = 2
 
