@@ -143,3 +143,24 @@ class Axis(Choice):
 
     ROWS = "rows"
     COLS = "cols"
+
+
+class ModuleGroup(Choice):
+    """Which modules the advised search may place the budget in (the baselines keep their own).
+
+    - ``all`` (default): every block Linear the profile measured.
+    - ``attention``: query, key, value (or a fused qkv) and the attention output.
+    - ``ffn``: the feed-forward modules only, the set of ``lora-mlp``; pick it when you want
+      lora-mlp's modules with ranks (or rows) placed by the profile (docs/suite.md,
+      "Advice within the FFN modules").
+    """
+
+    ALL = "all"
+    ATTENTION = "attention"
+    FFN = "ffn"
+
+    @classmethod
+    def roles(cls, group: str) -> frozenset[str] | None:
+        """The module roles (inputs.models) a group holds; None for every module."""
+        return {"all": None, "attention": frozenset({"query", "key", "value", "qkv", "attention-out"}),
+                "ffn": frozenset({"ffn-in", "ffn-out"})}[group]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import RecipeError
-from ..settings import Allocation, Axis, Objective
+from ..settings import Allocation, Axis, ModuleGroup, Objective
 
 # Default objective, chosen by `validate` on real minilm-l6 (README, "What the study found"):
 # over 12 placements in each of three studies (RoCoFT on vader-movie and bbc-news, LoRA on
@@ -37,6 +37,7 @@ class RecommendConfig:
     candidates_per_module: int = 64
     module_rank: int = 8  # units per module for module-level baselines, LoRA's largest rank step count
     rank_step: int = DEFAULT_RANK_STEP  # LoRA: ranks each greedy step adds, worth Σ σ_i² of G over them
+    modules: str = ModuleGroup.ALL.value  # settings.ModuleGroup: where the advised search may place
     train_head: bool = True
     train_bias: str = "none"
     seed: int = 0
@@ -49,6 +50,11 @@ class RecommendConfig:
 
         Objective.check(self.objective, "--objective", RecipeError)
         Axis.check(self.axis, "--axis", RecipeError)
+        ModuleGroup.check(self.modules, "--modules", RecipeError)
+        if self.modules != ModuleGroup.ALL.value and self.placement != "advised":
+            raise RecipeError(f"--modules {self.modules} restricts the advised search, and --placement "
+                              f"{self.placement} is a baseline with its own modules: drop --modules or use "
+                              "--placement advised")
         if self.budget <= 0:
             raise RecipeError(f"--budget must be a positive number of parameters, got {self.budget}")
         if self.train_bias not in ("none", "all"):
@@ -59,9 +65,10 @@ class RecommendConfig:
             raise RecipeError(f"rank_step must be 1 or more (the LoRA ranks each greedy step adds), "
                               f"got {self.rank_step}")
         if self.method == "auto":
-            if self.allocation != Allocation.DEFAULT.value or self.placement != "advised":
-                raise RecipeError("--method auto chooses the method, so --allocation and --placement must stay at "
-                                  "their defaults: name the method to set them")
+            if (self.allocation != Allocation.DEFAULT.value or self.placement != "advised"
+                    or self.modules != ModuleGroup.ALL.value):
+                raise RecipeError("--method auto chooses the method, so --allocation, --placement and --modules must "
+                                  "stay at their defaults: name the method to set them")
             return  # the method-specific checks run once resolve_method has chosen
         if self.method not in method_names():
             raise RecipeError(f"unknown --method '{self.method}': use {', '.join(method_names())} or auto")
@@ -101,8 +108,10 @@ def resolve_allocation(config: RecommendConfig) -> RecommendConfig:
 def advised_rule(config: RecommendConfig) -> str:
     """The suite's name for the advised arm this configuration trains, so that a recipe quotes
     only the measurements of its own rule: ``advised-<allocation>``, and for LoRA at another
-    rank step ``advised-step<n>`` (benchmarks/suite names its arms so)."""
+    rank step ``advised-step<n>``, within a module group ``…-<group>`` (benchmarks/suite names
+    its arms so)."""
+    group = "" if config.modules == ModuleGroup.ALL.value else f"-{config.modules}"
     if config.method == "lora" and config.rank_step != DEFAULT_RANK_STEP:
-        return f"advised-step{config.rank_step}" if config.allocation == "greedy" \
-            else f"advised-{config.allocation}-step{config.rank_step}"
-    return f"advised-{config.allocation}"
+        return (f"advised-step{config.rank_step}" if config.allocation == "greedy"
+                else f"advised-{config.allocation}-step{config.rank_step}") + group
+    return f"advised-{config.allocation}{group}"

@@ -32,6 +32,7 @@ from ..profiling.capture import Captured, capture
 from ..profiling.folder import load_profile
 from ..recipe.conversions import axolotl_with_head
 from ..recipe.schema import SCHEMA_VERSION, DataSpec, ModelSpec, Proximal, Recipe, Target, Training
+from ..settings import ModuleGroup
 from ..tasks import Task, get_task, task_names
 from .config import (DEFAULT_OBJECTIVE, RecommendConfig, advised_rule, resolve_allocation,  # noqa: F401 - re-exported
                      resolve_method)
@@ -62,6 +63,7 @@ def _advised(captured: Captured, config: RecommendConfig, budget: int, ridge: fl
     """The method's allocation rule, or the greedy search over its candidates; returns
     (placement, per-module score, search statistics)."""
     method = get_method(config.method)
+    captured = within_group(captured, config.modules)
     allocated = method.allocate(captured, config, budget)
     if allocated is not None:
         return allocated
@@ -79,6 +81,20 @@ def _advised(captured: Captured, config: RecommendConfig, budget: int, ridge: fl
              "skipped_by_weyl_bound": selection.skipped_by_bound, "capped_steps": selection.capped_steps,
              "steps": len(selection.chosen), "objective_value": selection.value}
     return placement, scores, stats
+
+
+def within_group(captured: Captured, group: str) -> Captured:
+    """The capture seen through one module group (settings.ModuleGroup): the search's candidates,
+    and the label signal its placement is a share of, are that group's modules. The x/δ passes
+    stay shared, so a restricted search never reruns them."""
+    roles = ModuleGroup.roles(group)
+    if roles is None:
+        return captured
+    targets = {name: t for name, t in captured.targets.items() if t.role in roles}
+    if not targets:
+        raise RecipeError(f"--modules {group} matches none of this model's modules (roles found: "
+                          f"{', '.join(sorted({t.role for t in captured.targets.values()}))}): use --modules all")
+    return replace(captured, targets=targets, passes=lambda: captured._captured)
 
 
 def _report(captured: Captured, kernel: torch.Tensor, ridge: float, full: torch.Tensor, excluded_lmax: float) -> dict:
@@ -189,6 +205,7 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
     evidence = {
         "profile": str(profile_dir),
         "placement": config.placement,
+        "modules": config.modules,
         "objective": search.get("objective", config.objective) if config.placement == "advised" else None,
         "budget": config.budget,
         "trainable": {"weights": weights_used, "head": head_params, "biases": bias_params,

@@ -43,11 +43,16 @@ PlacementOption = Annotated[str, typer.Option(
     "lora-qv, lora-all, lora-mlp (LoRA on the FFN modules only).")]
 ProximalOption = Annotated[float, typer.Option(help="λ of the proximal term (λ/2)‖θ−θ0‖²; 0 turns it off.")]
 AxisOption = Annotated[str, typer.Option(help="RoCoFT axis: rows (output units) or cols (input features).")]
-def _recommend_config(method, budget, objective, placement, proximal, axis, train_head, seed, allocation):
+ModulesOption = Annotated[str, typer.Option(
+    help="Where the advised search may place the budget: all, attention (q, k, v and the attention output) or "
+    "ffn (the FFN modules, lora-mlp's set).")]
+
+
+def _recommend_config(method, budget, objective, placement, proximal, axis, train_head, seed, allocation, modules):
     from ..advice.recommend import RecommendConfig
 
     return RecommendConfig(method=method, budget=budget, objective=objective, placement=placement, proximal=proximal,
-                           axis=axis, train_head=train_head, seed=seed, allocation=allocation)
+                           axis=axis, train_head=train_head, seed=seed, allocation=allocation, modules=modules)
 
 
 def _write_recipe(recipe, out_path: Path, as_json: bool) -> None:
@@ -86,6 +91,7 @@ def recommend(
     proximal: ProximalOption = RecommendConfig.proximal,
     axis: AxisOption = RecommendConfig.axis,
     allocation: AllocationOption = RecommendConfig.allocation,
+    modules: ModulesOption = RecommendConfig.modules,
     train_head: Annotated[bool, typer.Option(help="Train the classification head (counted in the budget).")] = RecommendConfig.train_head,
     seed: Annotated[int, typer.Option(help="Seed of random placements and training.")] = RecommendConfig.seed,
     force: Annotated[bool, typer.Option(help="Replace an existing --out recipe.")] = False,
@@ -95,7 +101,8 @@ def recommend(
     from ..advice.recommend import recommend as run_recommend
     from ..recipe.io import check_recipe_destination
 
-    config = _recommend_config(method, budget, objective, placement, proximal, axis, train_head, seed, allocation)
+    config = _recommend_config(method, budget, objective, placement, proximal, axis, train_head, seed, allocation,
+                               modules)
     with OutputClaim(out_path):
         check_recipe_destination(out_path, force)
         with progress_bar() as bar:
@@ -121,6 +128,7 @@ def advise(
     proximal: ProximalOption = RecommendConfig.proximal,
     axis: AxisOption = RecommendConfig.axis,
     allocation: AllocationOption = RecommendConfig.allocation,
+    modules: ModulesOption = RecommendConfig.modules,
     seed: Annotated[int, typer.Option(help="Seed of splits, probe sample, head and placements.")] = RecommendConfig.seed,
     task: TaskOption = ProfileConfig.task,
     template: TemplateOption = None,
@@ -130,7 +138,7 @@ def advise(
     as_json: JsonOption = False,
 ):
     """Profile, then recommend, in one go."""
-    config = _recommend_config(method, budget, objective, placement, proximal, axis, True, seed, allocation)
+    config = _recommend_config(method, budget, objective, placement, proximal, axis, True, seed, allocation, modules)
     config.check()
     with contextlib.ExitStack() as claims:
         for path in [out_path] + ([profile_dir] if profile_dir is not None else []):
