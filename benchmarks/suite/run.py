@@ -10,7 +10,8 @@ Studies, each at one budget with the same training settings for every arm:
 
     rocoft-100k    advised-greedy, advised-uniform, advised-signal (the candidate rules), first-k, random
     lora-21.5k     advised-greedy (ranks by the label gradient's spectrum, two at a time), advised-step1
-                   (the same, one rank at a time: a candidate), lora-qv, lora-all, lora-mlp,
+                   (the same, one rank at a time: a candidate), advised-greedy-ffn (the same ranks
+                   within lora-mlp's FFN modules: a candidate), lora-qv, lora-all, lora-mlp,
                    eva (PEFT's EVA on every module, rho = 2, at lora-all's rank)
     rocoft-21.5k   the three advised rules (at this budget they mostly coincide: one row per
                    module), first-k, random
@@ -63,6 +64,7 @@ STUDIES = {  # name -> (method, budget, {arm: RecommendConfig fields})
                                          "first-k": {"placement": "first-k"}, "random": {"placement": "random"}}),
     "lora-21.5k": ("lora", 21_506, {"advised-greedy": {"allocation": "greedy"},
                                      "advised-step1": {"allocation": "greedy", "rank_step": 1},
+                                     "advised-greedy-ffn": {"allocation": "greedy", "modules": "ffn"},
                                      "lora-qv": {"placement": "lora-qv"},
                                      "lora-all": {"placement": "lora-all"}, "lora-mlp": {"placement": "lora-mlp"},
                                      "eva": {"placement": "lora-all", "training": {"lora_init": "eva"}}}),
