@@ -30,6 +30,7 @@ import torch
 
 from ..errors import RecipeError
 from ..inputs.models import TargetModule
+from ..settings import ModuleGroup
 
 
 def unit_cost(target: TargetModule, axis: str) -> int:
@@ -108,7 +109,7 @@ def baseline_counts(name: str, unit: str, targets: list[TargetModule], budget: i
             raise RecipeError("lora-qv needs query/value modules; this model has none: use lora-all")
         return uniform_counts(chosen, unit, budget)
     if name == "lora-mlp":
-        chosen = [t for t in targets if t.role in ("ffn-in", "ffn-out")]
+        chosen = [t for t in targets if t.role in ModuleGroup.roles(ModuleGroup.FFN.value)]  # --modules ffn's set
         if not chosen:
             raise RecipeError("lora-mlp needs FFN modules; this model has none: use lora-all")
         return uniform_counts(chosen, unit, budget)
