@@ -123,3 +123,16 @@ def test_a_dtype_the_device_cannot_run_is_a_clear_error(monkeypatch):
     with pytest.raises(NtkAdvisorError, match="Tesla V100.*no bfloat16 arithmetic; use float16 or float32"):
         devices.check_dtype_on(torch.device("cuda", 0), "bfloat16")
     devices.check_dtype_on(torch.device("cuda", 0), "float16")
+
+
+@pytest.mark.parametrize("axis", ["rows", "cols"])
+def test_rocoft_slices_placed_on_a_model_already_on_its_device_run_there(axis):
+    """place() or a Trainer callback applies a recipe to a model that is already on the GPU: the
+    slice's index must live there too, or the first forward pass fails on a CPU index."""
+    from ntk_advisor.methods.rocoft.layer import RowColumnSlice
+
+    base = torch.nn.Linear(5, 4, device="meta")
+    layer = RowColumnSlice(base, axis, [1, 3])
+    assert layer.indices.device.type == layer.delta.device.type == "meta"
+    assert layer(torch.zeros(2, 7, 5, device="meta")).shape == (2, 7, 4)
+    assert layer.delta_weight().device.type == "meta"

@@ -29,7 +29,10 @@ class RowColumnSlice(nn.Module):
             p.requires_grad_(False)
         weight = base.weight
         d_out, d_in = (weight.shape[1], weight.shape[0]) if transposed else tuple(weight.shape)
-        self.register_buffer("indices", torch.as_tensor(list(indices), dtype=torch.long), persistent=True)
+        # On the weight's device: a model already on a GPU (place(), a Trainer callback) would
+        # otherwise index a CUDA tensor with a CPU index and fail at the first forward pass.
+        self.register_buffer("indices", torch.as_tensor(list(indices), dtype=torch.long, device=weight.device),
+                             persistent=True)
         shape = (len(self.indices), d_in) if axis == "rows" else (d_out, len(self.indices))
         self.delta = nn.Parameter(torch.zeros(shape, dtype=weight.dtype, device=weight.device))
         self.merged = False
