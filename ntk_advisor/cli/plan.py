@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -47,12 +48,20 @@ def plan(
     device_tflops: Annotated[Optional[float], typer.Option(help=(
         "Also estimate the time on a device that sustains this many TFLOP/s (e.g. an H100's float32 "
         "matrix rate)."))] = None,
+    recipe: Annotated[Optional[Path], typer.Option("--recipe", help=(
+        "Plan one training step of this recipe instead of a profile: the recipe is placed on the model built "
+        "on the meta device; its data's token lengths (the tokenizer only) give the batches' padded length and "
+        "the run's steps. --dtype and --device-tflops apply; the other options are the profile's."))] = None,
     as_json: JsonOption = False,
 ):
-    """Estimate a profile's flops, memory and time before running it: no weights are loaded (the model is
-    built on torch's meta device from its config) and the time comes from a one-second measurement of this
-    machine's matrix-product rate. docs/plan.md gives the formulas and the measured ratio to real runs."""
+    """Estimate a profile's (or, with --recipe, a training step's) flops, memory and time before running it:
+    no weights are loaded (the model is built on torch's meta device from its config) and the time comes from a
+    one-second measurement of this machine's matrix-product rate. docs/plan.md gives the formulas and the
+    measured ratio to real runs."""
     from ..profiling.plan import calibrate, data_facts, plan_profile
+
+    if recipe is not None:
+        return _plan_training(recipe, dtype, device_tflops, as_json)
 
     config = ProfileConfig(model=model, data=data or ProfileConfig.data, text_column=text_column,
                            label_column=label_column, samples=samples, max_length=max_length, head=head,
@@ -91,3 +100,39 @@ def _print_plan(result, here: dict, device: dict | None) -> None:
     out.print(f"memory: weights {m['weights'] / 2**20:,.0f} MiB, captures {m['captures'] / 2**20:,.0f} MiB in "
               f"{result.groups} group(s) of at most {s['capture_mib']} MiB, kernels {m['kernels'] / 2**20:,.1f} MiB; "
               f"{result.passes} backward pass(es) per group; routes {result.routes}")
+
+
+def _plan_training(path: Path, dtype: str, device_tflops: float | None, as_json: bool) -> None:
+    """`plan --recipe`: one training step and the whole run, from the recipe and its data's tokenizer."""
+    import torch
+
+    from ..profiling.plan import calibrate
+    from ..recipe.io import load_recipe
+    from ..training.plan import data_step_facts, plan_step
+
+    recipe = load_recipe(path)
+    facts = data_step_facts(recipe)
+    result = plan_step(recipe, facts["tokens"], facts["peak_tokens"], facts["steps"], dtype=getattr(torch, dtype))
+    rate = calibrate(width=result.settings["hidden_size"])
+    here = result.seconds(rate)
+    device = result.seconds(device_tflops * 1e12) if device_tflops else None
+    if as_json:
+        return print_json({"settings": result.settings, "trainable": result.trainable, "flops": result.flops,
+                           "memory_bytes": result.memory, "this_machine": {"flops_per_second": rate, "seconds": here},
+                           "device": {"flops_per_second": device_tflops * 1e12, "seconds": device} if device else None})
+    s = result.settings
+    table = Table("part", "GFLOP", "seconds here", *(["seconds on device"] if device else []),
+                  title=f"one training step of {path.name}: {s['method']} on {s['model']}, {result.trainable:,} "
+                        f"trainable, batch {s['batch_size']} padded to {s['tokens']:.1f} tokens on average")
+    for part, flops in result.flops.items():
+        table.add_row(part, f"{flops / 1e9:,.1f}", f"{here[part]:.3g}", *([f"{device[part]:.3g}"] if device else []))
+    table.add_row("total", f"{sum(result.flops.values()) / 1e9:,.1f}", f"{here['total']:.3g}",
+                  *([f"{device['total']:.3g}"] if device else []))
+    out.print(table)
+    m = result.memory
+    out.print(f"memory: weights {m['weights'] / 2**20:,.0f} MiB, trainable state {m['trainable state'] / 2**20:,.1f} "
+              f"MiB, activations {m['activations'] / 2**20:,.0f} MiB at the longest batch ({s['peak_tokens']} tokens)")
+    run = f"{s['steps'] * here['total'] / 60:,.3g} min here" + (
+        f", {s['steps'] * device['total'] / 60:,.3g} min on the device" if device else "")
+    out.print(f"the run: {s['steps']:,} steps, about {run} without evaluation; this machine: {rate / 1e9:,.0f} GFLOP/s "
+              "on a float32 matrix product, more than a whole step sustains (docs/plan.md: measured ratio)")

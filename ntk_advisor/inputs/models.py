@@ -305,8 +305,7 @@ def _wrap(source, backbone, tokenizer, info) -> LoadedModel:
         if isinstance(module, nn.Linear) and mod_name + ".weight" in missing:
             head = mod_name  # the last new Linear is the output head
     if head is None:  # a checkpoint that already has its head (a saved classifier)
-        heads = [n for n, m in backbone.named_modules() if isinstance(m, nn.Linear) and role_of(n) == "head"]
-        head = heads[-1] if heads else None
+        head = head_module_name(backbone)
     return LoadedModel(source, logits_model, tokenizer, tuple(missing), head)
 
 
@@ -369,15 +368,23 @@ def length_batches(texts, batch_size: int) -> list[list[int]]:
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def meta_classifier(name: str, num_labels: int, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """The classifier's skeleton on the meta device in ``dtype`` (not the checkpoint's): shapes
-    from its config.json, no weights read or allocated (for `plan`, and `models show`)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+def meta_classifier(name: str, num_labels: int, dtype: torch.dtype = torch.float32, causal: bool = False) -> nn.Module:
+    """The classifier's skeleton (``causal``: the causal LM's) on the meta device in ``dtype``
+    (not the checkpoint's): shapes from its config.json, no weights read or allocated (for
+    `plan`, and `models show`)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     source = resolve_model_source(name)
     config = _from_pretrained(AutoConfig, source, num_labels=num_labels)
     with torch.device("meta"):
-        return AutoModelForSequenceClassification.from_config(config, attn_implementation="eager", dtype=dtype)
+        built = AutoModelForCausalLM if causal else AutoModelForSequenceClassification
+        return built.from_config(config, attn_implementation="eager", dtype=dtype)
+
+
+def head_module_name(model: nn.Module) -> str | None:
+    """The classification head of a model that has not loaded a checkpoint: its last head Linear."""
+    heads = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and role_of(n) == "head"]
+    return heads[-1] if heads else None
 
 
 def describe_model(name: str) -> dict:

@@ -52,6 +52,19 @@ class Task(ABC):
         """The task's own model, or None: most tasks set up `models.load_classifier`'s (prepare)."""
         return None
 
+    def meta_model(self, name: str, num_labels: int, dtype: torch.dtype) -> tuple[torch.nn.Module, str | None]:
+        """(the model this task trains, built on the meta device; its head's name) for `plan --recipe`."""
+        from ..inputs import models
+
+        model = models.meta_classifier(name, num_labels, dtype=dtype)
+        return model, models.head_module_name(model)
+
+    def token_lengths(self, recipe, split, tokenizer) -> list[int]:
+        """Tokens of each of ``split``'s examples as this task's batches read them (truncated)."""
+        from ..inputs.models import encode
+
+        return encode(tokenizer, list(split.texts), recipe.data.max_length)["attention_mask"].sum(1).tolist()
+
     def read_data(self, recipe):
         """The recipe's data as this task reads it (labelled texts), checked against its model."""
         from ..errors import TrainError

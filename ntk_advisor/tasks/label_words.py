@@ -38,6 +38,14 @@ class LabelWords(Task):
         loaded.prompt = resolve_prompt(loaded.tokenizer, template, label_words, label_names, num_labels)
         _init_label_word_head(loaded)
 
+    def token_lengths(self, recipe, split, tokenizer) -> list[int]:
+        from ..inputs.prompts import encode_prompts
+
+        prompt = resolve_prompt(tokenizer, recipe.data.template, recipe.data.label_words, split.label_names,
+                                recipe.model.num_labels)
+        return encode_prompts(tokenizer, list(split.texts), prompt.template,
+                              recipe.data.max_length)["attention_mask"].sum(1).tolist()
+
     def head_report(self, loaded, seed: int) -> dict:
         return {"kind": "label-words"}
 

@@ -53,11 +53,18 @@ class SupervisedFineTuning(Task):
         return models.LoadedModel(models.resolve_model_source(name), CompletionLogLikelihood(lm), tokenizer, (), None,
                                   task=self.name)
 
+    def meta_model(self, name: str, num_labels: int, dtype: torch.dtype):
+        return models.meta_classifier(name, num_labels, dtype=dtype, causal=True), None
+
     def read_data(self, recipe):
         tokenizer = models.load_tokenizer(models.resolve_model_source(recipe.model.name))
         dataset = load_completions(recipe.data.source, tokenizer)
         check_room(tokenizer, dataset, recipe.data.max_length, TrainError)
         return dataset
+
+    def token_lengths(self, recipe, split, tokenizer) -> list[int]:
+        return [len(ids) for ids in (encode_completions(tokenizer, [p], [c], recipe.data.max_length, False)["input_ids"]
+                                     for p, c in zip(split.texts, split.completions))]
 
     def profiled_dataset(self, settings: dict):
         return load_completions(settings["data"], models.load_tokenizer(models.resolve_model_source(settings["model"])))
