@@ -382,8 +382,10 @@ def meta_classifier(name: str, num_labels: int, dtype: torch.dtype = torch.float
 
 
 def head_module_name(model: nn.Module) -> str | None:
-    """The classification head of a model that has not loaded a checkpoint: its last head Linear."""
-    heads = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and role_of(n) == "head"]
+    """The output head of a classifier whose new weights are not known from a checkpoint's load
+    report: the last Linear of its head, which may be a block (MPNet's classifier.out_proj)."""
+    heads = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)
+             and (role_of(n) == "head" or n.split(".")[0] in ("classifier", "score"))]
     return heads[-1] if heads else None
 
 

@@ -197,10 +197,11 @@ def test_real_derived_tasks():
 def test_real_mpnet_base_loads_with_its_head_made_linear():
     import torch
 
-    from ntk_advisor.inputs.models import discover_targets, load_classifier
+    from ntk_advisor.inputs.models import discover_targets, head_module_name, load_classifier, meta_classifier
 
     loaded = load_classifier("mpnet-base", num_labels=3)
     assert loaded.head_name == "classifier.out_proj"
+    assert head_module_name(meta_classifier("mpnet-base", 3)) == loaded.head_name  # what plan --recipe trains
     placeable = [t for t in discover_targets(loaded.backbone) if t.layer is not None]
     assert Counter(t.role for t in placeable) == {r: 12 for r in ("query", "key", "value", "attention-out",
                                                                   "ffn-in", "ffn-out")}
