@@ -86,16 +86,10 @@ def plan(
 def _print_plan(result, here: dict, device: dict | None) -> None:
     """The plan's table of flops and seconds, then its memory line."""
     s = result.settings
-    table = Table("part", "GFLOP", "seconds here", *(["seconds on device"] if device else []),
-                  title=f"profile of {s['model']}: N={s['samples']}, T̄={s['mean_tokens']:.1f} of {s['max_length']}, "
-                        f"C={s['outputs']}, {s['modules']} modules, M={s['signal_samples']:,}"
-                        + (f"; per process, the busiest of {s['processes']} ({s['modules_per_process']} modules)"
-                           if s["processes"] > 1 else ""))
-    for part, flops in result.flops.items():
-        table.add_row(part, f"{flops / 1e9:,.1f}", f"{here[part]:.1f}", *([f"{device[part]:.2f}"] if device else []))
-    table.add_row("total", f"{sum(result.flops.values()) / 1e9:,.1f}", f"{here['total']:.1f}",
-                  *([f"{device['total']:.2f}"] if device else []))
-    out.print(table)
+    _print_flops(f"profile of {s['model']}: N={s['samples']}, T̄={s['mean_tokens']:.1f} of {s['max_length']}, "
+                 f"C={s['outputs']}, {s['modules']} modules, M={s['signal_samples']:,}"
+                 + (f"; per process, the busiest of {s['processes']} ({s['modules_per_process']} modules)"
+                    if s["processes"] > 1 else ""), result.flops, here, device)
     m = result.memory
     out.print(f"memory: weights {m['weights'] / 2**20:,.0f} MiB, captures {m['captures'] / 2**20:,.0f} MiB in "
               f"{result.groups} group(s) of at most {s['capture_mib']} MiB, kernels {m['kernels'] / 2**20:,.1f} MiB; "
@@ -121,14 +115,8 @@ def _plan_training(path: Path, dtype: str, device_tflops: float | None, as_json:
                            "memory_bytes": result.memory, "this_machine": {"flops_per_second": rate, "seconds": here},
                            "device": {"flops_per_second": device_tflops * 1e12, "seconds": device} if device else None})
     s = result.settings
-    table = Table("part", "GFLOP", "seconds here", *(["seconds on device"] if device else []),
-                  title=f"one training step of {path.name}: {s['method']} on {s['model']}, {result.trainable:,} "
-                        f"trainable, batch {s['batch_size']} padded to {s['tokens']:.1f} tokens on average")
-    for part, flops in result.flops.items():
-        table.add_row(part, f"{flops / 1e9:,.1f}", f"{here[part]:.3g}", *([f"{device[part]:.3g}"] if device else []))
-    table.add_row("total", f"{sum(result.flops.values()) / 1e9:,.1f}", f"{here['total']:.3g}",
-                  *([f"{device['total']:.3g}"] if device else []))
-    out.print(table)
+    _print_flops(f"one training step of {path.name}: {s['method']} on {s['model']}, {result.trainable:,} trainable, "
+                 f"batch {s['batch_size']} padded to {s['tokens']:.1f} tokens on average", result.flops, here, device)
     m = result.memory
     out.print(f"memory: weights {m['weights'] / 2**20:,.0f} MiB, trainable state {m['trainable state'] / 2**20:,.1f} "
               f"MiB, activations {m['activations'] / 2**20:,.0f} MiB at the longest batch ({s['peak_tokens']} tokens)")
@@ -136,3 +124,11 @@ def _plan_training(path: Path, dtype: str, device_tflops: float | None, as_json:
         f", {s['steps'] * device['total'] / 60:,.3g} min on the device" if device else "")
     out.print(f"the run: {s['steps']:,} steps, about {run} without evaluation; this machine: {rate / 1e9:,.0f} GFLOP/s "
               "on a float32 matrix product, more than a whole step sustains (docs/plan.md: measured ratio)")
+
+
+def _print_flops(title: str, flops: dict, here: dict, device: dict | None) -> None:
+    """A plan's parts: GFLOP and seconds here (and on the device), then the total."""
+    table = Table("part", "GFLOP", "seconds here", *(["seconds on device"] if device else []), title=title)
+    for part, value in [*flops.items(), ("total", sum(flops.values()))]:
+        table.add_row(part, f"{value / 1e9:,.1f}", f"{here[part]:.3g}", *([f"{device[part]:.3g}"] if device else []))
+    out.print(table)

@@ -56,8 +56,13 @@ class ProfilePlan:
     routes: dict[str, int]
 
     def seconds(self, flops_per_second: float) -> dict[str, float]:
-        parts = {name: value / flops_per_second for name, value in self.flops.items()}
-        return parts | {"total": sum(parts.values())}
+        return seconds_at(self.flops, flops_per_second)
+
+
+def seconds_at(flops: dict[str, float], flops_per_second: float) -> dict[str, float]:
+    """Each part's seconds at a sustained rate, and their total."""
+    parts = {name: value / flops_per_second for name, value in flops.items()}
+    return parts | {"total": sum(parts.values())}
 
 
 def plan_profile(config: ProfileConfig, tokens: float | None = None, num_outputs: int = 2,

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import RecipeError
+from ..profiling.plan import seconds_at
 from ..recipe.schema import Recipe
 from .apply import apply_recipe
 
@@ -46,8 +47,7 @@ class StepPlan:
     trainable: int
 
     def seconds(self, flops_per_second: float) -> dict[str, float]:
-        parts = {name: value / flops_per_second for name, value in self.flops.items()}
-        return parts | {"total": sum(parts.values())}
+        return seconds_at(self.flops, flops_per_second)
 
 
 def plan_step(recipe: Recipe, tokens: float | None = None, peak_tokens: int | None = None,
