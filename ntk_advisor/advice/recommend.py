@@ -86,7 +86,7 @@ def _advised(captured: Captured, config: RecommendConfig, budget: int, ridge: fl
 def within_group(captured: Captured, group: str) -> Captured:
     """The capture seen through one module group (settings.ModuleGroup): the search's candidates,
     and the label signal its placement is a share of, are that group's modules. The x/δ passes
-    stay shared, so a restricted search never reruns them."""
+    and the kernels kept from them stay shared, so a restricted search never reruns them."""
     roles = ModuleGroup.roles(group)
     if roles is None:
         return captured
@@ -94,7 +94,7 @@ def within_group(captured: Captured, group: str) -> Captured:
     if not targets:
         raise RecipeError(f"--modules {group} matches none of this model's modules (roles found: "
                           f"{', '.join(sorted({t.role for t in captured.targets.values()}))}): use --modules all")
-    return replace(captured, targets=targets, passes=lambda: captured._captured)
+    return replace(captured, targets=targets)
 
 
 def _report(captured: Captured, kernel: torch.Tensor, ridge: float, full: torch.Tensor, excluded_lmax: float) -> dict:

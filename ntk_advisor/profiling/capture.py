@@ -2,6 +2,13 @@
 profile's causal LM) and capture every block Linear's inputs x and output gradients δ on the
 probe sample again (one forward pass, C backward passes). From them the kernel of any row or column set is exact (ntk.rows_cols),
 which is what recommend searches over; the folder stores only whole-module kernels.
+
+The captures of all modules take N·T·Σ(d_in + C·d_out) floats (5 GB for smollm2-135m at
+N = 32, T = 128; 150 GB for a 7B decoder at N = 64, T = 512), so past a quarter of the free
+memory they are held one group of modules at a time: reading a module outside the loaded
+group reruns the passes for that group only. Readers go through modules in model order, so a sweep costs one
+set of passes per group, and the kernels they ask for are kept (N×N each), so the search's
+candidates serve the placements built from them without another sweep.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from functools import cached_property
 
 import torch
 
+from ..devices import CAPTURE_SHARE, free_memory_bytes
 from ..errors import RecipeError
 from ..inputs import models
 from ..ntk import OutputSpec
@@ -19,6 +27,45 @@ from ..ntk.contractions import projection
 from ..ntk.kernels import kernel_rows, module_passes
 from ..ntk.rows_cols import slice_kernel
 from .folder import NtkProfile
+
+
+class GroupedPasses:
+    """x and δ of the probe sample for groups of modules, one group in memory at a time.
+
+    ``run(names)`` returns ({name: x}, {name: [δ per pass]}) for those modules. ``groups`` are
+    consecutive lists of names whose captures fit the cap. ``kernels`` keeps every slice
+    kernel computed so far, keyed (module, axis, indices); views of one capture share it.
+    """
+
+    def __init__(self, run: Callable[[list[str]], tuple[dict, dict]], groups: list[list[str]]):
+        self.run, self.groups = run, groups
+        self.group_of = {name: i for i, group in enumerate(groups) for name in group}
+        self.loaded: int | None = None
+        self.x: dict[str, torch.Tensor] = {}
+        self.deltas: dict[str, list[torch.Tensor]] = {}
+        self.kernels: dict[tuple, torch.Tensor] = {}
+        self.group_passes = 0  # how many times a group's passes ran (tests count the sweeps)
+
+    def module(self, name: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        group = self.group_of[name]
+        if group != self.loaded:
+            self.x, self.deltas = {}, {}  # the previous group goes before the next one is captured
+            self.x, self.deltas = self.run(self.groups[group])
+            self.loaded, self.group_passes = group, self.group_passes + 1
+        return self.x[name], self.deltas[name]
+
+    def holds(self, name: str) -> bool:
+        return self.loaded is not None and self.group_of[name] == self.loaded
+
+
+class _PerModule:
+    """captured.x[name] / captured.deltas[name]: the module's capture, its group loaded on demand."""
+
+    def __init__(self, passes: GroupedPasses, part: int):
+        self.passes, self.part = passes, part
+
+    def __getitem__(self, name: str):
+        return self.passes.module(name)[self.part]
 
 
 @dataclass
@@ -37,25 +84,21 @@ class Captured:
     spec: OutputSpec
     head_parameters: int  # weight and, where the head has one, bias
     head_name: str | None = None  # the head module, e.g. "classifier": PEFT's modules_to_save
-    passes: Callable[[], tuple[dict, dict]] | None = None  # () -> (x, deltas)
+    passes: GroupedPasses | None = None
     forward: Callable[[], torch.Tensor] | None = None  # () -> float64 logits on the probe sample
-
-    @cached_property
-    def _captured(self) -> tuple[dict[str, torch.Tensor], dict[str, list[torch.Tensor]]]:
-        return self.passes()
 
     @property
     def passes_ran(self) -> bool:
-        """Whether x and δ are already in memory (a later read costs nothing more)."""
-        return "_captured" in self.__dict__
+        """Whether some x and δ are already in memory (a later read of them costs nothing more)."""
+        return self.passes is not None and self.passes.loaded is not None
 
     @property
-    def x(self) -> dict[str, torch.Tensor]:
-        return self._captured[0]
+    def x(self) -> _PerModule:
+        return _PerModule(self.passes, 0)
 
     @property
-    def deltas(self) -> dict[str, list[torch.Tensor]]:
-        return self._captured[1]
+    def deltas(self) -> _PerModule:
+        return _PerModule(self.passes, 1)
 
     @cached_property
     def logits(self) -> torch.Tensor:
@@ -67,13 +110,31 @@ class Captured:
         return _relative_gradient_norms(self.targets, self.x, self.deltas, self.weights, self.logits, self.spec)
 
     def slice_kernel(self, name: str, axis: str, indices) -> torch.Tensor:
-        rows, cols = (indices, None) if axis == "rows" else (None, indices)
-        return sum(slice_kernel(self.x[name], d, rows=rows, cols=cols) for d in self.deltas[name])
+        """K of the rows (columns) ``indices`` of module ``name``: from its captures when they are
+        in memory, else as the sum of the single units' kernels kept from the search
+        (K_R = Σ_{i∈R} K_i, docs/method.md §4) when every one was kept, else by recapturing."""
+        key = (name, axis, tuple(indices))
+        kept = self.passes.kernels
+        if key not in kept:
+            singles = [kept.get((name, axis, (i,))) for i in key[2]]
+            if not self.passes.holds(name) and all(k is not None for k in singles):
+                kept[key] = sum(singles)
+            else:
+                rows, cols = (list(key[2]), None) if axis == "rows" else (None, list(key[2]))
+                x, deltas = self.passes.module(name)
+                kept[key] = sum(slice_kernel(x, d, rows=rows, cols=cols) for d in deltas)
+        return kept[key]
+
+    def keep_unit_kernels(self, name: str, axis: str, indices, kernels: torch.Tensor) -> None:
+        """Keep the single rows' (columns') kernels (|indices|, N, N) the search computed."""
+        for index, kernel in zip(indices, kernels):
+            self.passes.kernels.setdefault((name, axis, (int(index),)), kernel)
 
 
-def capture(profile: NtkProfile) -> Captured:
+def capture(profile: NtkProfile, capture_mib: float = 0) -> Captured:
     """Rebuild the profiled model (checkpoint + saved head); x, δ of every block Linear are
-    captured when first read."""
+    captured when first read, one group at a time under ``capture_mib`` (0: a quarter of the
+    device's free memory, or the profile's own cap where that is larger)."""
     settings = profile.settings
     dtype = getattr(torch, settings.get("dtype", "float32"))
     from ..tasks import get_task, task_names
@@ -96,8 +157,28 @@ def capture(profile: NtkProfile) -> Captured:
     head = loaded.backbone.get_submodule(loaded.head_name) if loaded.head_name else None
     head_parameters = sum(p.numel() for p in head.parameters()) if head is not None else 0
     batch = {k: v for k, v in profile.inputs.items() if k != "labels"}  # an SFT profile adds completion_mask
+    # The profile's cap leaves room for its contractions; recommend's search keeps only N×N
+    # kernels, so it holds every capture at once when a quarter of the free memory allows (as
+    # fast as one set of passes) and groups them only for a model whose captures exceed that.
+    cap = capture_mib or max(settings.get("capture_mib") or 0, CAPTURE_SHARE * free_memory_bytes(loaded.device) / 2**20)
+    groups = capture_groups(targets, batch["input_ids"].numel(), spec.num_passes, dtype.itemsize, int(cap * 2**20))
+    passes = GroupedPasses(lambda names: _passes(loaded, batch, {n: targets[n] for n in names}, spec), groups)
     return Captured(profile, targets, weights, spec, head_parameters, loaded.head_name,
-                    passes=lambda: _passes(loaded, batch, targets, spec), forward=lambda: _logits(loaded, batch))
+                    passes=passes, forward=lambda: _logits(loaded, batch))
+
+
+def capture_groups(targets: dict, tokens: int, passes: int, itemsize: int, cap_bytes: int) -> list[list[str]]:
+    """Consecutive groups of modules whose x and every pass's δ, tokens·(d_in + passes·d_out)
+    floats each, stay under ``cap_bytes``; a module that alone exceeds it gets a group of its own."""
+    groups, used = [[]], 0
+    for name, t in targets.items():
+        size = tokens * (t.d_in + passes * t.d_out) * itemsize
+        if groups[-1] and used + size > cap_bytes:
+            groups.append([])
+            used = 0
+        groups[-1].append(name)
+        used += size
+    return groups
 
 
 def _logits(loaded, batch: dict) -> torch.Tensor:

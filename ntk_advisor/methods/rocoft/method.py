@@ -58,6 +58,7 @@ class RoCoFT(Method):
                                              torch.argsort(energy, descending=True)[:half]]))
             chosen = chosen[torch.argsort(align[chosen], descending=True)]
             block = sum(per_unit(captured.x[name], d, chosen.tolist()) for d in captured.deltas[name])
+            captured.keep_unit_kernels(name, config.axis, chosen.tolist(), block)
             for position, index in enumerate(chosen.tolist()):
                 found.items.append((name, index))
                 found.kernels.append(block[position])
