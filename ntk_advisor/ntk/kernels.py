@@ -269,10 +269,10 @@ def _tokens(inputs: Mapping[str, torch.Tensor]) -> int:
 
 
 def module_groups(modules: Mapping[str, nn.Module], tokens: int, spec: OutputSpec,
-                  max_group_bytes: int | None) -> list[list[str]]:
+                  max_group_bytes: int | None, every_pass: bool = False) -> list[list[str]]:
     """Consecutive groups of module names whose captured x and δ (tokens·(d_in+d_out) each,
-    C passes of δ for `full`) stay under ``max_group_bytes``; None: one group. A module that
-    alone exceeds the cap gets a group of its own."""
+    C passes of δ for `full`, or when ``every_pass`` keeps them all) stay under
+    ``max_group_bytes``; None: one group. A module that alone exceeds the cap gets a group of its own."""
     names = list(modules)
     if max_group_bytes is None:
         return [names]
@@ -280,7 +280,7 @@ def module_groups(modules: Mapping[str, nn.Module], tokens: int, spec: OutputSpe
     for name in names:
         weight = modules[name].weight
         d_out, d_in = weight.shape if isinstance(modules[name], nn.Linear) else weight.shape[::-1]  # Conv1D: [d_in, d_out]
-        passes = spec.num_passes if spec.reduction == "full" else 1
+        passes = spec.num_passes if spec.reduction == "full" or every_pass else 1
         size = tokens * (d_in + passes * d_out) * weight.element_size()
         if current and used + size > max_group_bytes:
             groups.append(current)

@@ -24,7 +24,7 @@ from ..errors import RecipeError
 from ..inputs import models
 from ..ntk import OutputSpec
 from ..ntk.contractions import projection
-from ..ntk.kernels import kernel_rows, module_passes
+from ..ntk.kernels import kernel_rows, module_groups, module_passes
 from ..ntk.rows_cols import slice_kernel
 from .folder import NtkProfile
 
@@ -161,24 +161,11 @@ def capture(profile: NtkProfile, capture_mib: float = 0) -> Captured:
     # kernels, so it holds every capture at once when a quarter of the free memory allows (as
     # fast as one set of passes) and groups them only for a model whose captures exceed that.
     cap = capture_mib or max(settings.get("capture_mib") or 0, CAPTURE_SHARE * free_memory_bytes(loaded.device) / 2**20)
-    groups = capture_groups(targets, batch["input_ids"].numel(), spec.num_passes, dtype.itemsize, int(cap * 2**20))
+    modules = {name: loaded.backbone.get_submodule(name) for name in targets}
+    groups = module_groups(modules, batch["input_ids"].numel(), spec, int(cap * 2**20), every_pass=True)
     passes = GroupedPasses(lambda names: _passes(loaded, batch, {n: targets[n] for n in names}, spec), groups)
     return Captured(profile, targets, weights, spec, head_parameters, loaded.head_name,
                     passes=passes, forward=lambda: _logits(loaded, batch))
-
-
-def capture_groups(targets: dict, tokens: int, passes: int, itemsize: int, cap_bytes: int) -> list[list[str]]:
-    """Consecutive groups of modules whose x and every pass's δ, tokens·(d_in + passes·d_out)
-    floats each, stay under ``cap_bytes``; a module that alone exceeds it gets a group of its own."""
-    groups, used = [[]], 0
-    for name, t in targets.items():
-        size = tokens * (t.d_in + passes * t.d_out) * itemsize
-        if groups[-1] and used + size > cap_bytes:
-            groups.append([])
-            used = 0
-        groups[-1].append(name)
-        used += size
-    return groups
 
 
 def _logits(loaded, batch: dict) -> torch.Tensor:
