@@ -63,8 +63,8 @@ class SupervisedFineTuning(Task):
         return dataset
 
     def token_lengths(self, recipe, split, tokenizer) -> list[int]:
-        return [len(ids) for ids in (encode_completions(tokenizer, [p], [c], recipe.data.max_length, False)["input_ids"]
-                                     for p, c in zip(split.texts, split.completions))]
+        return [int(encode_completions(tokenizer, [p], [c], recipe.data.max_length, False)["attention_mask"].sum())
+                for p, c in zip(split.texts, split.completions)]
 
     def profiled_dataset(self, settings: dict):
         return load_completions(settings["data"], models.load_tokenizer(models.resolve_model_source(settings["model"])))

@@ -76,6 +76,25 @@ def test_a_causal_lm_step_counts_the_vocabulary_log_probabilities(tiny_llama_fol
         apply_recipe(lm, recipe)[0].train(), batch=4, length=8)
 
 
+def test_sft_batches_count_the_prompt_and_the_completion(tiny_llama_folder, tmp_path):
+    from ntk_advisor.inputs import models as model_files
+    from ntk_advisor.recipe.io import parse_recipe
+    from ntk_advisor.recipe.schema import SCHEMA_VERSION
+
+    pairs = [("Review : good film", " positive"), ("Review : the plot was very dull and not fun", " negative")] * 20
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in pairs))
+    recipe = parse_recipe({"schema_version": SCHEMA_VERSION, "model": {"name": str(tiny_llama_folder), "task": "sft"},
+                           "data": {"source": str(data), "max_length": 30}, "method": "lora",
+                           "targets": [{"module": "model.layers.0.self_attn.q_proj", "rank": 2}],
+                           "training": {"batch_size": 4}})
+    tokenizer = model_files.load_tokenizer(str(tiny_llama_folder))
+    longest = max(len(tokenizer(p)["input_ids"]) + len(tokenizer(c, add_special_tokens=False)["input_ids"])
+                  for p, c in pairs)
+    facts = data_step_facts(recipe)
+    assert facts["peak_tokens"] == longest and 4 <= facts["tokens"] <= longest
+
+
 def test_data_facts_give_the_padded_length_and_the_steps(tiny_model_folder, tiny_csv):
     recipe = tiny_recipe(tiny_model_folder, tiny_csv, "rocoft")
     facts = data_step_facts(recipe)
