@@ -168,3 +168,14 @@ def test_a_run_recorded_in_the_results_file_is_read_back_not_retrained(monkeypat
                                                             "trainable": 21506}
     assert trained == []
     assert suite.train_arm("new", tmp_path, recorded)["test"] == 0.4 and trained == ["new"]
+
+
+def test_the_default_can_be_chosen_on_validation_and_reported_on_test(tmp_path):
+    """Task a: random is best on validation (0.90) but worst on test; held apart, the advice is
+    compared on test with the default chosen on validation, not with the test split's best."""
+    held_apart = gains(RUNS, "s", ("first-k", "random"), "test", 2e-3, chosen_on="validation")["advised-x"]
+    assert held_apart["a"][2] == "random" and held_apart["a"][0] == pytest.approx(100 * (0.72 - 0.60))
+    assert gains(RUNS, "s", ("first-k", "random"), "test", 2e-3)["advised-x"]["a"][2] == "first-k"
+    text = write_tables({"model": "m", "runs": RUNS}, {"rocoft": ("first-k", "random")}, {}, {"s": "rocoft"},
+                        tmp_path / "t.md")
+    assert "Paired gain over the default chosen on validation, test split:" in text
