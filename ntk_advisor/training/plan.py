@@ -35,7 +35,6 @@ from ..profiling.plan import seconds_at
 from ..recipe.schema import Recipe
 from .apply import apply_recipe
 
-STEP_PARTS = ("forward", "activation grads", "weight grads")
 TRAINABLE_COPIES = 6  # weight, gradient, AdamW's two moments, θ0, the best state
 
 
@@ -62,7 +61,7 @@ def plan_step(recipe: Recipe, tokens: float | None = None, peak_tokens: int | No
     peak = min(peak_tokens or recipe.data.max_length, recipe.data.max_length)
     batch = recipe.training.batch_size
     model, head_name = get_task(recipe.model.task).meta_model(recipe.model.name, recipe.model.num_labels, dtype)
-    structural = recipe.model_copy(update={"training": replace_init(recipe)})  # a data-driven init changes no shape
+    structural = recipe.model_copy(update={"training": _default_init(recipe)})
     trained, _ = apply_recipe(model, structural, head_name)
     trained.train()
     trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
@@ -85,7 +84,7 @@ def plan_step(recipe: Recipe, tokens: float | None = None, peak_tokens: int | No
     return StepPlan(settings, flops, memory, trainable)
 
 
-def replace_init(recipe: Recipe):
+def _default_init(recipe: Recipe):
     """The recipe's training settings with PEFT's default LoRA init: EVA and LoRA-GA read data
     to initialize, which a plan has none of, and leave every shape as it is."""
     return recipe.training.model_copy(update={"lora_init": "default"})
