@@ -86,7 +86,8 @@ def plan_step(recipe: Recipe, tokens: float | None = None, peak_tokens: int | No
 
 def _default_init(recipe: Recipe):
     """The recipe's training settings with PEFT's default LoRA init: EVA and LoRA-GA read data
-    to initialize, which a plan has none of, and leave every shape as it is."""
+    to initialize, which a plan has none of. LoRA-GA keeps the recipe's ranks; EVA may move rank
+    between modules when it initializes, so for it the plan counts the recipe's ranks."""
     return recipe.training.model_copy(update={"lora_init": "default"})
 
 
