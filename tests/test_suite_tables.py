@@ -179,3 +179,23 @@ def test_the_default_can_be_chosen_on_validation_and_reported_on_test(tmp_path):
     text = write_tables({"model": "m", "runs": RUNS}, {"rocoft": ("first-k", "random")}, {}, {"s": "rocoft"},
                         tmp_path / "t.md")
     assert "Paired gain over the default chosen on validation, test split:" in text
+
+
+def test_verdict_checks_both_goals_per_study_and_counts_paired_seeds_only():
+    """The verdict reads each goal off the test split: harm is any task more than 0.5 points
+    below the best default, the win is the mean over tasks, and the seeds are those both arms have."""
+    from tables import verdict_table
+
+    runs = [record("a", "advised-greedy", s, 0.8, t) for s, t in enumerate((0.80, 0.82, 0.84))]
+    runs += [record("a", "first-k", s, 0.8, t) for s, t in enumerate((0.78, 0.80))]  # seed 2 missing: 2 paired
+    runs += [record("b", "advised-greedy", 0, 0.8, 0.700), record("b", "first-k", 0, 0.8, 0.706)]  # -0.6: harm
+    runs += [record("b", "advised-greedy", 0, 0.8, 0.9, lr=4e-3)]  # another rate: never in the shared row
+    lines = verdict_table(runs, {"rocoft": ("first-k", "random")}, {}, {"s": "rocoft"}, "advised-greedy")
+    assert len(lines) == 3  # header, rule, one row: no learning-rate grid, so no tuned row
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[:6] == ["s", "0.002", "best default", "2", "1–2", "+0.70"]  # (+2.0 - 0.6) / 2
+    assert cells[6].startswith("b -0.6") and cells[7] == "b (-0.6)" and cells[8:] == ["no", "no"]
+    runs[-3:-1] = [record("b", "advised-greedy", 0, 0.8, 0.730), record("b", "first-k", 0, 0.8, 0.706)]
+    cells = [c.strip() for c in verdict_table(runs, {"rocoft": ("first-k",)}, {}, {"s": "rocoft"},
+                                              "advised-greedy")[2].strip("|").split("|")]
+    assert cells[5] == "+2.20" and cells[7:] == ["none", "yes", "yes"]  # (+2.0 + 2.4) / 2

@@ -231,10 +231,64 @@ def method_table(comparisons: list[dict]) -> list[str]:
     return lines
 
 
+def _paired_seeds(runs: list[dict], study: str, task: str, learning_rate: float, arms: tuple[str, ...]) -> int:
+    seeds = [{r["seed"] for r in runs if (r["study"], r["task"], r["learning_rate"], r["arm"]) ==
+              (study, task, learning_rate, arm)} for arm in arms]
+    return len(set.intersection(*seeds))
+
+
+def _verdict_row(study: str, rate: str, per_task: dict, seeds: dict, against: str, win_points: float | None) -> str:
+    """One line of the verdict: per_task maps task -> (gain, SE, ...), seeds task -> paired seeds."""
+    counts = sorted(seeds[t] for t in per_task)
+    values = {t: g for t, (g, *_) in per_task.items()}
+    worst = min(values, key=values.get)
+    se = per_task[worst][1]
+    harmed = [f"{t} ({g:+.1f})" for t, g in sorted(values.items()) if g < -HARM_POINTS]
+    mean = _mean(list(values.values()))
+    win = "—" if win_points is None else ("yes" if mean >= win_points else "no")
+    spread = f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]}–{counts[-1]}"
+    return (f"| {study} | {rate} | {against} | {len(values)} | {spread} | {mean:+.2f} | {worst} {values[worst]:+.1f}"
+            f"{f' ± {se:.1f}' if se == se else ''} | {', '.join(harmed) or 'none'} | "
+            f"{'no' if harmed else 'yes'} | {win} |")
+
+
+def verdict_table(runs: list[dict], defaults: dict, rivals: dict, study_methods: dict, arm: str,
+                  win_points: float = 1.5) -> list[str]:
+    """The goals, study by study, for the default advice ``arm`` on the test split: against the
+    best default placement (the best on test, the strict reading of "do no harm") at the
+    learning rate most tasks share, then at tuned rates; data-driven rivals on rows of their own."""
+    lines = [f"| study | learning rate | against | tasks | seeds per task | mean test gain, points | worst task "
+             f"(± SE over seeds) | tasks more than {HARM_POINTS} below | do no harm | mean ≥ +{win_points} |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for study, method in study_methods.items():
+        rates = defaultdict(set)
+        for r in runs:
+            if r["study"] == study:
+                rates[r["learning_rate"]].add(r["task"])
+        if not rates:
+            continue
+        shared = max(rates, key=lambda lr: (len(rates[lr]), -lr))
+        found = tuned(runs, study)
+        for against, names, goal in [("best default", defaults[method], win_points)] + [
+                (rival, (rival,), None) for rival in rivals.get(method, ())]:
+            per_task = gains(runs, study, names, "test", shared).get(arm)
+            if per_task:
+                seeds = {t: _paired_seeds(runs, study, t, shared, (arm, best)) for t, (_, _, best) in per_task.items()}
+                lines.append(_verdict_row(study, f"{shared:g}", per_task, seeds, against, goal))
+            per_task = tuned_gains(found, names).get(arm) if found else None
+            if per_task:
+                seeds = {t: figures[3] for t, figures in per_task.items()}
+                lines.append(_verdict_row(study, "tuned", per_task, seeds, against, goal))
+    return lines if len(lines) > 2 else []
+
+
 def write_tables(results: dict, defaults: dict, rivals: dict, study_methods: dict, path: Path,
-                 comparisons: list[dict] = ()) -> str:
+                 comparisons: list[dict] = (), default_arm: str | None = None) -> str:
     runs = results["runs"]
     lines = [f"# Transfer suite: {results['model']}", ""]
+    verdict = verdict_table(runs, defaults, rivals, study_methods, default_arm) if default_arm else []
+    if verdict:
+        lines += [f"## Verdict: the default advice ({default_arm}) against the goals, test split", ""] + verdict + [""]
     for study, method in study_methods.items():
         for lr in sorted({r["learning_rate"] for r in runs if r["study"] == study}):
             lines += [f"## {study}, learning rate {lr:g}", "", "Test accuracy (mean over seeds):", ""]
