@@ -46,6 +46,8 @@ sys.path.insert(0, str(HERE))
 
 from tables import gains, tuned, tuned_gains, write_tables  # noqa: E402
 
+from ntk_advisor._io import write_text_atomically  # noqa: E402
+
 EVIDENCE = HERE.parents[1] / "ntk_advisor" / "advice" / "suite_evidence.json"
 
 TASKS = {  # name -> (data, max_length): long documents get more tokens
@@ -209,8 +211,8 @@ def main(argv=None) -> int:
                             done[(task, study, arm, seed, lr)] = record
                             results["runs"] = sorted(done.values(), key=lambda r: (r["task"], r["study"], r["arm"],
                                                                                    r["seed"], r["learning_rate"]))
-                            results_path.parent.mkdir(parents=True, exist_ok=True)
-                            results_path.write_text(json.dumps(results, indent=1) + "\n")
+                            # atomically: a suite killed mid-write must keep every run recorded so far
+                            write_text_atomically(results_path, json.dumps(results, indent=1) + "\n")
     text = write_tables(results, DEFAULTS, RIVALS, {s: m for s, (m, _, _) in STUDIES.items()},
                         HERE / "results" / f"{args.model}.md", method_comparisons(results, 2e-3), DEFAULT_ARM)
     print(text)
@@ -248,9 +250,10 @@ def write_evidence(results: dict, learning_rate: float = 2e-3) -> None:
                             "steps": STEPS, "learning_rate": learning_rate, "rules": rules,
                             "tuned_learning_rates": at_tuned,
                             "profile_check": profile_check(results["runs"], name, DEFAULTS[method][0], learning_rate)})
-    EVIDENCE.write_text(json.dumps({"source": "benchmarks/suite/run.py", "split": "test", "studies": studies,
-                                    "method_comparisons": method_comparisons(results, learning_rate)},
-                                   indent=1) + "\n")
+    write_text_atomically(EVIDENCE, json.dumps({"source": "benchmarks/suite/run.py", "split": "test",
+                                                "studies": studies,
+                                                "method_comparisons": method_comparisons(results, learning_rate)},
+                                               indent=1) + "\n")
 
 
 DEFAULT_ARM = "advised-greedy"  # both methods' default allocation (methods/*: default_allocation)
