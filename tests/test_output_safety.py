@@ -278,3 +278,19 @@ def test_a_profile_or_study_with_a_link_is_not_read(tiny_model_folder, tiny_csv,
     with pytest.raises(ValidateError, match="settings.json' is a symbolic link"):
         validate(tiny_config(tiny_model_folder, tiny_csv), study, force=True)
     assert (secret / "id_rsa").read_text() == "private"
+
+
+def test_an_atomic_write_that_fails_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    """Results files (the suite's records, the recipes' evidence) are replaced whole or not at all."""
+    from ntk_advisor._io import write_atomically, write_text_atomically
+
+    target = write_text_atomically(tmp_path / "results.json", '{"runs": [1, 2]}\n')
+
+    def dies_half_way(tmp):
+        Path(tmp).write_text('{"runs": [1,')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(target, dies_half_way)
+    assert target.read_text() == '{"runs": [1, 2]}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
