@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -43,7 +42,8 @@ def arms(args: list[str], out: Path) -> tuple[list[str], list[str], dict]:
     one = [str(BIN / "ntk-advisor"), *args, "--out", str(out / "one")]
     two = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", "-m", "ntk_advisor",
            *args, "--out", str(out / "two")]
-    return one, two, os.environ | {"OMP_NUM_THREADS": "1"}
+    # torchrun's own files (torchelastic_*) go to the scratch folder, not the shared temp folder
+    return one, two, os.environ | {"OMP_NUM_THREADS": "1", "TMPDIR": str(out)}
 
 
 def agreement(one: Path, two: Path) -> str:
@@ -81,7 +81,6 @@ def main(argv=None) -> None:
         print(f"| {part} | {statistics.median(ones):.1f} | {statistics.median(twos):.1f} | "
               f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f}) |")
     print("\n" + "\n".join(notes))
-    shutil.rmtree(Path(tempfile.gettempdir()) / "torchelastic", ignore_errors=True)
 
 
 if __name__ == "__main__":

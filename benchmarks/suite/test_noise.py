@@ -32,7 +32,7 @@ CELLS = ("rocoft-21.5k:bbc-first-sentence:first-k", "lora-21.5k:vader-movie:lora
          "lora-21.5k:vader-movie-3class:lora-qv")
 
 
-def test_correct(recipe, folder: Path) -> np.ndarray:
+def per_example_correct(recipe, folder: Path) -> np.ndarray:
     """1 where the run's saved adapter classifies a test example right, else 0 (test order)."""
     import torch
 
@@ -66,7 +66,7 @@ def cell(results: dict, work: Path, study: str, task: str, default: str, draws: 
             recipe = arm_recipe(profile, method, budget, arms[arm], s, rate)
             metrics, folder = trained_metrics(recipe, work / results["model"] / task)
             assert metrics["test"]["accuracy"] == recorded, f"{task} {arm} seed {s}: not the recorded run"
-            correct[arm][s] = test_correct(recipe, folder)
+            correct[arm][s] = per_example_correct(recipe, folder)
             assert abs(correct[arm][s].mean() - recorded) < 1e-9, "the adapter does not reproduce the run"
     seeds = sorted(set(correct[DEFAULT_ARM]) & set(correct[default]))
     diffs = np.stack([correct[DEFAULT_ARM][s] - correct[default][s] for s in seeds])  # (seeds, test examples)

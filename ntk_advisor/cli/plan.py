@@ -51,7 +51,8 @@ def plan(
     recipe: Annotated[Optional[Path], typer.Option("--recipe", help=(
         "Plan one training step of this recipe instead of a profile: the recipe is placed on the model built "
         "on the meta device; its data's token lengths (the tokenizer only) give the batches' padded length and "
-        "the run's steps. --dtype and --device-tflops apply; the other options are the profile's."))] = None,
+        "the run's steps. --device-tflops applies, and --dtype plans the weights in another dtype (train runs "
+        "float32: that is for a trainer of your own); the other options are the profile's."))] = None,
     as_json: JsonOption = False,
 ):
     """Estimate a profile's (or, with --recipe, a training step's) flops, memory and time before running it:

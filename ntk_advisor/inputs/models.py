@@ -21,7 +21,7 @@ from torch import nn
 
 from .._io import cache_dir, write_folder_atomically
 from ..errors import ModelError
-from .architecture import identity_before_head, max_positions
+from .architecture import head_module_name, identity_before_head, layer_of, max_positions, role_of
 from .prompts import Prompt, encode_prompts
 
 # Real, offline models shipped as pip wheels (see README "Models").
@@ -36,21 +36,6 @@ MODEL_ALIASES: dict[str, str] = {
 
 _SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _BIDIRECTIONAL = {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta", "deberta-v2", "mpnet"}
-
-# Role of a Linear module, from the last parts of its qualified name. Order matters:
-# BERT's attention-out is "attention.output.dense" and its FFN-out is "output.dense".
-_ROLE_PATTERNS: list[tuple[str, str]] = [
-    (r"(query|q_proj|q_lin|attn\.q)$", "query"),  # attn.q/k/v/o: MPNet
-    (r"(key|k_proj|k_lin|attn\.k)$", "key"),
-    (r"(value|v_proj|v_lin|attn\.v)$", "value"),
-    (r"c_attn$", "qkv"),
-    (r"(attention\.output\.dense|o_proj|out_lin|attn\.c_proj|attn\.o)$", "attention-out"),
-    (r"(intermediate\.dense|gate_proj|up_proj|lin1|mlp\.c_fc)$", "ffn-in"),
-    (r"(output\.dense|down_proj|lin2|mlp\.c_proj)$", "ffn-out"),
-    (r"pooler\.dense$", "pooler"),
-    (r"(classifier|score|lm_head)$", "head"),
-]
-
 
 @dataclass(frozen=True)
 class TargetModule:
@@ -309,18 +294,6 @@ def _wrap(source, backbone, tokenizer, info) -> LoadedModel:
     return LoadedModel(source, logits_model, tokenizer, tuple(missing), head)
 
 
-def role_of(name: str) -> str:
-    for pattern, role in _ROLE_PATTERNS:
-        if re.search(pattern, name):
-            return role
-    return "other"
-
-
-def layer_of(name: str) -> int | None:
-    match = re.search(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.", name)
-    return int(match.group(1)) if match else None
-
-
 def discover_targets(model: nn.Module) -> list[TargetModule]:
     """Every nn.Linear and GPT-2 Conv1D, in module order, in the W[d_out, d_in] convention."""
     targets = []
@@ -379,14 +352,6 @@ def meta_classifier(name: str, num_labels: int, dtype: torch.dtype = torch.float
     with torch.device("meta"):
         built = AutoModelForCausalLM if causal else AutoModelForSequenceClassification
         return built.from_config(config, attn_implementation="eager", dtype=dtype)
-
-
-def head_module_name(model: nn.Module) -> str | None:
-    """The output head of a classifier whose new weights are not known from a checkpoint's load
-    report: the last Linear of its head, which may be a block (MPNet's classifier.out_proj)."""
-    heads = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)
-             and (role_of(n) == "head" or n.split(".")[0] in ("classifier", "score"))]
-    return heads[-1] if heads else None
 
 
 def describe_model(name: str) -> dict:

@@ -89,8 +89,9 @@ class Captured:
 
     @property
     def passes_ran(self) -> bool:
-        """Whether some x and δ are already in memory (a later read of them costs nothing more)."""
-        return self.passes is not None and self.passes.loaded is not None
+        """Whether every module's x and δ are in memory, so a later read costs nothing more (held a group
+        at a time, reading another group's reruns its passes)."""
+        return self.passes is not None and self.passes.loaded is not None and len(self.passes.groups) == 1
 
     @property
     def x(self) -> _PerModule:

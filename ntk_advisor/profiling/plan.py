@@ -121,7 +121,7 @@ def plan_profile(config: ProfileConfig, tokens: float | None = None, num_outputs
               "captures": capture, "captures per group": capture / len(groups),
               "kernels": (len(every) + 1) * rows * rows * 8,  # all of them on rank 0 once gathered
               "scores": sum(t.d_in + t.d_out for t in every) * 8 * 3}
-    settings = {"model": config.model, "hidden_size": getattr(model.config, "hidden_size", None) or 384, "samples": n, "max_length": config.max_length, "mean_tokens": mean_tokens,
+    settings = {"model": config.model, "hidden_size": getattr(model.config, "hidden_size", 0) or 0, "samples": n, "max_length": config.max_length, "mean_tokens": mean_tokens,
                 "outputs": num_outputs, "reduction": config.reduction, "head": head, "modules": len(every), "processes": processes, "modules_per_process": len(targets),
                 "signal_samples": examples, "head_examples": head_examples, "capture_mib": capture_mib, "dtype": config.dtype}
     return ProfilePlan(settings, flops, memory, len(groups), passes, routes)
@@ -166,7 +166,9 @@ def _forward_flops(model: torch.nn.Module, mean_tokens: float) -> float:
 
 
 def calibrate(width: int = 384, seconds: float = 1.0, dtype: torch.dtype = torch.float32) -> float:
-    """This machine's float32 matrix-product rate in flop/s: (2048 × H) @ (H × 4H) for ``seconds``."""
+    """This machine's float32 matrix-product rate in flop/s: (2048 × H) @ (H × 4H) for ``seconds``
+    (H = 384 where a config names no width: the rate changes little with H above a few hundred)."""
+    width = width or 384
     a, b = torch.randn(2048, width, dtype=dtype), torch.randn(width, 4 * width, dtype=dtype)
     a @ b  # warm the BLAS threads
     count, started = 0, time.perf_counter()

@@ -80,7 +80,7 @@ def plan_step(recipe: Recipe, tokens: float | None = None, peak_tokens: int | No
               "activations": saved_activation_bytes(trained, batch, peak)}
     settings = {"model": recipe.model.name, "task": recipe.model.task, "method": recipe.method,
                 "batch_size": batch, "tokens": length, "peak_tokens": peak, "max_length": recipe.data.max_length,
-                "hidden_size": width or 384, "layers": layers, "steps": steps}
+                "hidden_size": width, "layers": layers, "steps": steps}
     return StepPlan(settings, flops, memory, trainable)
 
 

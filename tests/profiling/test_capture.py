@@ -69,12 +69,21 @@ def test_a_slice_kernel_is_the_sum_of_its_rows_kernels(tiny_profile_dir):
     first, second = list(captured.targets)[:2]
     direct = captured.slice_kernel(first, "rows", (0, 2, 3))
     singles = [captured.slice_kernel(first, "rows", (i,)) for i in (0, 2, 3)]
-    captured.x[second]  # another group is loaded: the kept single-row kernels must serve the request
     fresh = capture_module.capture(load_profile(tiny_profile_dir), capture_mib=ONE_MODULE_A_GROUP)
     fresh.passes.kernels.update({k: v for k, v in captured.passes.kernels.items() if len(k[2]) == 1})
-    fresh.x[second]
+    fresh.x[second]  # another group is loaded: the kept single-row kernels must serve the request
     before = fresh.passes.group_passes
     summed = fresh.slice_kernel(first, "rows", (0, 2, 3))
     assert fresh.passes.group_passes == before  # no recapture
     torch.testing.assert_close(summed, direct, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(sum(singles), direct, rtol=1e-12, atol=1e-14)
+
+
+def test_passes_count_as_ran_only_when_every_module_is_held(tiny_profile_dir):
+    """recommend computes another method's reference placement only when the captures are free to
+    read again: held a group at a time, reading another group is a whole new sweep."""
+    for cap, held_whole in ((1024, True), (ONE_MODULE_A_GROUP, False)):
+        captured = capture_module.capture(load_profile(tiny_profile_dir), capture_mib=cap)
+        assert not captured.passes_ran
+        captured.x[next(iter(captured.targets))]
+        assert captured.passes_ran is held_whole
