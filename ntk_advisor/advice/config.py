@@ -42,6 +42,7 @@ class RecommendConfig:
     train_bias: str = "none"
     seed: int = 0
     training: dict = field(default_factory=dict)
+    capture_mib: float = 0  # x and δ held at once by the search, MiB; 0: profiling.capture's default. Not in the recipe
 
     def check(self) -> None:
         if self.seed < 0:
@@ -55,6 +56,8 @@ class RecommendConfig:
             raise RecipeError(f"--modules {self.modules} restricts the advised search, and --placement "
                               f"{self.placement} is a baseline with its own modules: drop --modules or use "
                               "--placement advised")
+        if self.capture_mib < 0:
+            raise RecipeError(f"--capture-mib must be 0 (from the free memory) or more, got {self.capture_mib}")
         if self.budget <= 0:
             raise RecipeError(f"--budget must be a positive number of parameters, got {self.budget}")
         if self.train_bias not in ("none", "all"):

@@ -187,7 +187,7 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
                           f"(supervised fine-tuning): use "
                           f"{', '.join(o for o in OBJECTIVES if o not in LABELLED_OBJECTIVES)}")
     progress("rebuild model", 0, 1)
-    captured = capture(profile)
+    captured = capture(profile, config.capture_mib)
     progress("rebuild model", 1, 1)
     budget, head_params, bias_params = weight_budget(captured, config)
     ridge = search_ridge(captured, config.proximal)

@@ -48,11 +48,19 @@ ModulesOption = Annotated[str, typer.Option(
     "ffn (the FFN modules, lora-mlp's set).")]
 
 
-def _recommend_config(method, budget, objective, placement, proximal, axis, train_head, seed, allocation, modules):
+CaptureOption = Annotated[float, typer.Option(help=(
+    "MiB of captured inputs and output gradients the search holds at once (0: a quarter of the free memory). "
+    "Lower it to bound the peak on a small machine: the captures are then held a group of modules at a time, "
+    "and each group's passes rerun when the search returns to it. The recipe is the same (docs/recommend.md)."))]
+
+
+def _recommend_config(method, budget, objective, placement, proximal, axis, train_head, seed, allocation, modules,
+                      capture_mib=0):
     from ..advice.recommend import RecommendConfig
 
     return RecommendConfig(method=method, budget=budget, objective=objective, placement=placement, proximal=proximal,
-                           axis=axis, train_head=train_head, seed=seed, allocation=allocation, modules=modules)
+                           axis=axis, train_head=train_head, seed=seed, allocation=allocation, modules=modules,
+                           capture_mib=capture_mib)
 
 
 def _write_recipe(recipe, out_path: Path, as_json: bool) -> None:
@@ -94,6 +102,7 @@ def recommend(
     modules: ModulesOption = RecommendConfig.modules,
     train_head: Annotated[bool, typer.Option(help="Train the classification head (counted in the budget).")] = RecommendConfig.train_head,
     seed: Annotated[int, typer.Option(help="Seed of random placements and training.")] = RecommendConfig.seed,
+    capture_mib: CaptureOption = RecommendConfig.capture_mib,
     force: Annotated[bool, typer.Option(help="Replace an existing --out recipe.")] = False,
     as_json: JsonOption = False,
 ):
@@ -102,7 +111,7 @@ def recommend(
     from ..recipe.io import check_recipe_destination
 
     config = _recommend_config(method, budget, objective, placement, proximal, axis, train_head, seed, allocation,
-                               modules)
+                               modules, capture_mib)
     with OutputClaim(out_path):
         check_recipe_destination(out_path, force)
         with progress_bar() as bar:

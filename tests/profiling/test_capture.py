@@ -45,6 +45,22 @@ def test_grouped_captures_give_the_same_recipe(monkeypatch, tiny_profile_dir, co
                                                                                        abs=1e-12)
 
 
+def test_the_capture_cap_of_recommend_config_groups_the_captures(monkeypatch, tiny_profile_dir):
+    """`recommend --capture-mib` reaches the capture: a cap below one module's captures holds them
+    a module at a time, and the recipe is the one of the default cap."""
+    made = []
+
+    def spied(profile, capture_mib=0):
+        made.append(capture_module.capture(profile, capture_mib))
+        return made[-1]
+
+    monkeypatch.setattr(recommend_module, "capture", spied)
+    whole = recommend(tiny_profile_dir, RecommendConfig(budget=400))
+    grouped = recommend(tiny_profile_dir, RecommendConfig(budget=400, capture_mib=ONE_MODULE_A_GROUP))
+    assert len(made[0].passes.groups) == 1 < len(made[1].passes.groups) == len(made[1].targets)
+    assert [(t.module, t.indices) for t in grouped.targets] == [(t.module, t.indices) for t in whole.targets]
+
+
 def test_default_advice_sweeps_the_groups_at_most_twice(monkeypatch, tiny_profile_dir):
     """The search's sweep keeps its candidates' kernels, so the advised placement costs no more
     passes; only first-k's reference rows may need a second sweep."""
