@@ -139,6 +139,26 @@ def test_sft_study_chooses_each_arms_rate_on_validation_and_pairs_the_nll_reduct
     assert with_rival["percent_lower_than_rivals"] == {"eva": pytest.approx(-40.0)}
 
 
+def test_sft_study_chooses_rates_on_the_seeds_the_whole_grid_ran():
+    """A rate run at more seeds once chosen must not win the choice by its later seeds: the grid
+    compares rates on the seeds every rate ran, and prints the validation NLL of each."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sft_run", Path(__file__).resolve().parents[1] / "benchmarks" /
+                                                  "sft" / "run.py")
+    sft = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sft)
+
+    def run(seed, lr, validation):
+        return {"task": "t", "arm": "advised", "seed": seed, "learning_rate": lr, "validation_nll": validation,
+                "test_nll": validation, "exact_match": 0.0, "forgetting": 0.0}
+
+    runs = [run(0, 1e-3, 2.0), run(1, 1e-3, 1.0), run(2, 1e-3, 1.0), run(0, 3e-3, 1.9)]  # 1e-3 has the lower mean
+    assert sft.chosen_rates(runs) == {"advised": 3e-3}  # but on seed 0, the seed both ran, 3e-3 is lower
+    assert "| advised | 1.3333 (3) | **1.9000 (1)** |" in sft.tables(runs)
+    assert sft.chosen_rates(runs[:3]) == {"advised": 1e-3}
+
+
 def test_tuned_rates_compare_the_rival_apart_from_the_defaults():
     from tables import tuned_table
 

@@ -86,13 +86,17 @@ def figures(metrics: dict) -> dict:
 
 
 def chosen_rates(mine: list[dict]) -> dict[str, float]:
-    """Each arm's learning rate with the lowest mean validation NLL over its seeds."""
+    """Each arm's learning rate with the lowest mean validation NLL over the seeds every rate of
+    the grid ran (a rate's later seeds, run once it was chosen, must not decide the choice)."""
     chosen = {}
     for arm in ARMS:
-        rates = sorted({r["learning_rate"] for r in mine if r["arm"] == arm})
-        if rates:
-            chosen[arm] = min(rates, key=lambda lr: statistics.mean(
-                r["validation_nll"] for r in mine if r["arm"] == arm and r["learning_rate"] == lr))
+        runs = [r for r in mine if r["arm"] == arm]
+        rates = sorted({r["learning_rate"] for r in runs})
+        if not rates:
+            continue
+        shared = set.intersection(*({r["seed"] for r in runs if r["learning_rate"] == lr} for lr in rates))
+        chosen[arm] = min(rates, key=lambda lr: statistics.mean(
+            r["validation_nll"] for r in runs if r["learning_rate"] == lr and (not shared or r["seed"] in shared)))
     return chosen
 
 
@@ -122,6 +126,25 @@ def advised_reduction(mine: list[dict], chosen: dict[str, float]) -> dict | None
             "seeds": len(gains), "percent_lower_than_rivals": rivals, "learning_rates": chosen}
 
 
+def grid_table(mine: list[dict]) -> list[str]:
+    """Validation NLL of every arm at every rate of the grid, mean over each rate's seeds (the
+    seed counts in brackets), the chosen rate in bold; nothing when one rate ran."""
+    rates = sorted({r["learning_rate"] for r in mine})
+    if len(rates) < 2:
+        return []
+    chosen = chosen_rates(mine)
+    lines = ["", "Validation NLL over the learning-rate grid (seeds run):", "",
+             "| arm | " + " | ".join(f"lr {lr:g}" for lr in rates) + " |", "|---" * (len(rates) + 1) + "|"]
+    for arm in chosen:
+        cells = []
+        for lr in rates:
+            found = [r["validation_nll"] for r in mine if r["arm"] == arm and r["learning_rate"] == lr]
+            cell = f"{statistics.mean(found):.4f} ({len(found)})" if found else "—"
+            cells.append(f"**{cell}**" if lr == chosen[arm] else cell)
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def tables(runs: list[dict]) -> str:
     """Per task: each arm at its validation-chosen rate (mean over seeds), and the advised arm's
     relative test-NLL reduction over the best default, paired over seeds."""
@@ -137,6 +160,7 @@ def tables(runs: list[dict]) -> str:
                 else float("nan")  # noqa: E731
             lines.append(f"| {arm} | {lr:g} | {mean('validation_nll'):.4f} | {mean('test_nll'):.4f} | "
                          f"{mean('exact_match'):.3f} | {mean('forgetting'):+.4f} | {len(found)} |")
+        lines += grid_table(mine)
         reduction = advised_reduction(mine, chosen)
         if reduction:
             spread = f" ± {reduction['se']:.2f}" if reduction["se"] is not None else ""
