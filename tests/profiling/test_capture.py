@@ -61,6 +61,19 @@ def test_the_capture_cap_of_recommend_config_groups_the_captures(monkeypatch, ti
     assert [(t.module, t.indices) for t in grouped.targets] == [(t.module, t.indices) for t in whole.targets]
 
 
+def test_passes_a_few_examples_at_a_time_capture_the_same_x_and_delta(monkeypatch, tiny_profile_dir):
+    """Held a group at a time, the passes run PASS_EXAMPLES examples at a time to bound the
+    forward graph: each example's x and δ must not change (examples never interact)."""
+    whole = capture_module.capture(load_profile(tiny_profile_dir), capture_mib=1024)
+    monkeypatch.setattr(capture_module, "PASS_EXAMPLES", 4)  # 6 probe examples: chunks of 4 and 2
+    chunked = capture_module.capture(load_profile(tiny_profile_dir), capture_mib=ONE_MODULE_A_GROUP)
+    for name in whole.targets:
+        torch.testing.assert_close(chunked.x[name], whole.x[name], rtol=1e-12, atol=1e-14)
+        assert len(chunked.deltas[name]) == len(whole.deltas[name]) == whole.spec.num_passes
+        for mine, theirs in zip(chunked.deltas[name], whole.deltas[name]):
+            torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-14)
+
+
 def test_default_advice_sweeps_the_groups_at_most_twice(monkeypatch, tiny_profile_dir):
     """The search's sweep keeps its candidates' kernels, so the advised placement costs no more
     passes; only first-k's reference rows may need a second sweep."""

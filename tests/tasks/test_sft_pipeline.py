@@ -79,6 +79,19 @@ def test_recommend_rocoft_on_an_sft_profile_seeds_each_module_with_its_top_gradi
         assert int(torch.argmax(rows[target.module])) in target.indices
 
 
+def test_rocoft_sft_advice_held_a_module_and_two_examples_at_a_time_is_the_same(sft_profile, monkeypatch):
+    """--capture-mib below one module's captures: each module is a group, its passes run two
+    examples at a time (the causal LM's logits graph is most of the peak), the recipe is the same."""
+    from ntk_advisor.profiling import capture as capture_module
+
+    folder, _ = sft_profile
+    whole = recommend(folder, RecommendConfig(method="rocoft", budget=400))
+    monkeypatch.setattr(capture_module, "PASS_EXAMPLES", 2)
+    grouped = recommend(folder, RecommendConfig(method="rocoft", budget=400, capture_mib=1e-6))
+    assert [(t.module, t.indices) for t in grouped.targets] == [(t.module, t.indices) for t in whole.targets]
+    assert grouped.evidence["predicted"]["trace"] == pytest.approx(whole.evidence["predicted"]["trace"], rel=1e-9)
+
+
 def test_labelled_objectives_are_refused_for_sft(sft_profile):
     folder, _ = sft_profile
     with pytest.raises(RecipeError, match="needs labels.*supervised fine-tuning"):
