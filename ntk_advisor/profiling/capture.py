@@ -6,7 +6,7 @@ which is what recommend searches over; the folder stores only whole-module kerne
 The captures of all modules take N·T·Σ(d_in + C·d_out) floats (5 GB for smollm2-135m at
 N = 32, T = 128; 150 GB for a 7B decoder at N = 64, T = 512), so past a quarter of the free
 memory they are held one group of modules at a time: reading a module outside the loaded
-group reruns the passes for that group only. Readers go through modules in model order, so a sweep costs one
+group reruns the passes for that group only, PASS_EXAMPLES examples at a time. Readers go through modules in model order, so a sweep costs one
 set of passes per group, and the kernels they ask for are kept (N×N each), so the search's
 candidates serve the placements built from them without another sweep.
 """
