@@ -155,8 +155,11 @@ def test_sft_study_chooses_rates_on_the_seeds_the_whole_grid_ran():
 
     runs = [run(0, 1e-3, 2.0), run(1, 1e-3, 1.0), run(2, 1e-3, 1.0), run(0, 3e-3, 1.9)]  # 1e-3 has the lower mean
     assert sft.chosen_rates(runs) == {"advised": 3e-3}  # but on seed 0, the seed both ran, 3e-3 is lower
-    assert "| advised | 1.3333 (3) | **1.9000 (1)** |" in sft.tables(runs)
+    assert "| advised | 2.0000 | **1.9000** | 0 |" in sft.tables(runs)  # the figures the choice compared
     assert sft.chosen_rates(runs[:3]) == {"advised": 1e-3}
+    apart = [run(0, 1e-3, 2.0), run(1, 3e-3, 1.5)]  # no seed ran both rates: compared on all, and said so
+    assert sft.chosen_rates(apart) == {"advised": 3e-3}
+    assert "| advised | 2.0000 | **1.5000** | 0, 1 (none shared by every rate) |" in sft.tables(apart)
 
 
 def test_tuned_rates_compare_the_rival_apart_from_the_defaults():

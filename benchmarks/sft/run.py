@@ -85,18 +85,24 @@ def figures(metrics: dict) -> dict:
     return found
 
 
+def grid_seeds(runs: list[dict]) -> set[int]:
+    """The seeds one arm ran at every rate of its grid: the rates are compared on these alone
+    (a rate's later seeds, run once it was chosen, must not decide the choice); all seeds
+    when no seed is shared, which grid_table says."""
+    rates = {r["learning_rate"] for r in runs}
+    shared = set.intersection(*({r["seed"] for r in runs if r["learning_rate"] == lr} for lr in rates))
+    return shared or {r["seed"] for r in runs}
+
+
 def chosen_rates(mine: list[dict]) -> dict[str, float]:
-    """Each arm's learning rate with the lowest mean validation NLL over the seeds every rate of
-    the grid ran (a rate's later seeds, run once it was chosen, must not decide the choice)."""
+    """Each arm's learning rate with the lowest mean validation NLL over its grid_seeds."""
     chosen = {}
     for arm in ARMS:
         runs = [r for r in mine if r["arm"] == arm]
-        rates = sorted({r["learning_rate"] for r in runs})
-        if not rates:
-            continue
-        shared = set.intersection(*({r["seed"] for r in runs if r["learning_rate"] == lr} for lr in rates))
-        chosen[arm] = min(rates, key=lambda lr: statistics.mean(
-            r["validation_nll"] for r in runs if r["learning_rate"] == lr and (not shared or r["seed"] in shared)))
+        if runs:
+            seeds = grid_seeds(runs)
+            chosen[arm] = min(sorted({r["learning_rate"] for r in runs}), key=lambda lr: statistics.mean(
+                r["validation_nll"] for r in runs if r["learning_rate"] == lr and r["seed"] in seeds))
     return chosen
 
 
@@ -127,21 +133,27 @@ def advised_reduction(mine: list[dict], chosen: dict[str, float]) -> dict | None
 
 
 def grid_table(mine: list[dict]) -> list[str]:
-    """Validation NLL of every arm at every rate of the grid, mean over each rate's seeds (the
-    seed counts in brackets), the chosen rate in bold; nothing when one rate ran."""
+    """The validation NLL each arm's rate choice compared: at every rate of the grid, the mean
+    over the arm's grid_seeds, the chosen rate in bold; nothing when one rate ran."""
     rates = sorted({r["learning_rate"] for r in mine})
     if len(rates) < 2:
         return []
     chosen = chosen_rates(mine)
-    lines = ["", "Validation NLL over the learning-rate grid (seeds run):", "",
-             "| arm | " + " | ".join(f"lr {lr:g}" for lr in rates) + " |", "|---" * (len(rates) + 1) + "|"]
+    lines = ["", "Validation NLL over the learning-rate grid, on the seeds every rate of the arm ran (the choice):",
+             "", "| arm | " + " | ".join(f"lr {lr:g}" for lr in rates) + " | seeds compared |",
+             "|---" * (len(rates) + 2) + "|"]
     for arm in chosen:
+        runs = [r for r in mine if r["arm"] == arm]
+        seeds = grid_seeds(runs)
+        shared = all({r["seed"] for r in runs if r["learning_rate"] == lr} >= seeds for lr in {r["learning_rate"]
+                                                                                               for r in runs})
         cells = []
         for lr in rates:
-            found = [r["validation_nll"] for r in mine if r["arm"] == arm and r["learning_rate"] == lr]
-            cell = f"{statistics.mean(found):.4f} ({len(found)})" if found else "—"
+            found = [r["validation_nll"] for r in runs if r["learning_rate"] == lr and r["seed"] in seeds]
+            cell = f"{statistics.mean(found):.4f}" if found else "—"
             cells.append(f"**{cell}**" if lr == chosen[arm] else cell)
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        named = ", ".join(str(seed) for seed in sorted(seeds)) + ("" if shared else " (none shared by every rate)")
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {named} |")
     return lines
 
 

@@ -5,6 +5,8 @@ Importing this module loads no torch; validate() imports the name lists it check
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 from ..errors import RecipeError
@@ -42,7 +44,7 @@ class RecommendConfig:
     train_bias: str = "none"
     seed: int = 0
     training: dict = field(default_factory=dict)
-    capture_mib: float = 0  # x and δ held at once by the search, MiB; 0: profiling.capture's default. Not in the recipe
+    capture_mib: float = 0  # MiB of x and δ the search holds at once; 0: capture()'s default. Not in the recipe
 
     def check(self) -> None:
         if self.seed < 0:
@@ -56,7 +58,7 @@ class RecommendConfig:
             raise RecipeError(f"--modules {self.modules} restricts the advised search, and --placement "
                               f"{self.placement} is a baseline with its own modules: drop --modules or use "
                               "--placement advised")
-        if self.capture_mib < 0:
+        if not math.isfinite(self.capture_mib) or self.capture_mib < 0:
             raise RecipeError(f"--capture-mib must be 0 (from the free memory) or more, got {self.capture_mib}")
         if self.budget <= 0:
             raise RecipeError(f"--budget must be a positive number of parameters, got {self.budget}")

@@ -49,7 +49,8 @@ ModulesOption = Annotated[str, typer.Option(
 
 
 CaptureOption = Annotated[float, typer.Option(help=(
-    "MiB of captured inputs and output gradients the search holds at once (0: a quarter of the free memory). "
+    "MiB of captured inputs and output gradients the search holds at once (0: a quarter of the free memory, or "
+    "the profile's own cap where larger). "
     "Lower it to bound the peak on a small machine: the captures are then held a group of modules at a time, "
     "and each group's passes rerun when the search returns to it. The recipe is the same (docs/recommend.md)."))]
 

@@ -6,9 +6,10 @@ which is what recommend searches over; the folder stores only whole-module kerne
 The captures of all modules take N·T·Σ(d_in + C·d_out) floats (5 GB for smollm2-135m at
 N = 32, T = 128; 150 GB for a 7B decoder at N = 64, T = 512), so past a quarter of the free
 memory they are held one group of modules at a time: reading a module outside the loaded
-group reruns the passes for that group only, PASS_EXAMPLES examples at a time. Readers go through modules in model order, so a sweep costs one
-set of passes per group, and the kernels they ask for are kept (N×N each), so the search's
-candidates serve the placements built from them without another sweep.
+group reruns the passes for that group only, PASS_EXAMPLES examples at a time. Readers go
+through modules in model order, so a sweep costs one set of passes per group, and the
+kernels they ask for are kept (N×N each), so the search's candidates serve the placements
+built from them without another sweep.
 """
 
 from __future__ import annotations
@@ -167,16 +168,19 @@ def capture(profile: NtkProfile, capture_mib: float = 0) -> Captured:
     modules = {name: loaded.backbone.get_submodule(name) for name in targets}
     groups = module_groups(modules, batch["input_ids"].numel(), spec, int(cap * 2**20), every_pass=True)
     # Held a group at a time, memory is short, and one pass's graph is then most of the peak (a
-    # causal LM's logits over its vocabulary: 2.4 GB for smollm2-135m at 32 × 128 tokens).
+    # causal LM's logits over its vocabulary, 0.8 GB for smollm2-135m at 32 × 128 tokens before
+    # their log-softmax and gradient).
     chunk = PASS_EXAMPLES if len(groups) > 1 else None
     passes = GroupedPasses(lambda names: _passes(loaded, batch, {n: targets[n] for n in names}, spec, chunk), groups)
     return Captured(profile, targets, weights, spec, head_parameters, loaded.head_name,
-                    passes=passes, forward=lambda: _logits(loaded, batch))
+                    passes=passes, forward=lambda: _logits(loaded, batch, chunk))
 
 
-def _logits(loaded, batch: dict) -> torch.Tensor:
+def _logits(loaded, batch: dict, chunk: int | None = None) -> torch.Tensor:
+    n = batch["input_ids"].shape[0]
     with torch.no_grad():
-        return loaded.logits_model(**batch).to(torch.float64)
+        return torch.cat([loaded.logits_model(**{k: v[start:start + (chunk or n)] for k, v in batch.items()})
+                          for start in range(0, n, chunk or n)]).to(torch.float64)
 
 
 def _passes(loaded, batch: dict, targets: dict, spec: OutputSpec, chunk: int | None = None):

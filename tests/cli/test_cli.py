@@ -91,6 +91,7 @@ def test_real_profile_cli_end_to_end(tmp_path, capsys, monkeypatch):
     (["recommend", "{tmp}", "--budget", "-3"], r"--budget must be a positive"),
     (["recommend", "{tmp}", "--objective", "vibes"], r"unknown --objective 'vibes'"),
     (["recommend", "{tmp}", "--capture-mib", "-1"], r"--capture-mib must be 0 \(from the free memory\) or more"),
+    (["recommend", "{tmp}", "--capture-mib", "nan"], r"--capture-mib must be 0 \(from the free memory\) or more"),
     (["train", "{tmp}/missing.yaml"], r"recipe file .* not found"),
     (["train", "{tmp}/bad.yaml"], r"targets: .*"),
     (["check", "{tmp}/bad.yaml"], r"targets"),

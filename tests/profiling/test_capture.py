@@ -66,7 +66,14 @@ def test_passes_a_few_examples_at_a_time_capture_the_same_x_and_delta(monkeypatc
     forward graph: each example's x and δ must not change (examples never interact)."""
     whole = capture_module.capture(load_profile(tiny_profile_dir), capture_mib=1024)
     monkeypatch.setattr(capture_module, "PASS_EXAMPLES", 4)  # 6 probe examples: chunks of 4 and 2
+    sizes = []
+    real = capture_module.module_passes
+    monkeypatch.setattr(capture_module, "module_passes",
+                        lambda model, batch, *a, **k: sizes.append(len(batch["input_ids"])) or real(model, batch, *a, **k))
     chunked = capture_module.capture(load_profile(tiny_profile_dir), capture_mib=ONE_MODULE_A_GROUP)
+    chunked.x[next(iter(chunked.targets))]
+    assert sizes == [4, 2]
+    torch.testing.assert_close(chunked.logits, whole.logits, rtol=1e-12, atol=1e-14)
     for name in whole.targets:
         torch.testing.assert_close(chunked.x[name], whole.x[name], rtol=1e-12, atol=1e-14)
         assert len(chunked.deltas[name]) == len(whole.deltas[name]) == whole.spec.num_passes

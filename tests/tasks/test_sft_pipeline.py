@@ -83,13 +83,21 @@ def test_rocoft_sft_advice_held_a_module_and_two_examples_at_a_time_is_the_same(
     """--capture-mib below one module's captures: each module is a group, its passes run two
     examples at a time (the causal LM's logits graph is most of the peak), the recipe is the same."""
     from ntk_advisor.profiling import capture as capture_module
+    from ntk_advisor.profiling.folder import load_profile
 
     folder, _ = sft_profile
     whole = recommend(folder, RecommendConfig(method="rocoft", budget=400))
     monkeypatch.setattr(capture_module, "PASS_EXAMPLES", 2)
     grouped = recommend(folder, RecommendConfig(method="rocoft", budget=400, capture_mib=1e-6))
     assert [(t.module, t.indices) for t in grouped.targets] == [(t.module, t.indices) for t in whole.targets]
-    assert grouped.evidence["predicted"]["trace"] == pytest.approx(whole.evidence["predicted"]["trace"], rel=1e-9)
+    assert grouped.evidence["predicted"]["trace"] == pytest.approx(whole.evidence["predicted"]["trace"], rel=1e-6)
+    sizes = []  # and the passes did run two examples at a time
+    real = capture_module.module_passes
+    monkeypatch.setattr(capture_module, "module_passes",
+                        lambda model, batch, *a, **k: sizes.append(len(batch["input_ids"])) or real(model, batch, *a, **k))
+    captured = capture_module.capture(load_profile(folder), capture_mib=1e-6)
+    captured.x[next(iter(captured.targets))]
+    assert sizes == [2, 2, 2]
 
 
 def test_labelled_objectives_are_refused_for_sft(sft_profile):
