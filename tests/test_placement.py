@@ -121,7 +121,7 @@ def test_placement_callback_refuses_a_ready_optimizer(tiny_model_folder, tiny_cs
 
 
 PLACE_ON_EVERY_RANK = """
-import json, sys
+import json, os, sys
 import torch.distributed as dist
 from ntk_advisor import place
 from ntk_advisor.inputs.data import load_dataset
@@ -134,7 +134,9 @@ model, recipe = place(loaded.backbone, loaded.tokenizer, data.texts, data.labels
                       samples=12, max_length=12, signal_samples=64, device="cpu")
 placed = [(t.module, list(t.indices)) for t in recipe.targets]
 trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
-print("PLACED " + json.dumps({"rank": dist.get_rank(), "targets": placed, "trainable": trainable}))
+# One write of the whole line: print's text and newline are two writes, and the other rank's
+# line can land between them on the shared pipe (seen once in CI).
+os.write(1, ("PLACED " + json.dumps({"rank": dist.get_rank(), "targets": placed, "trainable": trainable}) + "\\n").encode())
 dist.destroy_process_group()
 """
 
