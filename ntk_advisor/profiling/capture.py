@@ -176,11 +176,16 @@ def capture(profile: NtkProfile, capture_mib: float = 0) -> Captured:
                     passes=passes, forward=lambda: _logits(loaded, batch, chunk))
 
 
-def _logits(loaded, batch: dict, chunk: int | None = None) -> torch.Tensor:
+def _example_chunks(batch: dict, chunk: int | None):
+    """The batch in consecutive slices of ``chunk`` examples (one slice when None)."""
     n = batch["input_ids"].shape[0]
+    for start in range(0, n, chunk or n):
+        yield {k: v[start:start + (chunk or n)] for k, v in batch.items()}
+
+
+def _logits(loaded, batch: dict, chunk: int | None = None) -> torch.Tensor:
     with torch.no_grad():
-        return torch.cat([loaded.logits_model(**{k: v[start:start + (chunk or n)] for k, v in batch.items()})
-                          for start in range(0, n, chunk or n)]).to(torch.float64)
+        return torch.cat([loaded.logits_model(**part) for part in _example_chunks(batch, chunk)]).to(torch.float64)
 
 
 def _passes(loaded, batch: dict, targets: dict, spec: OutputSpec, chunk: int | None = None):
@@ -188,13 +193,10 @@ def _passes(loaded, batch: dict, targets: dict, spec: OutputSpec, chunk: int | N
     run that many examples at a time, which bounds the forward graph to chunk/N of its size;
     x and δ are the same, because examples never interact."""
     modules = {models.wrapped_name(n): loaded.backbone.get_submodule(n) for n in targets}
-    n = batch["input_ids"].shape[0]
-    size = chunk or n
     x_parts = {name: [] for name in targets}
     delta_parts = {name: [[] for _ in range(spec.num_passes)] for name in targets}
     with torch.enable_grad():
-        for start in range(0, n, size):
-            part = {k: v[start:start + size] for k, v in batch.items()}
+        for part in _example_chunks(batch, chunk):
             for p, xs, ds in module_passes(loaded.logits_model, part, modules, spec):
                 for name in targets:
                     if p == 0:
