@@ -37,7 +37,9 @@ ARMS = {"advised": {}, "lora-qv": {"placement": "lora-qv"}, "lora-all": {"placem
         "lora-mlp": {"placement": "lora-mlp"},
         "eva": {"placement": "lora-all", "training": {"lora_init": "eva"}},
         "lora-ga": {"placement": "lora-all", "training": {"lora_init": "loraga"}},
-        "advised-lora-ga": {"training": {"lora_init": "loraga"}}}  # the advised placement, LoRA-GA's start
+        "advised-lora-ga": {"training": {"lora_init": "loraga"}},  # the advised placement, LoRA-GA's start
+        "advised-signal": {"allocation": "signal"},  # rank 1 on every module first, then the spectrum
+        "advised-ffn": {"modules": "ffn"}}  # lora-mlp's modules, ranks by the spectrum
 DEFAULTS = ("lora-qv", "lora-all", "lora-mlp")
 RIVALS = ("eva", "lora-ga")  # PEFT's data-driven initializations, compared apart from the defaults
 BATCH = 8

@@ -49,23 +49,40 @@ def unit_alignment(profile: NtkProfile, axis: str, name: str) -> torch.Tensor:
     raise KeyError(f"the profile holds no {group} scores of '{name}'")
 
 
-def lora_by_spectrum(captured: Captured, config: RecommendConfig, budget: int, step: int = 2):
+def lora_by_spectrum(captured: Captured, config: RecommendConfig, budget: int, step: int = 2,
+                     coverage: bool = False):
     """LoRA ranks where the label gradient's energy is: rank step j of module m is worth
     σ_2j² + σ_2j+1² of G_m per d_in + d_out weights each. σ_j falls with j, so every module's
     returns diminish and the greedy by value per weight, which takes each module's steps in
-    order, spreads rank over modules instead of piling it into one."""
+    order, spreads rank over modules instead of piling it into one.
+
+    ``coverage`` (allocation ``signal``) first gives every module rank 1 (worth σ_1², best
+    value per weight first, so a budget too small for all modules covers the most promising),
+    then spends the rest in steps of ``step`` ranks as above: lora-all's spread, with the
+    extra rank where the spectrum says."""
     spectra = captured.profile.scores["signal_spectrum"]
-    steps = []
-    for name, t in captured.targets.items():
-        values = spectra[name][: config.module_rank * 4]
-        cost = step * unit_cost(t, "rank")
-        for j in range(0, len(values) - step + 1, step):  # whole steps only: rank ≤ min(d_out, d_in)
-            value = float(values[j:j + step].sum())
-            steps.append((value / cost, name, cost, value))
-    steps.sort(key=lambda item: -item[0])  # stable: equal ratios keep module order
     placement: dict[str, int] = {}
     scores: dict[str, float] = {}
     spent = 0
+    first = 0
+    if coverage:
+        first = 1
+        ones = sorted(((float(spectra[name][:1].sum()) / unit_cost(t, "rank"), name, unit_cost(t, "rank"))
+                       for name, t in captured.targets.items()), key=lambda item: -item[0])
+        for ratio, name, cost in ones:
+            if spent + cost <= budget:
+                placement[name], scores[name] = 1, ratio * cost
+                spent += cost
+    steps = []
+    for name, t in captured.targets.items():
+        if coverage and name not in placement:
+            continue  # its rank 1 did not fit: its later steps are not on offer either
+        values = spectra[name][: config.module_rank * 4]
+        cost = step * unit_cost(t, "rank")
+        for j in range(first, len(values) - step + 1, step):  # whole steps only: rank ≤ min(d_out, d_in)
+            value = float(values[j:j + step].sum())
+            steps.append((value / cost, name, cost, value))
+    steps.sort(key=lambda item: -item[0])  # stable: equal ratios keep module order
     for _, name, cost, value in steps:
         if spent + cost <= budget:
             placement[name] = placement.get(name, 0) + step
@@ -73,8 +90,8 @@ def lora_by_spectrum(captured: Captured, config: RecommendConfig, budget: int, s
             spent += cost
     if not placement:
         raise RecipeError(f"--budget {config.budget} buys no LoRA rank step of {step}: raise it")
-    return placement, scores, {"objective": "label_signal", "candidate_items": len(steps),
-                               "steps": sum(r // step for r in placement.values())}
+    return placement, scores, {"objective": "label_signal", "candidate_items": len(steps) + first * len(placement),
+                               "steps": sum((r - first) // step for r in placement.values()) + first * len(placement)}
 
 
 def rows_by_signal(captured: Captured, config: RecommendConfig, budget: int):

@@ -220,6 +220,15 @@ def test_lora_ranks_follow_the_label_gradient_spectrum_with_diminishing_returns(
     rocoft = recommend(folder, RecommendConfig(budget=head + 32))  # two 16-weight rows: the best-aligned ones
     assert {t.module: t.indices for t in rocoft.targets} == {a.name: (0,), b.name: (0,)}
     assert rocoft.evidence["predicted"]["label_signal"] == pytest.approx((9 + 4) / 28)
+    # allocation signal: rank 1 on every module first (lora-all's spread), then steps by the spectrum
+    # from each module's second singular value: A's (9 + 1) beats B's (4 + 0)
+    ones = sum(t.d_in + t.d_out for t in blocks)
+    spread = recommend(folder, RecommendConfig(method="lora", budget=head + ones + 2 * 32, allocation="signal"))
+    assert {t.module: t.rank for t in spread.targets} == {t.name: 3 if t.name == a.name else 1 for t in blocks}
+    assert spread.evidence["trainable"]["total"] <= head + ones + 2 * 32
+    assert spread.evidence["uncertainty"]["rule"] == "advised-signal"
+    few = recommend(folder, RecommendConfig(method="lora", budget=head + 32 + 32, allocation="signal"))
+    assert {t.module: t.rank for t in few.targets} == {a.name: 1, b.name: 1}  # too few for all: the best first
 
 
 # ----------------------------------------------------------------------------- --method auto

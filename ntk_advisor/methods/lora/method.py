@@ -22,7 +22,7 @@ class LoRA(Method):
     part_type = Rank
     baselines = ("lora-qv", "lora-all", "lora-mlp", "random", "weight-kappa", "grad-norm")
     reference = "lora-qv"
-    allocations = ("greedy", "free")  # greedy: ranks by the label gradient's spectrum
+    allocations = ("greedy", "signal", "free")  # greedy: ranks by the label gradient's spectrum
     kernel_is_a_part = False  # E[K_LoRA(r)] is a scaled K_m, not a part of it: no partition bound
     unit_label = "LoRA rank"
 
@@ -55,10 +55,12 @@ class LoRA(Method):
         return {name: Rank(r) for name, r in ranks.items()}
 
     def allocate(self, captured, config, budget: int):
-        """Ranks by the label gradient's spectrum, when the profile has it (allocation greedy)."""
-        if config.allocation != "greedy" or not captured.profile.scores.get("signal_spectrum"):
+        """Ranks by the label gradient's spectrum, when the profile has it (allocation greedy;
+        signal gives every module rank 1 first)."""
+        if config.allocation not in ("greedy", "signal") or not captured.profile.scores.get("signal_spectrum"):
             return None
-        ranks, scores, stats = lora_by_spectrum(captured, config, budget, config.rank_step)
+        ranks, scores, stats = lora_by_spectrum(captured, config, budget, config.rank_step,
+                                                coverage=config.allocation == "signal")
         stats["objective_value"] = self.signal_captured(captured, {n: Rank(r) for n, r in ranks.items()})
         return {n: Rank(r) for n, r in ranks.items()}, scores, stats
 
