@@ -127,7 +127,8 @@ class Allocation(Choice):
     - ``uniform``: rounds of one row per module (each module's next best-aligned) until the
       budget is spent; the safest spread.
     - ``signal``: one best-aligned row in every module, then each next row by label-gradient
-      score per weight; a module's rows are taken best first, so returns diminish.
+      score per weight; a module's rows are taken best first, so returns diminish. For LoRA:
+      rank 1 on every module (lora-all's spread), then ranks by the spectrum.
     - ``free``: the objective alone; it can pile the budget into a few modules.
     """
 

@@ -52,7 +52,8 @@ AllocationOption = Annotated[str, typer.Option(help=(
     "How the budget is spread over modules: default (the method's own: see docs/suite.md), greedy (one "
     "best-aligned row in every module, then the objective; for LoRA ranks by the label gradient's spectrum), "
     "uniform (the same number of rows in every module, each module's best rows: the safe allocation), signal "
-    "(rows by label-gradient score with diminishing returns per module) or free (the objective alone)."))]
+    "(rows by label-gradient score with diminishing returns per module; for LoRA rank 1 on every module, then "
+    "ranks by the spectrum) or free (the objective alone)."))]
 
 
 def prompt_options(template, label_word) -> dict:

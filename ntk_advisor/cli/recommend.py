@@ -49,8 +49,8 @@ ModulesOption = Annotated[str, typer.Option(
 
 
 CaptureOption = Annotated[float, typer.Option(help=(
-    "MiB of captured inputs and output gradients the search holds at once (0: a quarter of the free memory, or "
-    "the profile's own cap where larger). "
+    "MiB of captured inputs and output gradients held at once (0: a quarter of the free memory, or "
+    "the profile's own cap where larger; advise gives it to the profile too, rounded up). "
     "Lower it to bound the peak on a small machine: the captures are then held a group of modules at a time, "
     "and each group's passes rerun when the search returns to it. The recipe is the same (docs/recommend.md)."))]
 
@@ -145,17 +145,22 @@ def advise(
     label_word: LabelWordOption = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --out recipe and --profile-out profile.")] = False,
     device: DeviceOption = ProfileConfig.device,
+    capture_mib: CaptureOption = RecommendConfig.capture_mib,
     as_json: JsonOption = False,
 ):
     """Profile, then recommend, in one go."""
-    config = _recommend_config(method, budget, objective, placement, proximal, axis, True, seed, allocation, modules)
-    config.check()
+    import math
+
+    config = _recommend_config(method, budget, objective, placement, proximal, axis, True, seed, allocation, modules,
+                               capture_mib)
+    config.check()  # refuses a negative or non-finite cap before math.ceil sees it
     with contextlib.ExitStack() as claims:
         for path in [out_path] + ([profile_dir] if profile_dir is not None else []):
             claims.enter_context(OutputClaim(path))
         _advise(out_path, profile_dir, force, as_json, config, ProfileConfig(
             model=model, data=data, text_column=text_column, label_column=label_column, samples=samples,
-            max_length=max_length, seed=seed, task=task, device=device, **prompt_options(template, label_word)))
+            max_length=max_length, seed=seed, task=task, device=device, capture_mib=math.ceil(capture_mib),
+            **prompt_options(template, label_word)))
 
 
 def _advise(out_path, profile_dir, force, as_json, config, profile_config) -> None:

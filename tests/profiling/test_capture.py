@@ -123,3 +123,33 @@ def test_passes_count_as_ran_only_when_every_module_is_held(tiny_profile_dir):
         assert not captured.passes_ran
         captured.x[next(iter(captured.targets))]
         assert captured.passes_ran is held_whole
+
+
+def test_advise_gives_its_capture_cap_to_the_profile_and_to_the_search(tiny_model_folder, tiny_csv, tmp_path, capsys,
+                                                                       monkeypatch):
+    """`advise --capture-mib` bounds both stages: the profile's passes (whole MiB, rounded up)
+    and the search's capture; a bad cap is refused before any work."""
+    from helpers import assert_one_line_error, run_cli
+
+    from ntk_advisor.profiling import profiler
+
+    caps = {}
+    real_profile = profiler.profile
+
+    def spied_profile(config, **kwargs):
+        caps["profile"] = config.capture_mib
+        return real_profile(config, **kwargs)
+
+    def spied_capture(profile, capture_mib=0):
+        caps["search"] = capture_mib
+        return capture_module.capture(profile, capture_mib)
+
+    monkeypatch.setattr(profiler, "profile", spied_profile)
+    monkeypatch.setattr(recommend_module, "capture", spied_capture)
+    args = ["advise", "--model", str(tiny_model_folder), "--data", str(tiny_csv), "--samples", "8", "--max-length",
+            "8", "--budget", "200", "--out", str(tmp_path / "r.yaml")]
+    code, _, err = run_cli(args + ["--capture-mib", "2.5"], capsys, monkeypatch)
+    assert code == 0, err
+    assert caps == {"profile": 3, "search": 2.5}
+    code, _, err = run_cli(args + ["--capture-mib", "-1", "--force"], capsys, monkeypatch)
+    assert_one_line_error(code, err, r"--capture-mib must be 0 \(from the free memory\) or more")
