@@ -7,7 +7,9 @@ Arms (LoRA, α = r per module): advised (ranks by the SFT gradient's spectrum), 
 lora-all, lora-mlp (FFN modules only), eva (lora-all's modules through PEFT's EVA, ρ = 2) and
 lora-ga (lora-all's modules through PEFT's LoRA-GA), and advised-lora-ga (the advised
 placement with LoRA-GA's initialization: placement and initialization are separate
-questions). Each arm's learning rate is chosen on validation NLL from the grid run; the
+questions); candidates for the SFT rule: advised-signal (rank 1 on every module, then the
+spectrum), advised-ffn (the spectrum within lora-mlp's modules) and advised-rslora (the
+advised ranks at PEFT's rank-stabilized scale α/√r, α = 1). Each arm's learning rate is chosen on validation NLL from the grid run; the
 tables report test NLL at that rate, for the runs of ``--steps`` steps.
 
     .venv/bin/python benchmarks/sft/run.py [--tasks bbc-headlines vader-movie-sft] [--arms ...]
@@ -39,7 +41,9 @@ ARMS = {"advised": {}, "lora-qv": {"placement": "lora-qv"}, "lora-all": {"placem
         "lora-ga": {"placement": "lora-all", "training": {"lora_init": "loraga"}},
         "advised-lora-ga": {"training": {"lora_init": "loraga"}},  # the advised placement, LoRA-GA's start
         "advised-signal": {"allocation": "signal"},  # rank 1 on every module first, then the spectrum
-        "advised-ffn": {"modules": "ffn"}}  # lora-mlp's modules, ranks by the spectrum
+        "advised-ffn": {"modules": "ffn"},  # lora-mlp's modules, ranks by the spectrum
+        # the advised ranks at PEFT's α/√r, α = 1: a rank-6 module no longer moves faster than a rank-1
+        "advised-rslora": {"training": {"use_rslora": True}}}
 DEFAULTS = ("lora-qv", "lora-all", "lora-mlp")
 RIVALS = ("eva", "lora-ga")  # PEFT's data-driven initializations, compared apart from the defaults
 BATCH = 8

@@ -97,7 +97,7 @@ def profile_folder(work: Path, model: str, task: str) -> Path:
 
 # Settings added to the recipe after runs were recorded: at their default they are left out of
 # the key, so a new field never retrains what it does not change.
-ADDED_LATER = {"training": {"lora_init": "default", "eva_rho": 2.0}}
+ADDED_LATER = {"training": {"lora_init": "default", "eva_rho": 2.0, "use_rslora": False}}
 # Fields that SFT recipes stopped writing (recipe.io.UNUSED_BY_TASK), put back at the value they
 # always had there, so the SFT study's finished runs keep their keys.
 DROPPED_LATER = {"model": {"num_labels": 2, "head_init": "random"}, "data": {"text_column": "text", "label_column": "label"}}

@@ -268,7 +268,7 @@ def build_recipe(settings: dict, config: RecommendConfig, placement: Placement, 
                            | config.training))
     prompt = settings.get("prompt")
     task = profiled_task(settings)
-    peft = method.peft_section(placement, training.lora_dropout)
+    peft = method.peft_section(placement, training)
     if task.peft_task_type and peft is not None:
         peft = peft | {"task_type": task.peft_task_type}
     return Recipe(
@@ -287,7 +287,7 @@ def build_recipe(settings: dict, config: RecommendConfig, placement: Placement, 
         training=training,
         evidence=evidence,
         peft=_with_head(peft, head_module, config.train_head),
-        axolotl=axolotl_with_head(method.axolotl_section(placement), head_module if config.train_head else None),
+        axolotl=axolotl_with_head(method.axolotl_section(placement, training), head_module if config.train_head else None),
     )
 
 

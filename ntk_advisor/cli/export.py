@@ -64,7 +64,7 @@ def recipe_convert(
 
         head = ((recipe.peft or {}).get("modules_to_save") or [None])[0] if recipe.training.train_head else None
         placement = {t.module: part_from_target(t) for t in recipe.targets}
-        section = axolotl_with_head(method.axolotl_section(placement), head)
+        section = axolotl_with_head(method.axolotl_section(placement, recipe.training), head)
     if section is None:
         raise RecipeError(f"{recipe_path} has no {to} section: method {recipe.method} has no {to} equivalent")
     if to == "peft":

@@ -182,6 +182,8 @@ class Method(ABC):
         """None, or what in the recipe's training section this method cannot do."""
         if training.lora_init != "default":
             return f"lora_init={training.lora_init} is a LoRA setting; this recipe's method is {self.name}: remove it"
+        if training.use_rslora:
+            return f"use_rslora is a LoRA setting; this recipe's method is {self.name}: remove it"
         return None
 
     def initialize(self, model: nn.Module, recipe: Recipe, calibration) -> None:
@@ -204,11 +206,12 @@ class Method(ABC):
         """A plain model with the adapter folded into its weights."""
 
     # ------------------------------------------------------------------ other tools' keys
-    def peft_section(self, placement: Placement, dropout: float) -> dict | None:
-        """``peft.LoraConfig(**section)`` keys for the placement, or None when LoRA cannot say it."""
+    def peft_section(self, placement: Placement, training) -> dict | None:
+        """``peft.LoraConfig(**section)`` keys for the placement and the recipe's ``training``
+        (dropout, LoRA's α and scale), or None when LoRA cannot say it."""
         return None
 
-    def axolotl_section(self, placement: Placement) -> dict | None:
+    def axolotl_section(self, placement: Placement, training) -> dict | None:
         return None
 
     def conversion_note(self, tool: str, placement: Placement) -> str | None:

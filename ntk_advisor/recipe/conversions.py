@@ -16,29 +16,37 @@ def default_rank(ranks: dict[str, int]) -> int:
     return max(set(values), key=values.count)
 
 
-def peft_section(recipe_targets, default: int, alpha: float | None, dropout: float) -> dict:
-    """A dict that peft.LoraConfig(**section) accepts: fully qualified, ^-anchored names."""
+def peft_section(recipe_targets, default: int, alpha: float | None, dropout: float, rslora: bool = False) -> dict:
+    """A dict that peft.LoraConfig(**section) accepts: fully qualified, ^-anchored names.
+
+    Scale of each module's update: α/r with α = r per module (1 whatever the rank;
+    docs/method.md §5) when ``alpha`` is None, else one α for all; with ``rslora``, PEFT's
+    α/√r with α = ``alpha`` or 1, so that a module's kernel at θ0 does not grow with its rank."""
     ranks = {t.module: t.rank for t in recipe_targets}
-    return {
+    per_rank = alpha is None and not rslora
+    section = {
         "r": default,
-        "lora_alpha": alpha if alpha is not None else default,
+        "lora_alpha": alpha if alpha is not None else (1.0 if rslora else default),
         "lora_dropout": dropout,
         "target_modules": list(ranks),  # full names: PEFT matches a name exactly or as a dotted suffix
         "rank_pattern": {f"^{re.escape(m)}": r for m, r in ranks.items() if r != default},
-        # α = r per module keeps the update scale α/r = 1 whatever the rank (docs/method.md §5);
-        # a given α is one scale for all.
-        "alpha_pattern": {f"^{re.escape(m)}": r for m, r in ranks.items() if r != default} if alpha is None else {},
+        "alpha_pattern": {f"^{re.escape(m)}": r for m, r in ranks.items() if r != default} if per_rank else {},
         "bias": "none",
     }
+    return section | ({"use_rslora": True} if rslora else {})
 
 
-def axolotl_lora(ranks: dict[str, int]) -> dict:
-    """axolotl's LoRA keys (its `LoraConfig` schema), with α = r per module as in peft_section."""
+def axolotl_lora(ranks: dict[str, int], alpha: float | None = None, rslora: bool = False) -> dict:
+    """axolotl's LoRA keys (its `LoraConfig` schema), with the scale of peft_section."""
     default = default_rank(ranks)
-    return {"adapter": "lora", "lora_r": default, "lora_alpha": default, "lora_target_modules": list(ranks),
+    per_rank = alpha is None and not rslora
+    return {"adapter": "lora", "lora_r": default,
+            "lora_alpha": alpha if alpha is not None else (1.0 if rslora else default),
+            "lora_target_modules": list(ranks),
             # axolotl hands these to PEFT, which reads each key as a regex over a name's dotted suffix
             "lora_rank_pattern": {re.escape(m): r for m, r in ranks.items()},
-            "lora_alpha_pattern": {re.escape(m): r for m, r in ranks.items() if r != default}}
+            "lora_alpha_pattern": {re.escape(m): r for m, r in ranks.items() if r != default} if per_rank else {}} | (
+        {"peft_use_rslora": True} if rslora else {})
 
 
 def axolotl_pattern(parameter: str) -> str:

@@ -88,7 +88,10 @@ class Training(_Strict):
     train_head: bool = True
     early_stopping_patience: Annotated[int, Field(ge=0)] = 2
     checkpoint_every: Annotated[int, Field(ge=1)] = 100
-    lora_alpha: Annotated[float, Field(gt=0)] | None = None
+    lora_alpha: Annotated[float, Field(gt=0)] | None = None  # None: α = r per module (scale 1)
+    # PEFT's rank-stabilized scale α/√r (Kalajdzievski, 2023), α = lora_alpha or 1: a module's
+    # kernel at θ0 is then r·(α²/r)·σ²·K_W, the same whatever its rank (docs/method.md §5)
+    use_rslora: bool = False
     lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     # LoRA only: "eva" is PEFT's EVA (A from the SVD of each module's inputs on training
     # batches, ranks redistributed up to eva_rho x r; Paischer et al., 2024), a data-driven rival.

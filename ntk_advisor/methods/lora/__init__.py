@@ -7,15 +7,16 @@ from torch import nn
 from ...recipe.conversions import default_rank, peft_section
 
 
-def lora_config_kwargs(targets, alpha: float | None, dropout: float, head_name: str | None, bias: str) -> dict:
+def lora_config_kwargs(targets, alpha: float | None, dropout: float, head_name: str | None, bias: str,
+                       rslora: bool = False) -> dict:
     """peft.LoraConfig keyword arguments: the recipe's peft keys, plus the head and biases it trains."""
     ranks = {t.module: t.rank for t in targets}
-    return peft_section(targets, default_rank(ranks), alpha, dropout) | {
+    return peft_section(targets, default_rank(ranks), alpha, dropout, rslora) | {
         "modules_to_save": [head_name] if head_name else None, "bias": bias}
 
 
 def apply_lora(model: nn.Module, targets, alpha: float | None, dropout: float, head_name: str | None,
-               train_bias: str, eva_rho: float | None = None, gradient_step=None) -> nn.Module:
+               train_bias: str, eva_rho: float | None = None, gradient_step=None, rslora: bool = False) -> nn.Module:
     """PEFT LoRA on ``targets``; with ``eva_rho``, configured for EVA (initialize_eva fills A);
     with ``gradient_step(model)`` (a forward and backward pass of the task's loss on training
     batches), PEFT's LoRA-GA (Wang et al., 2024): A and B from the SVD of each module's
@@ -23,7 +24,7 @@ def apply_lora(model: nn.Module, targets, alpha: float | None, dropout: float, h
     from peft import EvaConfig, LoraConfig, get_peft_model
 
     bias = {"none": "none", "all": "all", "targets": "lora_only"}[train_bias]
-    kwargs = lora_config_kwargs(targets, alpha, dropout, head_name, bias)
+    kwargs = lora_config_kwargs(targets, alpha, dropout, head_name, bias, rslora)
     if eva_rho is not None:
         # EVA matches patterns against names that carry PeftModel's "base_model.model." prefix,
         # which a "^" anchor can never match; full names are unambiguous without it.

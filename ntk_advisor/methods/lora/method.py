@@ -88,7 +88,8 @@ class LoRA(Method):
             raise RecipeError("training.lora_init=loraga needs the task's gradient on training batches: pass "
                               "gradient_step= to apply_recipe (train does)")
         return apply_lora(model, recipe.targets, recipe.training.lora_alpha, recipe.training.lora_dropout, head,
-                          recipe.training.train_bias, eva, gradient_step if recipe.training.lora_init == "loraga" else None)
+                          recipe.training.train_bias, eva, gradient_step if recipe.training.lora_init == "loraga" else None,
+                          recipe.training.use_rslora)
 
     def check_training(self, training) -> str | None:
         return None
@@ -119,10 +120,11 @@ class LoRA(Method):
         return model.merge_and_unload()
 
     # ------------------------------------------------------------------ other tools' keys
-    def peft_section(self, placement: dict[str, Rank], dropout: float) -> dict:
+    def peft_section(self, placement: dict[str, Rank], training) -> dict:
         ranks = {name: part.rank for name, part in placement.items()}
-        return peft_section(tuple(Target(module=m, rank=r) for m, r in ranks.items()), default_rank(ranks), None,
-                            dropout)
+        return peft_section(tuple(Target(module=m, rank=r) for m, r in ranks.items()), default_rank(ranks),
+                            training.lora_alpha, training.lora_dropout, training.use_rslora)
 
-    def axolotl_section(self, placement: dict[str, Rank]) -> dict:
-        return axolotl_lora({name: part.rank for name, part in placement.items()})
+    def axolotl_section(self, placement: dict[str, Rank], training) -> dict:
+        return axolotl_lora({name: part.rank for name, part in placement.items()}, training.lora_alpha,
+                            training.use_rslora)

@@ -136,13 +136,13 @@ class RoCoFT(Method):
         return merge_rocoft(model)
 
     # ------------------------------------------------------------------ other tools' keys
-    def peft_section(self, placement: dict[str, Slices], dropout: float) -> dict:
+    def peft_section(self, placement: dict[str, Slices], training) -> dict:
         """The nearest LoRA: rank = rows per module."""
         ranks = {name: part.units for name, part in placement.items()}
         return peft_section(tuple(Target(module=m, rank=r) for m, r in ranks.items()), default_rank(ranks), None,
-                            dropout)
+                            training.lora_dropout)
 
-    def axolotl_section(self, placement: dict[str, Slices]) -> dict:
+    def axolotl_section(self, placement: dict[str, Slices], training) -> dict:
         return axolotl_unfrozen({name: (part.axis, part.indices) for name, part in placement.items()})
 
     def conversion_note(self, tool: str, placement: dict[str, Slices]) -> str | None:

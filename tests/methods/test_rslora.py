@@ -1,0 +1,68 @@
+"""training.use_rslora: PEFT's rank-stabilized scale α/√r (α = lora_alpha or 1), so that a
+LoRA module's kernel at θ0 does not grow with its rank (with α = r it grows as r)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from helpers import tiny_recipe
+
+from ntk_advisor.errors import RecipeError
+from ntk_advisor.inputs.models import load_classifier
+from ntk_advisor.recipe.conversions import axolotl_lora, peft_section
+from ntk_advisor.recipe.io import apply_overrides
+from ntk_advisor.recipe.schema import Target
+from ntk_advisor.training.apply import apply_recipe
+from ntk_advisor.training.loop import train
+
+
+def _mean_kernel_trace(rank: int, rslora: bool, draws: int = 400, d_in: int = 64) -> float:
+    """E_A[‖∂f/∂B‖²] at B = 0 for f = vᵀ LoRA(W)(x) over PEFT's own init of A: s²‖v‖²‖Ax‖²,
+    whose mean is r·s²·σ²·‖v‖²‖x‖² with σ² = 1/(3·d_in) (docs/method.md §5)."""
+    from peft import LoraConfig, get_peft_model
+
+    generator = torch.Generator().manual_seed(1)
+    x, v = torch.randn(3, d_in, generator=generator), torch.randn(3, 8, generator=generator)
+    section = peft_section((Target(module="0", rank=rank),), rank, None, 0.0, rslora)
+    total = 0.0
+    for seed in range(draws):
+        torch.manual_seed(seed)
+        model = get_peft_model(torch.nn.Sequential(torch.nn.Linear(d_in, 8)), LoraConfig(**section))
+        b = next(p for n, p in model.named_parameters() if "lora_B" in n)
+        (gradient,) = torch.autograd.grad((model(x) * v).sum(), b)
+        total += float(gradient.pow(2).sum())
+    return total / draws
+
+
+def test_rslora_makes_the_kernel_at_theta0_the_same_whatever_the_rank():
+    """Rank 16 against rank 1: α = r multiplies the kernel by 16, rsLoRA with α = 1 leaves it
+    (within the sampling error of 400 draws of A, about 8 %)."""
+    assert _mean_kernel_trace(16, rslora=False) / _mean_kernel_trace(1, rslora=False) == pytest.approx(16, rel=0.3)
+    assert _mean_kernel_trace(16, rslora=True) / _mean_kernel_trace(1, rslora=True) == pytest.approx(1, rel=0.3)
+
+
+def test_rslora_recipe_sets_peft_scale_and_the_keys_other_tools_read(tiny_model_folder, tiny_csv, tmp_path):
+    recipe = apply_overrides(tiny_recipe(tiny_model_folder, tiny_csv, method="lora", max_steps=2),
+                             ["training.use_rslora=true"])
+    model, _ = apply_recipe(load_classifier(str(tiny_model_folder), num_labels=2).backbone, recipe, "classifier")
+    scales = {name: layer.scaling["default"] for name, layer in model.named_modules()
+              if isinstance(getattr(layer, "scaling", None), dict) and "default" in layer.scaling}
+    ranks = {t.module: t.rank for t in recipe.targets}
+    assert sorted(scales.values()) == pytest.approx(sorted(1 / math.sqrt(r) for r in ranks.values()))
+    run = train(recipe, tmp_path / "run")
+    assert run.metrics["steps"] == 2
+    saved = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
+    assert saved["use_rslora"] is True and saved["lora_alpha"] == 1.0 and not saved["alpha_pattern"]
+    section = peft_section(recipe.targets, 4, None, 0.0, rslora=True)
+    assert section["use_rslora"] is True and section["lora_alpha"] == 1.0 and not section["alpha_pattern"]
+    keys = axolotl_lora(ranks, None, rslora=True)
+    assert keys["peft_use_rslora"] is True and keys["lora_alpha"] == 1.0 and not keys["lora_alpha_pattern"]
+    assert "peft_use_rslora" not in axolotl_lora(ranks) and axolotl_lora(ranks)["lora_alpha_pattern"]
+
+
+def test_rslora_is_refused_for_rocoft_when_the_recipe_is_read(tiny_model_folder, tiny_csv):
+    with pytest.raises(RecipeError, match="use_rslora is a LoRA setting; this recipe's method is rocoft"):
+        apply_overrides(tiny_recipe(tiny_model_folder, tiny_csv, max_steps=1), ["training.use_rslora=true"])
