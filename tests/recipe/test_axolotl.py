@@ -29,9 +29,11 @@ def _trained_by_us(recipe):
     return model
 
 
-@pytest.mark.parametrize("method", ["rocoft", "lora"])
-def test_the_axolotl_keys_are_axolotl_config_keys(profile_dir, method):
-    recipe = recommend(profile_dir, RecommendConfig(method=method, budget=400))
+@pytest.mark.parametrize("method,training", [("rocoft", {}), ("lora", {}), ("lora", {"use_rslora": True})],
+                         ids=["rocoft", "lora", "lora-rslora"])
+def test_the_axolotl_keys_are_axolotl_config_keys(profile_dir, method, training):
+    recipe = recommend(profile_dir, RecommendConfig(method=method, budget=400, training=training))
+    assert recipe.axolotl.get("peft_use_rslora", False) == bool(training)
     section = recipe.axolotl
     fields = axolotl_config.AxolotlInputConfig.model_fields
     assert set(section) <= set(fields), sorted(set(section) - set(fields))  # axolotl ignores unknown keys silently
