@@ -45,6 +45,7 @@ ARMS = {"advised": {}, "lora-qv": {"placement": "lora-qv"}, "lora-all": {"placem
         # the advised ranks at PEFT's α/√r, α = 1: a rank-6 module no longer moves faster than a rank-1
         "advised-rslora": {"training": {"use_rslora": True}}}
 DEFAULTS = ("lora-qv", "lora-all", "lora-mlp")
+CANDIDATES = ("advised-signal", "advised-ffn", "advised-rslora")  # each compared as the advised arm is
 RIVALS = ("eva", "lora-ga")  # PEFT's data-driven initializations, compared apart from the defaults
 BATCH = 8
 EVIDENCE = HERE.parents[1] / "ntk_advisor" / "advice" / "sft_evidence.json"
@@ -119,20 +120,20 @@ def paired_reduction(mine: list[dict], chosen: dict[str, float], arm: str, other
     return [100 * (by[(other, s)] - by[(arm, s)]) / by[(other, s)] for s in seeds]
 
 
-def advised_reduction(mine: list[dict], chosen: dict[str, float]) -> dict | None:
-    """The advised arm's relative test-NLL reduction over the default with the lowest
-    validation NLL, in %, paired over the seeds both have at their chosen rates; and over
-    each data-driven rival (EVA, LoRA-GA) the same way."""
+def advised_reduction(mine: list[dict], chosen: dict[str, float], arm: str = "advised") -> dict | None:
+    """The advised arm's (or a candidate rule's) relative test-NLL reduction over the default
+    with the lowest validation NLL, in %, paired over the seeds both have at their chosen
+    rates; and over each data-driven rival (EVA, LoRA-GA) the same way."""
     defaults = [a for a in DEFAULTS if a in chosen]
-    if "advised" not in chosen or not defaults:
+    if arm not in chosen or not defaults:
         return None
     best = min(defaults, key=lambda a: statistics.mean(
         r["validation_nll"] for r in mine if r["arm"] == a and r["learning_rate"] == chosen[a]))
-    gains = paired_reduction(mine, chosen, "advised", best)
+    gains = paired_reduction(mine, chosen, arm, best)
     if not gains:
         return None
-    rivals = {arm: round(statistics.mean(found), 3) for arm in RIVALS if arm in chosen
-              for found in [paired_reduction(mine, chosen, "advised", arm)] if found}
+    rivals = {other: round(statistics.mean(found), 3) for other in RIVALS if other in chosen
+              for found in [paired_reduction(mine, chosen, arm, other)] if found}
     return {"best_default": best, "percent_lower": round(statistics.mean(gains), 3),
             "se": round(statistics.stdev(gains) / len(gains) ** 0.5, 3) if len(gains) > 1 else None,
             "seeds": len(gains), "percent_lower_than_rivals": rivals, "learning_rates": chosen}
@@ -187,6 +188,14 @@ def tables(runs: list[dict]) -> str:
                          "(the goal: at least 2 % lower).")
             for rival, value in reduction["percent_lower_than_rivals"].items():
                 lines.append(f"Advised test NLL vs {rival}: {value:+.2f} % lower.")
+        for candidate in CANDIDATES:
+            found = advised_reduction(mine, chosen, candidate)
+            if found:
+                spread = f" ± {found['se']:.2f}" if found["se"] is not None else ""
+                versus = paired_reduction(mine, chosen, candidate, "advised")
+                lines.append(f"Candidate {candidate} vs the best default ({found['best_default']}): "
+                             f"{found['percent_lower']:+.2f} %{spread} lower over {found['seeds']} seed(s); vs advised: "
+                             f"{statistics.mean(versus):+.2f} % lower over {len(versus)} seed(s).")
         combined = paired_reduction(mine, chosen, "advised-lora-ga", "lora-ga")
         if combined:
             lines.append(f"The advised placement with LoRA-GA's initialization vs lora-ga (lora-all's modules): "
