@@ -35,15 +35,18 @@ from run import run_key, trained_metrics  # noqa: E402  (benchmarks/suite/run.py
 MODEL = "smollm2-135m"
 TASKS = {"bbc-headlines": 128, "vader-movie-sft": 64}  # task -> max_length
 SAMPLES, SIGNAL_SAMPLES = 32, 256  # N and M of the profile (docs/sft.md, "Cost")
-ARMS = {"advised": {}, "lora-qv": {"placement": "lora-qv"}, "lora-all": {"placement": "lora-all"},
+ALPHA_R = {"use_rslora": False}  # the advised arms measured before rsLoRA became the SFT default keep α = r
+ARMS = {"advised": {"training": ALPHA_R}, "lora-qv": {"placement": "lora-qv"}, "lora-all": {"placement": "lora-all"},
         "lora-mlp": {"placement": "lora-mlp"},
         "eva": {"placement": "lora-all", "training": {"lora_init": "eva"}},
         "lora-ga": {"placement": "lora-all", "training": {"lora_init": "loraga"}},
-        "advised-lora-ga": {"training": {"lora_init": "loraga"}},  # the advised placement, LoRA-GA's start
-        "advised-signal": {"allocation": "signal"},  # rank 1 on every module first, then the spectrum
-        "advised-ffn": {"modules": "ffn"},  # lora-mlp's modules, ranks by the spectrum
-        # the advised ranks at PEFT's α/√r, α = 1: a rank-6 module no longer moves faster than a rank-1
-        "advised-rslora": {"training": {"use_rslora": True}}}
+        "advised-lora-ga": {"training": {"lora_init": "loraga"} | ALPHA_R},  # the advised placement, LoRA-GA's start
+        "advised-signal": {"allocation": "signal", "training": ALPHA_R},  # rank 1 everywhere first, then the spectrum
+        "advised-ffn": {"modules": "ffn", "training": ALPHA_R},  # lora-mlp's modules, ranks by the spectrum
+        # the advised ranks at PEFT's α/√r, α = 1 (a rank-6 module no longer starts faster than a
+        # rank-1 one): what `recommend` writes for SFT since it was chosen here on validation
+        "advised-rslora": {}}
+DEFAULT_RULE = "advised-rslora"  # the arm whose figures SFT recipes quote (write_evidence)
 DEFAULTS = ("lora-qv", "lora-all", "lora-mlp")
 CANDIDATES = ("advised-signal", "advised-ffn", "advised-rslora")  # each compared as the advised arm is
 RIVALS = ("eva", "lora-ga")  # PEFT's data-driven initializations, compared apart from the defaults
@@ -183,19 +186,23 @@ def tables(runs: list[dict]) -> str:
         reduction = advised_reduction(mine, chosen)
         if reduction:
             spread = f" ± {reduction['se']:.2f}" if reduction["se"] is not None else ""
-            lines.append(f"\nAdvised test NLL vs the best default on validation ({reduction['best_default']}): "
+            lines.append(f"\nAdvised (α = r) test NLL vs the best default on validation ({reduction['best_default']}): "
                          f"{reduction['percent_lower']:+.2f} %{spread} lower over {reduction['seeds']} seed(s) "
                          "(the goal: at least 2 % lower).")
             for rival, value in reduction["percent_lower_than_rivals"].items():
-                lines.append(f"Advised test NLL vs {rival}: {value:+.2f} % lower.")
+                lines.append(f"Advised (α = r) test NLL vs {rival}: {value:+.2f} % lower.")
         for candidate in CANDIDATES:
             found = advised_reduction(mine, chosen, candidate)
             if found:
                 spread = f" ± {found['se']:.2f}" if found["se"] is not None else ""
                 versus = paired_reduction(mine, chosen, candidate, "advised")
-                lines.append(f"Candidate {candidate} vs the best default ({found['best_default']}): "
+                label = "Default rule (what recommend writes)" if candidate == DEFAULT_RULE else "Candidate"
+                lines.append(f"{label} {candidate} vs the best default ({found['best_default']}): "
                              f"{found['percent_lower']:+.2f} %{spread} lower over {found['seeds']} seed(s); vs advised: "
-                             f"{statistics.mean(versus):+.2f} % lower over {len(versus)} seed(s).")
+                             f"{statistics.mean(versus):+.2f} % lower over {len(versus)} seed(s)"
+                             + (", and vs " + ", ".join(f"{k}: {v:+.2f} %" for k, v in
+                                                       found["percent_lower_than_rivals"].items())
+                                if found["percent_lower_than_rivals"] else "") + ".")
         combined = paired_reduction(mine, chosen, "advised-lora-ga", "lora-ga")
         if combined:
             lines.append(f"The advised placement with LoRA-GA's initialization vs lora-ga (lora-all's modules): "
@@ -208,17 +215,21 @@ def write_evidence(runs: list[dict], steps: int) -> None:
     """What an SFT recipe quotes (advice/uncertainty.py): the advised arm's measured reduction per
     task, with what identifies the measurement (a recipe quotes it only when these match its own)."""
     from ntk_advisor.advice.config import RecommendConfig, advised_rule, resolve_allocation
+    from ntk_advisor.advice.recommend import training_fields
 
     tasks = {}
     for task in sorted({r["task"] for r in runs}):
         mine = [r for r in runs if r["task"] == task and r["steps"] == steps]
-        reduction = advised_reduction(mine, chosen_rates(mine)) if mine else None
+        reduction = advised_reduction(mine, chosen_rates(mine), DEFAULT_RULE) if mine else None
         if reduction:
             tasks[task] = reduction
     budgets = {r["trainable"] for r in runs if r["arm"] == "lora-qv" and r["steps"] == steps}  # r = 8 on q,v exactly
-    rule = advised_rule(resolve_allocation(RecommendConfig(method="lora", **ARMS["advised"])))
+    fields = {key: value for key, value in ARMS[DEFAULT_RULE].items() if key != "training"}
+    rule = advised_rule(resolve_allocation(RecommendConfig(method="lora", **fields)))
     EVIDENCE.write_text(json.dumps({"source": "benchmarks/sft/run.py", "model": MODEL, "steps": steps,
                                     "method": "lora", "rule": rule, "lora_init": "default",
+                                    "use_rslora": training_fields(RecommendConfig(method="lora"), {"task": "sft"})
+                                    .get("use_rslora", False),
                                     "budget": max(budgets) if budgets else None,
                                     "split": "test", "tasks": tasks}, indent=1) + "\n")
 

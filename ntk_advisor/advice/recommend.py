@@ -244,9 +244,10 @@ def _uncertainty(captured: Captured, config: RecommendConfig, placement: Placeme
     method = get_method(config.method)
     reference = method.reference
     if not profiled_task(captured.profile.settings).labelled:
+        training = training_fields(config, captured.profile.settings)
         return sft_uncertainty(reference, config.method, advised_rule(config),
                                config.allocation in method.safe_allocations, config.budget,
-                               config.training.get("lora_init", "default"))
+                               training.get("lora_init", "default"), training.get("use_rslora", False))
     reference_kernel = None
     if reference in evidence_for:
         reference_kernel = placement_kernel(captured, evidence_for[reference][0], evidence_for[reference][1])
@@ -260,12 +261,24 @@ def _baseline(captured: Captured, name: str, method: str, config: RecommendConfi
     return place(captured, replace(config, placement=name, method=method), budget, ridge)[0]
 
 
+def training_fields(config: RecommendConfig, settings: dict) -> dict:
+    """The recipe's training section before the schema's defaults: the config's own fields
+    over ntk-advisor's. Advised LoRA ranks for SFT train at PEFT's rank-stabilized scale
+    (α/√r, α = 1): with α = r a rank-6 module starts six times faster than a rank-1 one
+    (docs/method.md §5), and on the SFT study rsLoRA lowered the advised ranks' validation
+    and test NLL on both tasks (docs/sft.md). Classifiers keep α = r, which the suite measured."""
+    fields = {"seed": config.seed, "train_head": config.train_head, "train_bias": config.train_bias}
+    if (config.method == "lora" and config.placement == "advised" and not profiled_task(settings).labelled
+            and config.training.get("lora_init", "default") != "loraga"):  # PEFT cannot save LoRA-GA under rsLoRA
+        fields["use_rslora"] = True
+    return fields | config.training
+
+
 def build_recipe(settings: dict, config: RecommendConfig, placement: Placement, scores: dict,
                  evidence: dict, head_module: str | None = None) -> Recipe:
     method = get_method(config.method)
     targets = tuple(Target(module=m, **target_fields(part), score=scores.get(m)) for m, part in placement.items())
-    training = Training(**({"seed": config.seed, "train_head": config.train_head, "train_bias": config.train_bias}
-                           | config.training))
+    training = Training(**training_fields(config, settings))
     prompt = settings.get("prompt")
     task = profiled_task(settings)
     peft = method.peft_section(placement, training)

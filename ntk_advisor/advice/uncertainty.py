@@ -95,16 +95,16 @@ def uncertainty(captured, kernel: torch.Tensor, reference: str, reference_kernel
 
 
 def sft_uncertainty(reference: str, method: str, rule: str, safe: bool, budget: int | None = None,
-                    lora_init: str = "default", path: Path | None = None) -> dict:
+                    lora_init: str = "default", use_rslora: bool = False, path: Path | None = None) -> dict:
     """The block of a supervised fine-tuning recipe. The classification suite says nothing
     about SFT, and an SFT profile has no labels for a LOO estimate, so what is quoted is the
     SFT study's measured test-NLL reduction (``benchmarks/sft``, copied into
     ``sft_evidence.json``), and only for what the study measured: its method, rule and
-    initialization, at a budget within a factor of two of its own."""
+    initialization and LoRA scale, at a budget within a factor of two of its own."""
     block: dict = {"reference": reference, "rule": rule, "safe_allocation": safe}
     path = path or SFT_EVIDENCE
     study = json.loads(path.read_text()) if path.exists() else {}
-    if study.get("tasks") and _sft_study_measured(study, method, rule, budget, lora_init):
+    if study.get("tasks") and _sft_study_measured(study, method, rule, budget, lora_init, use_rslora):
         block["sft_study_nll_reduction"] = study
         block["sentence"] = _sft_sentence(study, reference)
         return block
@@ -115,8 +115,10 @@ def sft_uncertainty(reference: str, method: str, rule: str, safe: bool, budget: 
     return block
 
 
-def _sft_study_measured(study: dict, method: str, rule: str, budget: int | None, lora_init: str) -> bool:
-    if (study.get("method"), study.get("rule"), study.get("lora_init")) != (method, rule, lora_init):
+def _sft_study_measured(study: dict, method: str, rule: str, budget: int | None, lora_init: str,
+                        use_rslora: bool) -> bool:
+    if (study.get("method"), study.get("rule"), study.get("lora_init"), study.get("use_rslora", False)) != (
+            method, rule, lora_init, use_rslora):
         return False
     return budget is None or not study.get("budget") or abs(math.log(study["budget"] / budget)) <= math.log(2)
 

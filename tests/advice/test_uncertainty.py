@@ -86,22 +86,25 @@ def test_sft_recipes_quote_the_sft_study_only_for_what_it_measured(tmp_path):
 
     path = tmp_path / "sft.json"
     path.write_text(json.dumps({"model": "m", "steps": 60, "split": "test", "method": "lora", "rule": "advised-greedy",
-                                "lora_init": "default", "budget": 460_800, "tasks": {
+                                "lora_init": "default", "use_rslora": True, "budget": 460_800, "tasks": {
         "a": {"best_default": "lora-all", "percent_lower": -0.04, "se": None, "seeds": 1},
         "b": {"best_default": "lora-qv", "percent_lower": 1.5, "se": 0.25, "seeds": 3,
               "percent_lower_than_rivals": {"eva": -2.5}}}}))
-    block = sft_uncertainty("lora-qv", "lora", "advised-greedy", False, 460_800, path=path)
+    block = sft_uncertainty("lora-qv", "lora", "advised-greedy", False, 460_800, use_rslora=True, path=path)
     assert block["sft_study_nll_reduction"]["tasks"]["b"]["percent_lower"] == 1.5
     text = block["sentence"]
     assert "best default placement's by: a -0.04 % vs lora-all (1 seed); b +1.50 % ± 0.25 vs lora-qv (3 seeds);" in text
     assert "data-driven initializations' by: b -2.50 % vs eva." in text  # a rival is never called a default
-    assert "sft_study_nll_reduction" in sft_uncertainty("x", "lora", "advised-greedy", False, 300_000, path=path)
-    never_measured = [("rocoft", "advised-greedy", 460_800, "default"), ("lora", "advised-free", 460_800, "default"),
-                      ("lora", "advised-step1", 460_800, "default"),  # another rank step
-                      ("lora", "advised-greedy", 200_000, "default"),  # more than a factor of two away
-                      ("lora", "advised-greedy", 460_800, "loraga")]  # another initialization
-    for method, rule, budget, init in never_measured:
-        other = sft_uncertainty("first-k", method, rule, False, budget, init, path)
+    assert "sft_study_nll_reduction" in sft_uncertainty("x", "lora", "advised-greedy", False, 300_000,
+                                                        use_rslora=True, path=path)
+    never_measured = [("rocoft", "advised-greedy", 460_800, "default", True),
+                      ("lora", "advised-free", 460_800, "default", True),
+                      ("lora", "advised-step1", 460_800, "default", True),  # another rank step
+                      ("lora", "advised-greedy", 200_000, "default", True),  # more than a factor of two away
+                      ("lora", "advised-greedy", 460_800, "loraga", True),  # another initialization
+                      ("lora", "advised-greedy", 460_800, "default", False)]  # another scale (α = r)
+    for method, rule, budget, init, rslora in never_measured:
+        other = sft_uncertainty("first-k", method, rule, False, budget, init, rslora, path)
         assert "sft_study_nll_reduction" not in other and "unknown" in other["sentence"], (method, rule, budget, init)
     missing = sft_uncertainty("lora-qv", "lora", "advised-greedy", False, path=tmp_path / "none.json")
     assert "unknown" in missing["sentence"]

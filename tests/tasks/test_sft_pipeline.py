@@ -14,7 +14,7 @@ import torch
 from ntk_advisor.advice.recommend import RecommendConfig, recommend
 from ntk_advisor.errors import RecipeError, TrainError
 from ntk_advisor.inputs.completions import encode_completions
-from ntk_advisor.recipe.io import save_recipe
+from ntk_advisor.recipe.io import parse_recipe, recipe_to_dict, save_recipe
 from ntk_advisor.tasks import get_task
 from ntk_advisor.tasks.completion import CompletionLogLikelihood
 
@@ -268,7 +268,13 @@ def test_lora_ga_starts_at_theta0_and_its_saved_adapter_rebuilds_the_trained_mod
 
     folder, _ = sft_profile
     recipe = recommend(folder, RecommendConfig(method="lora", budget=500))
-    recipe = recipe.model_copy(update={"training": recipe.training.model_copy(update={"lora_init": "loraga"})})
+    assert recipe.training.use_rslora  # advised SFT ranks train at α/√r by default, which LoRA-GA cannot save
+    with pytest.raises(RecipeError, match="lora_init=loraga cannot be saved with use_rslora"):
+        parse_recipe(recipe_to_dict(recipe) | {"training": recipe_to_dict(recipe)["training"] | {"lora_init": "loraga"}})
+    assert not recommend(folder, RecommendConfig(method="lora", budget=500,
+                                                 training={"lora_init": "loraga"})).training.use_rslora
+    recipe = recipe.model_copy(update={"training": recipe.training.model_copy(update={"lora_init": "loraga",
+                                                                                      "use_rslora": False})})
     task = get_task("sft")
     tokenizer = tf.AutoTokenizer.from_pretrained(tiny_llama_folder)
     inputs = encode_completions(tokenizer, [p for p, _ in PAIRS], [c for _, c in PAIRS], 16)
