@@ -1,12 +1,15 @@
 """An SFT recipe's `peft` section handed to TRL's SFTTrainer as it is, on the recipe's own data.
 
 `ntk-advisor recommend --method lora` on a `profile --task sft` profile writes a recipe whose
-`peft` section is a complete `LoraConfig` (target_modules, rank_pattern, alpha_pattern,
-task_type CAUSAL_LM). TRL trains exactly those modules at those ranks with its
+`peft` section is a complete `LoraConfig` (target_modules, rank_pattern, the scale:
+use_rslora and lora_alpha, task_type CAUSAL_LM). TRL trains exactly those modules at those ranks with its
 completion-only loss; this script checks that the adapter TRL trained is the one the recipe
-describes. TRL is a `dev` extra (`pip install -e ".[dev]"`). On the shipped SmolLM2 recipe:
+describes. TRL is a `dev` extra (`pip install -e ".[dev]"`). On an SFT recipe of SmolLM2
+(the README's "Supervised fine-tuning" commands write one; no recipe of it is shipped):
 
-    .venv/bin/python examples/trl_sft.py [RECIPE] [--steps 4]
+    ntk-advisor profile --task sft --model smollm2-135m --data bbc-headlines --samples 32 --max-length 128 --out sft-prof/
+    ntk-advisor recommend sft-prof/ --method lora --budget 460800 --out sft.yaml
+    .venv/bin/python examples/trl_sft.py sft.yaml [--steps 4]
 """
 
 from __future__ import annotations
@@ -16,10 +19,7 @@ import re
 import tempfile
 from pathlib import Path
 
-RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "smollm2-135m" / "bbc-headlines-lora.yaml"
-
-
-def main(recipe_path: str | Path = RECIPE, steps: int = 4, examples: int = 32, model_source: str | None = None) -> dict:
+def main(recipe_path: str | Path, steps: int = 4, examples: int = 32, model_source: str | None = None) -> dict:
     import datasets
     import torch
     from peft import LoraConfig
@@ -63,7 +63,7 @@ def main(recipe_path: str | Path = RECIPE, steps: int = 4, examples: int = 32, m
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("recipe", nargs="?", default=str(RECIPE))
+    parser.add_argument("recipe", help="an SFT LoRA recipe (ntk-advisor recommend on a profile --task sft)")
     parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args()
     summary = main(args.recipe, args.steps)
