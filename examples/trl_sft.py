@@ -19,6 +19,7 @@ import re
 import tempfile
 from pathlib import Path
 
+
 def main(recipe_path: str | Path, steps: int = 4, examples: int = 32, model_source: str | None = None) -> dict:
     import datasets
     import torch

@@ -3,7 +3,7 @@ LoRA placement lower test completion NLL below the default placements and the da
 rivals? SmolLM2-135M, real data, resumable (a run is named by what decides its result, as in
 benchmarks/suite), prints every table.
 
-Arms (LoRA, α = r per module): advised (ranks by the SFT gradient's spectrum), lora-qv,
+Arms (LoRA, α = r per module unless said): advised (ranks by the SFT gradient's spectrum), lora-qv,
 lora-all, lora-mlp (FFN modules only), eva (lora-all's modules through PEFT's EVA, ρ = 2) and
 lora-ga (lora-all's modules through PEFT's LoRA-GA), and advised-lora-ga (the advised
 placement with LoRA-GA's initialization: placement and initialization are separate
@@ -197,9 +197,11 @@ def tables(runs: list[dict]) -> str:
                 spread = f" ± {found['se']:.2f}" if found["se"] is not None else ""
                 versus = paired_reduction(mine, chosen, candidate, "advised")
                 label = "Default rule (what recommend writes)" if candidate == DEFAULT_RULE else "Candidate"
+                against_advised = (f"; vs advised: {statistics.mean(versus):+.2f} % lower over {len(versus)} seed(s)"
+                                   if versus else "")  # the advised arm may not have run on this task
                 lines.append(f"{label} {candidate} vs the best default ({found['best_default']}): "
-                             f"{found['percent_lower']:+.2f} %{spread} lower over {found['seeds']} seed(s); vs advised: "
-                             f"{statistics.mean(versus):+.2f} % lower over {len(versus)} seed(s)"
+                             f"{found['percent_lower']:+.2f} %{spread} lower over {found['seeds']} seed(s)"
+                             f"{against_advised}"
                              + (", and vs " + ", ".join(f"{k}: {v:+.2f} %" for k, v in
                                                        found["percent_lower_than_rivals"].items())
                                 if found["percent_lower_than_rivals"] else "") + ".")
@@ -228,8 +230,8 @@ def write_evidence(runs: list[dict], steps: int) -> None:
     rule = advised_rule(resolve_allocation(RecommendConfig(method="lora", **fields)))
     EVIDENCE.write_text(json.dumps({"source": "benchmarks/sft/run.py", "model": MODEL, "steps": steps,
                                     "method": "lora", "rule": rule, "lora_init": "default",
-                                    "use_rslora": training_fields(RecommendConfig(method="lora"), {"task": "sft"})
-                                    .get("use_rslora", False),
+                                    "use_rslora": training_fields(RecommendConfig(method="lora", **ARMS[DEFAULT_RULE]),
+                                                                  {"task": "sft"}).get("use_rslora", False),
                                     "budget": max(budgets) if budgets else None,
                                     "split": "test", "tasks": tasks}, indent=1) + "\n")
 

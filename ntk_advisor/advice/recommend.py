@@ -31,6 +31,7 @@ from ..ntk.spectral import symmetrize
 from ..profiling.capture import Captured, capture
 from ..profiling.folder import load_profile
 from ..recipe.conversions import axolotl_with_head
+from ..recipe.io import check_method
 from ..recipe.schema import SCHEMA_VERSION, DataSpec, ModelSpec, Proximal, Recipe, Target, Training
 from ..settings import ModuleGroup
 from ..tasks import Task, get_task, task_names
@@ -284,7 +285,7 @@ def build_recipe(settings: dict, config: RecommendConfig, placement: Placement, 
     peft = method.peft_section(placement, training)
     if task.peft_task_type and peft is not None:
         peft = peft | {"task_type": task.peft_task_type}
-    return Recipe(
+    recipe = Recipe(
         schema_version=SCHEMA_VERSION,
         # Without labels the class count is unused; the schema still asks for one.
         model=ModelSpec(name=settings["model"], num_labels=settings["num_outputs"] if task.labelled else 2,
@@ -302,6 +303,8 @@ def build_recipe(settings: dict, config: RecommendConfig, placement: Placement, 
         peft=_with_head(peft, head_module, config.train_head),
         axolotl=axolotl_with_head(method.axolotl_section(placement, training), head_module if config.train_head else None),
     )
+    check_method(recipe)  # what load_recipe would refuse (rsLoRA on RoCoFT, LoRA-GA under rsLoRA) is never written
+    return recipe
 
 
 def _provenance(settings: dict) -> dict:

@@ -58,40 +58,42 @@ def lora_by_spectrum(captured: Captured, config: RecommendConfig, budget: int, s
 
     ``coverage`` (allocation ``signal``) first gives every module rank 1 (worth σ_1², best
     value per weight first, so a budget too small for all modules covers the most promising),
-    then spends the rest in steps of ``step`` ranks as above: lora-all's spread, with the
-    extra rank where the spectrum says."""
+    then spends the rest in steps of ``step`` ranks from each module's second singular value:
+    lora-all's spread, with the extra rank where the spectrum says."""
     spectra = captured.profile.scores["signal_spectrum"]
     placement: dict[str, int] = {}
     scores: dict[str, float] = {}
     spent = 0
-    first = 0
     if coverage:
-        first = 1
-        ones = sorted(((float(spectra[name][:1].sum()) / unit_cost(t, "rank"), name, unit_cost(t, "rank"))
-                       for name, t in captured.targets.items()), key=lambda item: -item[0])
-        for ratio, name, cost in ones:
+        firsts = [(float(spectra[name][0]), name, unit_cost(t, "rank")) for name, t in captured.targets.items()]
+        for value, name, cost in sorted(firsts, key=lambda item: -item[0] / item[2]):  # stable: ties in model order
             if spent + cost <= budget:
-                placement[name], scores[name] = 1, ratio * cost
+                placement[name], scores[name] = 1, value
                 spent += cost
+    offset = 1 if coverage else 0  # the rank each module already has before its steps
     steps = []
     for name, t in captured.targets.items():
         if coverage and name not in placement:
             continue  # its rank 1 did not fit: its later steps are not on offer either
         values = spectra[name][: config.module_rank * 4]
         cost = step * unit_cost(t, "rank")
-        for j in range(first, len(values) - step + 1, step):  # whole steps only: rank ≤ min(d_out, d_in)
+        for j in range(offset, len(values) - step + 1, step):  # whole steps only: rank ≤ min(d_out, d_in)
             value = float(values[j:j + step].sum())
             steps.append((value / cost, name, cost, value))
     steps.sort(key=lambda item: -item[0])  # stable: equal ratios keep module order
+    taken = 0
     for _, name, cost, value in steps:
         if spent + cost <= budget:
             placement[name] = placement.get(name, 0) + step
             scores[name] = scores.get(name, 0.0) + value
             spent += cost
+            taken += 1
     if not placement:
-        raise RecipeError(f"--budget {config.budget} buys no LoRA rank step of {step}: raise it")
-    return placement, scores, {"objective": "label_signal", "candidate_items": len(steps) + first * len(placement),
-                               "steps": sum((r - first) // step for r in placement.values()) + first * len(placement)}
+        smallest = "rank 1 of any module" if coverage else f"LoRA rank step of {step}"
+        raise RecipeError(f"--budget {config.budget} buys no {smallest}: raise it")
+    offered = len(steps) + (len(captured.targets) if coverage else 0)
+    return placement, scores, {"objective": "label_signal", "candidate_items": offered,
+                               "steps": taken + (len(placement) if coverage else 0)}
 
 
 def rows_by_signal(captured: Captured, config: RecommendConfig, budget: int):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -149,8 +150,6 @@ def advise(
     as_json: JsonOption = False,
 ):
     """Profile, then recommend, in one go."""
-    import math
-
     config = _recommend_config(method, budget, objective, placement, proximal, axis, True, seed, allocation, modules,
                                capture_mib)
     config.check()  # refuses a negative or non-finite cap before math.ceil sees it

@@ -36,6 +36,20 @@ def peft_section(recipe_targets, default: int, alpha: float | None, dropout: flo
     return section | ({"use_rslora": True} if rslora else {})
 
 
+def with_training_scale(peft: dict | None, recipe_targets, training, method: str) -> dict | None:
+    """A LoRA recipe's ``peft`` section with the scale keys (α, alpha_pattern, use_rslora,
+    dropout) of its ``training`` section: an override or a hand edit of training must not
+    leave TRL a different scale from the one ntk-advisor trains at."""
+    if peft is None or method != "lora":
+        return peft
+    ranks = {t.module: t.rank for t in recipe_targets}
+    fresh = peft_section(recipe_targets, default_rank(ranks), training.lora_alpha, training.lora_dropout,
+                         training.use_rslora)
+    kept = {key: value for key, value in peft.items() if key != "use_rslora"}
+    return kept | {key: fresh[key] for key in ("lora_alpha", "alpha_pattern", "lora_dropout")} | (
+        {"use_rslora": True} if training.use_rslora else {})
+
+
 def axolotl_lora(ranks: dict[str, int], alpha: float | None = None, rslora: bool = False) -> dict:
     """axolotl's LoRA keys (its `LoraConfig` schema), with the scale of peft_section."""
     default = default_rank(ranks)

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from .._io import write_text_atomically
 from ..errors import RecipeError
+from .conversions import with_training_scale
 from .schema import Recipe
 
 
@@ -152,7 +153,9 @@ def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
             node[parts[-1]] = read_yaml(raw)
         except yaml.YAMLError:
             raise RecipeError(f"override '{item}': the value is not a YAML scalar") from None
-    return parse_recipe(document, "override")
+    recipe = parse_recipe(document, "override")
+    return recipe.model_copy(update={"peft": with_training_scale(recipe.peft, recipe.targets, recipe.training,
+                                                                 recipe.method)})
 
 
 # Fields a task never reads, left out of its recipes: an SFT recipe would otherwise show a class

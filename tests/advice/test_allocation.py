@@ -111,3 +111,30 @@ def test_peft_section_trains_what_the_recipe_trains(planted, method):
         assert sum(lora.values()) == recipe.evidence["trainable"]["weights"]
     no_head = recommend(folder, RecommendConfig(method=method, budget=HEAD + 400, train_head=False))
     assert "modules_to_save" not in no_head.peft
+
+
+def test_lora_signal_allocation_covers_the_best_first_then_steps_from_the_second_singular_value():
+    """lora_by_spectrum(coverage=True) on three 16×16 modules (32 weights a rank), the largest
+    σ_1² on the last one: a budget of one rank covers that one (best σ_1² per weight, not model
+    order); three ranks and one step of two cover all, and the step goes to m2 for σ_2² + σ_3²
+    = 9 + 1 against m0's 1 + 0, so m2 holds 9 + 9 + 1 = 19 (a step from σ_1 would hold 18)."""
+    from types import SimpleNamespace
+
+    from ntk_advisor.advice.signal_rules import lora_by_spectrum
+    from ntk_advisor.errors import RecipeError
+
+    def spectrum(*values):
+        return torch.tensor(list(values) + [0.0] * (16 - len(values)), dtype=torch.float64)
+
+    targets = {name: SimpleNamespace(d_in=16, d_out=16) for name in ("m0", "m1", "m2")}
+    captured = SimpleNamespace(targets=targets, profile=SimpleNamespace(scores={"signal_spectrum": {
+        "m0": spectrum(1.0, 1.0), "m1": spectrum(2.0), "m2": spectrum(9.0, 9.0, 1.0, 1.0)}}))
+    config = SimpleNamespace(module_rank=8, budget=0)
+    ranks, scores, stats = lora_by_spectrum(captured, config, 32, step=2, coverage=True)
+    assert (ranks, scores) == ({"m2": 1}, {"m2": 9.0})
+    assert stats["candidate_items"] == 3 + 7 and stats["steps"] == 1  # m2's seven steps from σ_2 on, three ones
+    ranks, scores, stats = lora_by_spectrum(captured, config, 3 * 32 + 64, step=2, coverage=True)
+    assert ranks == {"m2": 3, "m0": 1, "m1": 1}
+    assert scores["m2"] == pytest.approx(19.0) and stats["steps"] == 4
+    with pytest.raises(RecipeError, match="buys no rank 1 of any module"):
+        lora_by_spectrum(captured, config, 31, step=2, coverage=True)

@@ -94,7 +94,8 @@ class LoRA(Method):
     def check_training(self, training) -> str | None:
         if training.lora_init == "loraga" and training.use_rslora:
             # PEFT cannot convert a LoRA-GA adapter for the unmodified base model under rsLoRA's scale
-            return "lora_init=loraga cannot be saved with use_rslora (PEFT refuses it): set use_rslora: false"
+            return ("lora_init=loraga cannot be saved with use_rslora (PEFT refuses it with per-module ranks): "
+                    "set use_rslora: false")
         return None
 
     def initialize(self, model, recipe, calibration) -> None:
