@@ -62,15 +62,17 @@ def test_axolotl_unfreezes_exactly_the_recipes_rows_and_head(profile_dir):
         recipe.evidence["trainable"]["total"]
 
 
-def test_axolotl_lora_trains_what_ntk_advisor_trains(profile_dir):
+@pytest.mark.parametrize("training", [{}, {"use_rslora": True}], ids=["alpha-r", "rslora"])
+def test_axolotl_lora_trains_what_ntk_advisor_trains(profile_dir, training):
     from peft import LoraConfig, TaskType, get_peft_model
 
-    recipe = recommend(profile_dir, RecommendConfig(method="lora", budget=1_200))  # ranks 4 and 32
+    recipe = recommend(profile_dir, RecommendConfig(method="lora", budget=1_200, training=training))  # ranks 4, 32
     cfg = axolotl_config.AxolotlInputConfig(**(ANY_RUN | recipe.axolotl))
     theirs = get_peft_model(tiny_classifier("bert").backbone, LoraConfig(
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=cfg.lora_target_modules,
         modules_to_save=cfg.lora_modules_to_save, rank_pattern=cfg.lora_rank_pattern or {},
-        alpha_pattern=cfg.lora_alpha_pattern or {}, bias="none", task_type=TaskType.SEQ_CLS))
+        alpha_pattern=cfg.lora_alpha_pattern or {}, use_rslora=bool(cfg.peft_use_rslora), bias="none",
+        task_type=TaskType.SEQ_CLS))
     ours = _trained_by_us(recipe)
 
     def trainable(model):
