@@ -9,7 +9,8 @@ lora-ga (lora-all's modules through PEFT's LoRA-GA), and advised-lora-ga (the ad
 placement with LoRA-GA's initialization: placement and initialization are separate
 questions); candidates for the SFT rule: advised-signal (rank 1 on every module, then the
 spectrum), advised-ffn (the spectrum within lora-mlp's modules) and advised-rslora (the
-advised ranks at PEFT's rank-stabilized scale α/√r, α = 1). Each arm's learning rate is chosen on validation NLL from the grid run; the
+advised ranks at PEFT's rank-stabilized scale α/√r, α = 1), and lora-all-rslora (whether that
+scale helps a default placement too). Each arm's learning rate is chosen on validation NLL from the grid run; the
 tables report test NLL at that rate, for the runs of ``--steps`` steps.
 
     .venv/bin/python benchmarks/sft/run.py [--tasks bbc-headlines vader-movie-sft] [--arms ...]
@@ -45,7 +46,8 @@ ARMS = {"advised": {"training": ALPHA_R}, "lora-qv": {"placement": "lora-qv"}, "
         "advised-ffn": {"modules": "ffn", "training": ALPHA_R},  # lora-mlp's modules, ranks by the spectrum
         # the advised ranks at PEFT's α/√r, α = 1 (a rank-6 module no longer starts faster than a
         # rank-1 one): what `recommend` writes for SFT since it was chosen here on validation
-        "advised-rslora": {}}
+        "advised-rslora": {},
+        "lora-all-rslora": {"placement": "lora-all", "training": {"use_rslora": True}}}  # is rsLoRA the placement's gain?
 DEFAULT_RULE = "advised-rslora"  # the arm whose figures SFT recipes quote (write_evidence)
 DEFAULTS = ("lora-qv", "lora-all", "lora-mlp")
 CANDIDATES = ("advised-signal", "advised-ffn", "advised-rslora")  # each compared as the advised arm is
