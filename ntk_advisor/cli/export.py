@@ -58,12 +58,7 @@ def recipe_convert(
     note = method.conversion_note(to, {t.module: part_from_target(t) for t in recipe.targets})
     if note:
         err.print(f"note: {note}")
-    if to == "peft":  # the scale follows the training section, which a hand edit may have changed
-        from ..recipe.conversions import with_training_scale
-
-        section = with_training_scale(recipe.peft, recipe.targets, recipe.training, recipe.method)
-    else:
-        section = recipe.axolotl
+    section = recipe.peft if to == "peft" else recipe.axolotl  # load_recipe synced peft's scale with training
     if to == "axolotl" and section is not None:  # rebuilt from the targets: older recipes wrote keys axolotl misread
         from ..recipe.conversions import axolotl_with_head
 

@@ -16,6 +16,14 @@ def default_rank(ranks: dict[str, int]) -> int:
     return max(set(values), key=values.count)
 
 
+def _lora_scale(default: int, alpha: float | None, rslora: bool) -> tuple[float, bool]:
+    """(lora_alpha, whether α follows each module's rank): α = r per module when no α is given
+    and not rsLoRA; rsLoRA's α defaults to 1."""
+    if alpha is not None:
+        return alpha, False
+    return (1.0, False) if rslora else (default, True)
+
+
 def peft_section(recipe_targets, default: int, alpha: float | None, dropout: float, rslora: bool = False) -> dict:
     """A dict that peft.LoraConfig(**section) accepts: fully qualified, ^-anchored names.
 
@@ -23,10 +31,10 @@ def peft_section(recipe_targets, default: int, alpha: float | None, dropout: flo
     docs/method.md §5) when ``alpha`` is None, else one α for all; with ``rslora``, PEFT's
     α/√r with α = ``alpha`` or 1, so that a module's kernel at θ0 does not grow with its rank."""
     ranks = {t.module: t.rank for t in recipe_targets}
-    per_rank = alpha is None and not rslora
+    lora_alpha, per_rank = _lora_scale(default, alpha, rslora)
     section = {
         "r": default,
-        "lora_alpha": alpha if alpha is not None else (1.0 if rslora else default),
+        "lora_alpha": lora_alpha,
         "lora_dropout": dropout,
         "target_modules": list(ranks),  # full names: PEFT matches a name exactly or as a dotted suffix
         "rank_pattern": {f"^{re.escape(m)}": r for m, r in ranks.items() if r != default},
@@ -53,9 +61,8 @@ def with_training_scale(peft: dict | None, recipe_targets, training, method: str
 def axolotl_lora(ranks: dict[str, int], alpha: float | None = None, rslora: bool = False) -> dict:
     """axolotl's LoRA keys (its `LoraConfig` schema), with the scale of peft_section."""
     default = default_rank(ranks)
-    per_rank = alpha is None and not rslora
-    return {"adapter": "lora", "lora_r": default,
-            "lora_alpha": alpha if alpha is not None else (1.0 if rslora else default),
+    lora_alpha, per_rank = _lora_scale(default, alpha, rslora)
+    return {"adapter": "lora", "lora_r": default, "lora_alpha": lora_alpha,
             "lora_target_modules": list(ranks),
             # axolotl hands these to PEFT, which reads each key as a regex over a name's dotted suffix
             "lora_rank_pattern": {re.escape(m): r for m, r in ranks.items()},

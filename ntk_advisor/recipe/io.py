@@ -38,7 +38,10 @@ def parse_recipe(document, source: str = "recipe") -> Recipe:
         raise RecipeError(f"{source}: {_field_path(first)}: {message}") from None
     check_method(recipe, source)
     check_task(recipe, source)
-    return recipe
+    # training decides the LoRA scale: an override or a hand edit of it must not leave the peft
+    # section (what TRL reads) at another one
+    return recipe.model_copy(update={"peft": with_training_scale(recipe.peft, recipe.targets, recipe.training,
+                                                                 recipe.method)})
 
 
 def check_task(recipe: Recipe, source: str = "recipe") -> None:
@@ -153,9 +156,7 @@ def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
             node[parts[-1]] = read_yaml(raw)
         except yaml.YAMLError:
             raise RecipeError(f"override '{item}': the value is not a YAML scalar") from None
-    recipe = parse_recipe(document, "override")
-    return recipe.model_copy(update={"peft": with_training_scale(recipe.peft, recipe.targets, recipe.training,
-                                                                 recipe.method)})
+    return parse_recipe(document, "override")
 
 
 # Fields a task never reads, left out of its recipes: an SFT recipe would otherwise show a class
