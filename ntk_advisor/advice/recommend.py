@@ -43,15 +43,19 @@ Progress = Callable[[str, int, int], None]
 log = logging.getLogger(__name__)
 
 
-def placement_parts(captured: Captured, placement: Placement, method: str) -> dict[str, torch.Tensor]:
-    """Each placed module's part of K_S (LoRA: its expectation over A's init)."""
+def placement_parts(captured: Captured, placement: Placement, method: str,
+                    training: Training | None = None) -> dict[str, torch.Tensor]:
+    """Each placed module's part of K_S (LoRA: its expectation over A's init), at the scale
+    ``training`` trains it at (None: the method's own, α = r for LoRA)."""
     kind = get_method(method)
-    return {name: kind.kernel_part(captured, name, part) for name, part in placement.items()}
+    scale = (lambda part: 1.0) if training is None else (lambda part: kind.kernel_scale(part, training))
+    return {name: kind.kernel_part(captured, name, part) * scale(part) for name, part in placement.items()}
 
 
-def placement_kernel(captured: Captured, placement: Placement, method: str) -> torch.Tensor:
+def placement_kernel(captured: Captured, placement: Placement, method: str,
+                     training: Training | None = None) -> torch.Tensor:
     """The restricted kernel K_S of a placement."""
-    return sum(placement_parts(captured, placement, method).values(),
+    return sum(placement_parts(captured, placement, method, training).values(),
                torch.zeros_like(captured.profile.kernels["total"]))
 
 
@@ -160,10 +164,11 @@ def place(captured: Captured, config: RecommendConfig, budget: int, ridge: float
     return method.baseline(config.placement, captured, config, budget), {}, {}
 
 
-def predicted_report(captured: Captured, placement: dict, method: str, ridge: float) -> dict:
+def predicted_report(captured: Captured, placement: dict, method: str, ridge: float,
+                     training: Training | None = None) -> dict:
     """What the profile predicts for one placement: K_S's spectrum, alignment, LOO accuracy, distance."""
     full = full_kernel(captured)
-    parts = placement_parts(captured, placement, method)  # slice kernels once, for K_S and the bound
+    parts = placement_parts(captured, placement, method, training)  # slice kernels once, for K_S and the bound
     kernel = sum(parts.values(), torch.zeros_like(full))
     report = _report(captured, kernel, ridge, full, _excluded_lambda_max(captured, parts, method))
     report["weights"] = placement_weights(placement, captured, method)
@@ -196,7 +201,8 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
     placement, scores, search = place(captured, config, budget, ridge)
     progress("search", 1, 1)
     evidence_for = {"placement": (placement, config.method)} | _references(captured, config, budget, ridge)
-    reports = {key: predicted_report(captured, value, method, ridge) for key, (value, method) in evidence_for.items()}
+    reports = {key: predicted_report(captured, value, method, ridge, trained_as(config, key, method, profile.settings))
+               for key, (value, method) in evidence_for.items()}
     weights_used = reports["placement"]["weights"]
     if weights_used < 0.9 * budget and config.placement == "advised":
         log.warning("--budget %s is more than this placement can use: it trains %s weights + head %s + biases %s; "
@@ -215,7 +221,8 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
         "predicted": reports.pop("placement"),
         "baselines_same_budget": reports,
         "search": search | {"seconds": round(time.perf_counter() - started, 3)},
-        "notes": "kernels are on the profile's probe sample; LoRA kernels are expectations over A's init (docs/method.md §5)",
+        "notes": "kernels are on the profile's probe sample; LoRA kernels are expectations over A's init, at the "
+                 "scale each placement's recipe trains at (docs/method.md §5)",
     }
     if certainty is not None:
         evidence["uncertainty"] = certainty
@@ -249,10 +256,13 @@ def _uncertainty(captured: Captured, config: RecommendConfig, placement: Placeme
         return sft_uncertainty(reference, config.method, advised_rule(config),
                                config.allocation in method.safe_allocations, config.budget,
                                training.get("lora_init", "default"), training.get("use_rslora", False))
-    reference_kernel = None
+    reference_kernel, settings = None, captured.profile.settings
     if reference in evidence_for:
-        reference_kernel = placement_kernel(captured, evidence_for[reference][0], evidence_for[reference][1])
-    return uncertainty(captured, placement_kernel(captured, placement, config.method), reference or "none",
+        placed, kind = evidence_for[reference]
+        reference_kernel = placement_kernel(captured, placed, kind, trained_as(config, reference, kind, settings))
+    kernel = placement_kernel(captured, placement, config.method,
+                              trained_as(config, "placement", config.method, settings))
+    return uncertainty(captured, kernel, reference or "none",
                        reference_kernel, ridge, config.method, advised_rule(config), config.budget,
                        safe=config.allocation in method.safe_allocations, seed=config.seed)
 
@@ -273,6 +283,13 @@ def training_fields(config: RecommendConfig, settings: dict) -> dict:
             and config.training.get("lora_init", "default") != "loraga"):  # PEFT cannot save LoRA-GA under rsLoRA
         fields["use_rslora"] = True
     return fields | config.training
+
+
+def trained_as(config: RecommendConfig, key: str, method: str, settings: dict) -> Training:
+    """The training section that evidence entry ``key`` ("placement", or a reference placement's
+    name) would train with: its kernel's scale follows it (rsLoRA's differs from α = r's)."""
+    placement = config.placement if key == "placement" else key
+    return Training(**training_fields(replace(config, placement=placement, method=method), settings))
 
 
 def build_recipe(settings: dict, config: RecommendConfig, placement: Placement, scores: dict,

@@ -153,6 +153,10 @@ class Method(ABC):
     def kernel_part(self, captured: Captured, name: str, part: Part) -> torch.Tensor:
         """The part's share of the restricted kernel K_S, (R, R) float64."""
 
+    def kernel_scale(self, part: Part, training) -> float:
+        """The factor a recipe's ``training`` section puts on the part's kernel_part (1: none)."""
+        return 1.0
+
     @abstractmethod
     def candidates(self, captured: Captured, config: RecommendConfig) -> Candidates:
         """The items the greedy search chooses among."""

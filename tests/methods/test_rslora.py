@@ -20,14 +20,15 @@ from ntk_advisor.training.apply import apply_recipe
 from ntk_advisor.training.loop import train
 
 
-def _mean_kernel_trace(rank: int, rslora: bool, draws: int = 400, d_in: int = 64) -> float:
-    """E_A[‖∂f/∂B‖²] at B = 0 for f = vᵀ LoRA(W)(x) over PEFT's own init of A: s²‖v‖²‖Ax‖²,
-    whose mean is r·s²·σ²·‖v‖²‖x‖² with σ² = 1/(3·d_in) (docs/method.md §5)."""
+def _mean_kernel_trace(rank: int, rslora: bool, draws: int = 400, d_in: int = 64, alpha: float | None = None,
+                       inputs: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
+    """E_A[‖∂f/∂B‖²] at B = 0 for f = Σ_n v_nᵀ LoRA(W)(x_n) over PEFT's own init of A, whose mean
+    is r·s²·σ²·Σ_nm (v_n·v_m)(x_n·x_m) with σ² = 1/(3·d_in) (docs/method.md §5)."""
     from peft import LoraConfig, get_peft_model
 
     generator = torch.Generator().manual_seed(1)
-    x, v = torch.randn(3, d_in, generator=generator), torch.randn(3, 8, generator=generator)
-    section = peft_section((Target(module="0", rank=rank),), rank, None, 0.0, rslora)
+    x, v = inputs or (torch.randn(3, d_in, generator=generator), torch.randn(3, 8, generator=generator))
+    section = peft_section((Target(module="0", rank=rank),), rank, alpha, 0.0, rslora)
     total = 0.0
     for seed in range(draws):
         torch.manual_seed(seed)
@@ -44,6 +45,26 @@ def test_rslora_makes_the_kernel_at_theta0_the_same_whatever_the_rank():
     hypotheses differ 16-fold)."""
     assert _mean_kernel_trace(16, rslora=False) / _mean_kernel_trace(1, rslora=False) == pytest.approx(16, rel=0.3)
     assert _mean_kernel_trace(16, rslora=True) / _mean_kernel_trace(1, rslora=True) == pytest.approx(1, rel=0.3)
+
+
+@pytest.mark.parametrize(("rank", "alpha", "rslora"), [(4, None, False), (4, 2.0, False), (4, None, True),
+                                                      (1, 3.0, True)])
+def test_the_kernel_evidence_scale_is_peft_s_squared_scale(rank, alpha, rslora):
+    """LoRA.kernel_part·kernel_scale against the mean kernel of PEFT's own module: s² is 1, 1/4,
+    1/4 and 9 here (α = r; α = 2 at r = 4; rsLoRA's α = 1 at r = 4; rsLoRA's α = 3 at r = 1).
+    A 25 % tolerance against 400 draws' sampling error of about 8 %."""
+    from ntk_advisor.methods import get_method
+    from ntk_advisor.methods.base import Rank
+    from ntk_advisor.recipe.schema import Training
+
+    generator = torch.Generator().manual_seed(2)
+    x, v = torch.randn(3, 64, generator=generator), torch.randn(3, 8, generator=generator)
+    expected = rank * float(((v @ v.T) * (x @ x.T)).sum()) / (3 * 64)  # kernel_part's r·σ²·(the kernel of W)
+    scale = get_method("lora").kernel_scale(Rank(rank), Training(lora_alpha=alpha, use_rslora=rslora))
+    assert scale == pytest.approx({(4, None, False): 1, (4, 2.0, False): 0.25, (4, None, True): 0.25,
+                                   (1, 3.0, True): 9}[(rank, alpha, rslora)])
+    measured = _mean_kernel_trace(rank, rslora, alpha=alpha, inputs=(x, v))
+    assert measured == pytest.approx(scale * expected, rel=0.25)
 
 
 def test_rslora_recipe_sets_peft_scale_and_the_keys_other_tools_read(tiny_model_folder, tiny_csv, tmp_path):

@@ -67,6 +67,30 @@ def test_recommend_lora_on_an_sft_profile_writes_a_causal_lm_recipe(sft_profile,
     LoraConfig(**recipe.peft)  # the section PEFT (and TRL's SFTTrainer) reads, as it is
 
 
+def test_sft_lora_evidence_is_at_the_scale_the_recipe_trains_at(sft_profile):
+    """An SFT recipe trains under rsLoRA (α = 1): each placed module's expected kernel is then
+    σ²·K_W whatever its rank, so the evidence's trace is Σ tr(K_W)/(3·d_in) over the placed
+    modules; at α = r it is Σ r·tr(K_W)/(3·d_in). The lora-qv reference trains at α = r either way."""
+    from ntk_advisor.profiling.capture import capture
+    from ntk_advisor.profiling.folder import load_profile
+
+    folder, _ = sft_profile
+    captured = capture(load_profile(folder))
+    rslora = recommend(folder, RecommendConfig(method="lora", budget=500))
+    plain = recommend(folder, RecommendConfig(method="lora", budget=500, training={"use_rslora": False}))
+    assert rslora.training.use_rslora and not plain.training.use_rslora
+    ranks = [t.rank for t in plain.targets]
+    assert [t.rank for t in rslora.targets] == ranks and max(ranks) > 1
+
+    def trace(target, rank):
+        kernel, d_in = captured.profile.kernels[target.module], captured.targets[target.module].d_in
+        return rank * float(torch.trace(kernel)) / (3 * d_in)
+
+    assert rslora.evidence["predicted"]["trace"] == pytest.approx(sum(trace(t, 1) for t in rslora.targets), rel=1e-6)
+    assert plain.evidence["predicted"]["trace"] == pytest.approx(sum(trace(t, t.rank) for t in plain.targets), rel=1e-6)
+    assert rslora.evidence["baselines_same_budget"] == plain.evidence["baselines_same_budget"]
+
+
 def test_recommend_rocoft_on_an_sft_profile_seeds_each_module_with_its_top_gradient_row(sft_profile):
     from ntk_advisor.profiling.folder import load_profile
 

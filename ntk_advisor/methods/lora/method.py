@@ -38,6 +38,18 @@ class LoRA(Method):
         """E_A[K_LoRA(r)] = r·σ²·K_W with PEFT's kaiming-uniform A, σ² = 1/(3·d_in) (docs/method.md §5)."""
         return part.rank * captured.profile.kernels[name] / (3.0 * captured.targets[name].d_in)
 
+    def kernel_scale(self, part: Rank, training) -> float:
+        """s² for PEFT's scale s of a rank-r module, against kernel_part's s = 1 (α = r).
+
+        s = α/r, or α/√r under rsLoRA, with α = r per module when none is given (1 under
+        rsLoRA). The kernel of ∂f/∂B is quadratic in s, so under rsLoRA at α = 1 a module's
+        expected kernel is σ²·K_W whatever its rank."""
+        if training.use_rslora:
+            alpha = training.lora_alpha or 1.0
+            return alpha * alpha / part.rank
+        alpha = training.lora_alpha or part.rank
+        return (alpha / part.rank) ** 2
+
     def candidates(self, captured, config) -> Candidates:
         found = Candidates([], [], [])
         for name, t in captured.targets.items():
