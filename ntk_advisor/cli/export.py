@@ -55,18 +55,19 @@ def recipe_convert(
     if to not in ("peft", "axolotl"):
         raise RecipeError(f"unknown --to '{to}': use peft or axolotl")
     method = get_method(recipe.method)
-    note = method.conversion_note(to, {t.module: part_from_target(t) for t in recipe.targets})
-    if note:
-        err.print(f"note: {note}")
+    note = method.conversion_note(to, {t.module: part_from_target(t) for t in recipe.targets}, recipe.training)
     section = recipe.peft if to == "peft" else recipe.axolotl  # load_recipe synced peft's scale with training
-    if to == "axolotl" and section is not None:  # rebuilt from the targets: older recipes wrote keys axolotl misread
+    if to == "axolotl":  # rebuilt from the targets and training: older recipes wrote keys axolotl misread
         from ..recipe.conversions import axolotl_with_head
 
         head = ((recipe.peft or {}).get("modules_to_save") or [None])[0] if recipe.training.train_head else None
         placement = {t.module: part_from_target(t) for t in recipe.targets}
         section = axolotl_with_head(method.axolotl_section(placement, recipe.training), head)
     if section is None:
-        raise RecipeError(f"{recipe_path} has no {to} section: method {recipe.method} has no {to} equivalent")
+        why = note or f"method {recipe.method} has no {to} equivalent"
+        raise RecipeError(f"{recipe_path} has no {to} section: {why}")
+    if note:
+        err.print(f"note: {note}")
     if to == "peft":
         sys.stdout.write(json.dumps({"peft_type": "LORA", "task_type": "SEQ_CLS", **section}, indent=2) + "\n")
     else:

@@ -218,8 +218,9 @@ class Method(ABC):
     def axolotl_section(self, placement: Placement, training) -> dict | None:
         return None
 
-    def conversion_note(self, tool: str, placement: Placement) -> str | None:
-        """What the ``tool`` ("peft", "axolotl") keys cannot say about the placement, if anything."""
+    def conversion_note(self, tool: str, placement: Placement, training=None) -> str | None:
+        """What the ``tool`` ("peft", "axolotl") keys cannot say about the placement trained
+        with ``training``, if anything."""
         return None
 
 

@@ -62,7 +62,7 @@ def axolotl_lora(ranks: dict[str, int], alpha: float | None = None, rslora: bool
     """axolotl's LoRA keys (its `LoraConfig` schema), with the scale of peft_section."""
     default = default_rank(ranks)
     lora_alpha, per_rank = _lora_scale(default, alpha, rslora)
-    return {"adapter": "lora", "lora_r": default, "lora_alpha": lora_alpha,
+    return {"adapter": "lora", "lora_r": default, "lora_alpha": int(lora_alpha),  # an int in axolotl's schema
             "lora_target_modules": list(ranks),
             # axolotl hands these to PEFT, which reads each key as a regex over a name's dotted suffix
             "lora_rank_pattern": {re.escape(m): r for m, r in ranks.items()},

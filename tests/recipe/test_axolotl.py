@@ -99,3 +99,31 @@ def test_convert_rebuilds_the_keys_of_an_older_recipe(profile_dir, tmp_path, cap
     code, out, err = run_cli(["recipe", "convert", str(tmp_path / "old.yaml"), "--to", "axolotl"], capsys, monkeypatch)
     assert code == 0, err
     assert yaml.safe_load(out) == recipe.axolotl
+
+
+def test_axolotl_keys_follow_an_integer_alpha_and_a_fractional_one_is_refused_in_one_line(
+        profile_dir, tmp_path, capsys, monkeypatch):
+    """axolotl's schema types lora_alpha as an int and refuses 1.5 (PEFT accepts it): the recipe
+    then has no axolotl section, and `recipe convert --to axolotl` says why and what to do."""
+    import yaml
+    from helpers import run_cli
+
+    from ntk_advisor.recipe.io import save_recipe
+
+    whole = recommend(profile_dir, RecommendConfig(method="lora", budget=400, training={"lora_alpha": 2.0}))
+    assert whole.axolotl["lora_alpha"] == 2 and isinstance(whole.axolotl["lora_alpha"], int)
+    assert axolotl_config.AxolotlInputConfig(**(ANY_RUN | whole.axolotl)).lora_alpha == 2
+    with pytest.raises(ValueError, match="valid integer"):
+        axolotl_config.AxolotlInputConfig(**(ANY_RUN | whole.axolotl | {"lora_alpha": 1.5}))
+    fractional = recommend(profile_dir, RecommendConfig(method="lora", budget=400, training={"lora_alpha": 1.5}))
+    assert fractional.axolotl is None and fractional.peft["lora_alpha"] == 1.5
+    save_recipe(fractional, tmp_path / "r.yaml")
+    code, out, err = run_cli(["recipe", "convert", str(tmp_path / "r.yaml"), "--to", "axolotl"], capsys, monkeypatch)
+    assert code != 0 and out == "" and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "lora_alpha as an integer" in err and "1.5" in err
+    document = yaml.safe_load((tmp_path / "r.yaml").read_text())  # a hand edit back to an integer α
+    document["training"]["lora_alpha"] = 2
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(document))
+    code, out, err = run_cli(["recipe", "convert", str(tmp_path / "r.yaml"), "--to", "axolotl"], capsys, monkeypatch)
+    assert code == 0, err
+    assert yaml.safe_load(out) == whole.axolotl

@@ -141,6 +141,18 @@ class LoRA(Method):
         return peft_section(tuple(Target(module=m, rank=r) for m, r in ranks.items()), default_rank(ranks),
                             training.lora_alpha, training.lora_dropout, training.use_rslora)
 
-    def axolotl_section(self, placement: dict[str, Rank], training) -> dict:
+    def axolotl_section(self, placement: dict[str, Rank], training) -> dict | None:
+        if _fractional_alpha(training):
+            return None  # axolotl's schema refuses it; conversion_note says why
         return axolotl_lora({name: part.rank for name, part in placement.items()}, training.lora_alpha,
                             training.use_rslora)
+
+    def conversion_note(self, tool: str, placement: dict[str, Rank], training=None) -> str | None:
+        if tool == "axolotl" and training is not None and _fractional_alpha(training):
+            return (f"axolotl reads lora_alpha as an integer and this recipe's training.lora_alpha is "
+                    f"{training.lora_alpha:g}: set it to an integer for axolotl keys")
+        return None
+
+
+def _fractional_alpha(training) -> bool:
+    return training.lora_alpha is not None and not float(training.lora_alpha).is_integer()

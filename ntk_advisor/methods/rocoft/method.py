@@ -145,7 +145,7 @@ class RoCoFT(Method):
     def axolotl_section(self, placement: dict[str, Slices], training) -> dict:
         return axolotl_unfrozen({name: (part.axis, part.indices) for name, part in placement.items()})
 
-    def conversion_note(self, tool: str, placement: dict[str, Slices]) -> str | None:
+    def conversion_note(self, tool: str, placement: dict[str, Slices], training=None) -> str | None:
         if tool == "peft":
             return "RoCoFT slices have no exact equivalent there; this is the nearest LoRA (rank = rows per module)"
         if any(part.axis == "cols" for part in placement.values()):
