@@ -229,3 +229,33 @@ def test_verdict_checks_both_goals_per_study_and_counts_paired_seeds_only():
     cells = [c.strip() for c in verdict_table(runs, {"rocoft": ("first-k",)}, {}, {"s": "rocoft"},
                                               "advised-greedy")[2].strip("|").split("|")]
     assert cells[5] == "+2.20" and cells[7:] == ["none", "yes", "yes"]  # (+2.0 + 2.4) / 2
+
+
+def test_sft_prediction_tables_correlate_seed_0_of_the_arms_that_start_from_b_zero():
+    """benchmarks/sft/predict.py: a predictor whose order is the validation NLL's reversed gets
+    ρ = -1, its reverse +1; seed 1, other step counts and the data-driven inits (EVA, LoRA-GA,
+    whose kernel at θ0 is not the expected one) are left out."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sft_predict", Path(__file__).resolve().parents[1] / "benchmarks" /
+                                                  "sft" / "predict.py")
+    predict = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(predict)
+    assert {"eva", "lora-ga", "advised-lora-ga"}.isdisjoint(predict.FROM_B_ZERO)
+    assert {"advised", "lora-all", "advised-rslora"} <= set(predict.FROM_B_ZERO)
+
+    def run(arm, nll, seed=0, steps=60, lr=1e-2):
+        return {"task": "t", "arm": arm, "seed": seed, "steps": steps, "learning_rate": lr, "validation_nll": nll}
+
+    arms = ["advised", "lora-qv", "lora-all", "lora-mlp"]
+    runs = [run(arm, 3.0 + i / 10) for i, arm in enumerate(arms)]
+    runs += [run("advised", 9.0, seed=1), run("lora-qv", 0.1, steps=10), run("eva", 0.0), run("lora-all", 1.0, lr=2e-2)]
+    measured = predict.validation_by_rate(runs, "t")
+    assert measured == {1e-2: {arm: pytest.approx(3.0 + i / 10) for i, arm in enumerate(arms)}, 2e-2: {"lora-all": 1.0}}
+    predicted = {arm: {"first step": 10.0 - i, "label signal": float(i), "trace": 1.0} for i, arm in enumerate(arms)}
+    predicted["lora-all"]["trace"] = 2.0
+    lines = predict.task_tables("t", predicted, measured)
+    # trace (1, 1, 2, 1): ties take their mean rank, so ρ = 1/√15 = +0.26 by hand
+    assert "| 0.01 | 4 | -1.00 | +1.00 | +0.26 |" in lines
+    assert "| each arm's best | 4 |" in " ".join(lines)  # lora-all's best is its 2e-2 run
+    assert not any(line.startswith("| 0.02 |") for line in lines)  # one arm is no correlation
