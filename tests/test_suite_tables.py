@@ -259,3 +259,32 @@ def test_sft_prediction_tables_correlate_seed_0_of_the_arms_that_start_from_b_ze
     assert "| 0.01 | 4 | -1.00 | +1.00 | +0.26 |" in lines
     assert "| each arm's best | 4 |" in " ".join(lines)  # lora-all's best is its 2e-2 run
     assert not any(line.startswith("| 0.02 |") for line in lines)  # one arm is no correlation
+
+
+def test_an_sft_probe_at_another_step_count_leaves_the_study_tables_and_the_recipes_evidence(tmp_path, monkeypatch):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("sft_run", Path(__file__).resolve().parents[1] / "benchmarks" /
+                                                  "sft" / "run.py")
+    sft = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sft)
+
+    def run(arm, steps, nll):
+        return {"task": "t", "arm": arm, "seed": 0, "learning_rate": 1e-2, "steps": steps, "run": f"{arm}{steps}",
+                "validation_nll": nll, "test_nll": nll, "exact_match": 0.0, "forgetting": 0.0, "trainable": 10}
+
+    (tmp_path / "results").mkdir()
+    runs = [run(arm, steps, nll) for steps in (60, 240) for arm, nll in
+            (("advised-rslora", 2.0), ("lora-qv", 2.5), ("lora-all", 2.4))]
+    (tmp_path / "results" / f"{sft.MODEL}.json").write_text(json.dumps({"model": sft.MODEL, "runs": runs}))
+    monkeypatch.setattr(sft, "HERE", tmp_path)
+    monkeypatch.setattr(sft, "EVIDENCE", tmp_path / "sft_evidence.json")
+    assert sft.main(["--tables-only", "--steps", "240"]) == 0
+    assert (tmp_path / "results" / f"{sft.MODEL}-240-steps.md").exists()
+    assert not (tmp_path / "results" / f"{sft.MODEL}.md").exists() and not (tmp_path / "sft_evidence.json").exists()
+    assert sft.main(["--tables-only"]) == 0
+    evidence = json.loads((tmp_path / "sft_evidence.json").read_text())
+    assert evidence["steps"] == 60 and evidence["tasks"]["t"]["best_default"] == "lora-all"
+    assert evidence["tasks"]["t"]["percent_lower"] == pytest.approx(100 * (2.4 - 2.0) / 2.4, abs=1e-3)  # rounded
+    assert (tmp_path / "results" / f"{sft.MODEL}.md").exists()

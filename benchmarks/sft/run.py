@@ -16,7 +16,9 @@ tables report test NLL at that rate, for the runs of ``--steps`` steps.
     .venv/bin/python benchmarks/sft/run.py [--tasks bbc-headlines vader-movie-sft] [--arms ...]
         [--learning-rates 1e-3] [--seeds 1] [--first-seed 0] [--steps 60] [--work runs/sft] [--tables-only]
 
-Writes benchmarks/sft/results/smollm2-135m.json (every run) and .md (the tables).
+Writes benchmarks/sft/results/smollm2-135m.json (every run) and .md (the tables) and
+ntk_advisor/advice/sft_evidence.json (what SFT recipes quote). Another ``--steps`` than the
+study's 60 is a probe: its tables go to smollm2-135m-<steps>-steps.md and the evidence is left.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "suite"))
 
 from run import run_key, trained_metrics  # noqa: E402  (benchmarks/suite/run.py)
+
+from ntk_advisor._io import write_text_atomically  # noqa: E402
 
 MODEL = "smollm2-135m"
 TASKS = {"bbc-headlines": 128, "vader-movie-sft": 64}  # task -> max_length
@@ -53,6 +57,7 @@ DEFAULTS = ("lora-qv", "lora-all", "lora-mlp")
 CANDIDATES = ("advised-signal", "advised-ffn", "advised-rslora")  # each compared as the advised arm is
 RIVALS = ("eva", "lora-ga")  # PEFT's data-driven initializations, compared apart from the defaults
 BATCH = 8
+STUDY_STEPS = 60  # the protocol whose tables the docs copy and whose figures SFT recipes quote
 EVIDENCE = HERE.parents[1] / "ntk_advisor" / "advice" / "sft_evidence.json"
 
 
@@ -230,7 +235,7 @@ def write_evidence(runs: list[dict], steps: int) -> None:
     budgets = {r["trainable"] for r in runs if r["arm"] == "lora-qv" and r["steps"] == steps}  # r = 8 on q,v exactly
     fields = {key: value for key, value in ARMS[DEFAULT_RULE].items() if key != "training"}
     rule = advised_rule(resolve_allocation(RecommendConfig(method="lora", **fields)))
-    EVIDENCE.write_text(json.dumps({"source": "benchmarks/sft/run.py", "model": MODEL, "steps": steps,
+    write_text_atomically(EVIDENCE, json.dumps({"source": "benchmarks/sft/run.py", "model": MODEL, "steps": steps,
                                     "method": "lora", "rule": rule, "lora_init": "default",
                                     "use_rslora": training_fields(RecommendConfig(method="lora", **ARMS[DEFAULT_RULE]),
                                                                   {"task": "sft"}).get("use_rslora", False),
@@ -240,8 +245,7 @@ def write_evidence(runs: list[dict], steps: int) -> None:
 
 def save_results(results: dict, done: dict, path: Path) -> None:
     results["runs"] = sorted(done.values(), key=lambda r: (r["task"], r["arm"], r["seed"], r["learning_rate"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1) + "\n")
+    write_text_atomically(path, json.dumps(results, indent=1) + "\n")  # a kill mid-write keeps every run
 
 
 def main(argv=None) -> int:
@@ -251,7 +255,7 @@ def main(argv=None) -> int:
     parser.add_argument("--learning-rates", nargs="*", type=float, default=[1e-3])
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=STUDY_STEPS)
     parser.add_argument("--work", type=Path, default=Path("runs/sft"))
     parser.add_argument("--tables-only", action="store_true")
     args = parser.parse_args(argv)
@@ -279,9 +283,10 @@ def main(argv=None) -> int:
                         save_results(results, done, path)
         save_results(results, done, path)
     text = tables([r for r in results["runs"] if r["steps"] == args.steps])  # one protocol per table, as the evidence
-    write_evidence(results["runs"], args.steps)
-    (HERE / "results" / f"{MODEL}.md").parent.mkdir(parents=True, exist_ok=True)
-    (HERE / "results" / f"{MODEL}.md").write_text(text)
+    if args.steps == STUDY_STEPS:  # another step count is a probe: it must not replace what recipes quote
+        write_evidence(results["runs"], args.steps)
+    suffix = "" if args.steps == STUDY_STEPS else f"-{args.steps}-steps"
+    write_text_atomically(HERE / "results" / f"{MODEL}{suffix}.md", text)
     print(text)
     return 0
 
