@@ -89,6 +89,9 @@ def test_sft_lora_evidence_is_at_the_scale_the_recipe_trains_at(sft_profile):
     assert rslora.evidence["predicted"]["trace"] == pytest.approx(sum(trace(t, 1) for t in rslora.targets), rel=1e-6)
     assert plain.evidence["predicted"]["trace"] == pytest.approx(sum(trace(t, t.rank) for t in plain.targets), rel=1e-6)
     assert rslora.evidence["baselines_same_budget"] == plain.evidence["baselines_same_budget"]
+    # --allocation free ranks steps by the kernel each adds, which rsLoRA's does not: it keeps α = r
+    free = recommend(folder, RecommendConfig(method="lora", budget=500, allocation="free"))
+    assert not free.training.use_rslora and "use_rslora" not in free.peft
 
 
 def test_recommend_rocoft_on_an_sft_profile_seeds_each_module_with_its_top_gradient_row(sft_profile):
