@@ -257,7 +257,8 @@ def test_sft_prediction_tables_correlate_seed_0_of_the_arms_that_start_from_b_ze
     lines = predict.task_tables("t", predicted, measured)
     # trace (1, 1, 2, 1): ties take their mean rank, so ρ = 1/√15 = +0.26 by hand
     assert "| 0.01 | 4 | -1.00 | +1.00 | +0.26 |" in lines
-    assert "| each arm's best | 4 |" in " ".join(lines)  # lora-all's best is its 2e-2 run
+    # lora-all's best is its 2e-2 run (1.0): NLL ranks (2, 3, 1, 4); trace then gives -3/√15
+    assert "| each arm's best | 4 | -0.40 | +0.40 | -0.77 |" in lines
     assert not any(line.startswith("| 0.02 |") for line in lines)  # one arm is no correlation
 
 
@@ -286,5 +287,6 @@ def test_an_sft_probe_at_another_step_count_leaves_the_study_tables_and_the_reci
     assert sft.main(["--tables-only"]) == 0
     evidence = json.loads((tmp_path / "sft_evidence.json").read_text())
     assert evidence["steps"] == 60 and evidence["tasks"]["t"]["best_default"] == "lora-all"
+    assert evidence["use_rslora"] is True  # what recommend writes for the default rule on the study's profiles
     assert evidence["tasks"]["t"]["percent_lower"] == pytest.approx(100 * (2.4 - 2.0) / 2.4, abs=1e-3)  # rounded
     assert (tmp_path / "results" / f"{sft.MODEL}.md").exists()

@@ -1,4 +1,4 @@
-"""Does the SFT profile rank placements? (docs/sft.md, "Does the kernel rank placements?")
+"""Does the SFT profile rank placements? (docs/sft.md, "Does the profile rank placements?")
 
 For every arm of the SFT study that starts where the expected LoRA kernel holds (PEFT's
 default init: B = 0 and a random A; not EVA or LoRA-GA), the profile's predictions at the
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -47,7 +48,7 @@ def arm_predictions(profile: Path) -> dict[str, dict[str, float]]:
     captured = capture(load_profile(profile))
     found = {}
     for arm in FROM_B_ZERO:
-        recipe = study.arm_recipe(profile, study.ARMS[arm], seed=0, learning_rate=1e-2, steps=60)
+        recipe = study.arm_recipe(profile, study.ARMS[arm], seed=0, learning_rate=1e-2, steps=study.STUDY_STEPS)
         placement = {t.module: Rank(t.rank) for t in recipe.targets}
         kernel = placement_kernel(captured, placement, "lora", recipe.training)
         n = kernel.shape[0]
@@ -58,10 +59,10 @@ def arm_predictions(profile: Path) -> dict[str, dict[str, float]]:
 
 
 def validation_by_rate(runs: list[dict], task: str) -> dict[float, dict[str, float]]:
-    """{learning rate: {arm: validation NLL}} of seed 0's 60-step runs."""
+    """{learning rate: {arm: validation NLL}} of seed 0's runs of the study's step count."""
     found: dict[float, dict[str, float]] = {}
     for run in runs:
-        if run["task"] == task and run["seed"] == 0 and run["steps"] == 60 and run["arm"] in FROM_B_ZERO:
+        if run["task"] == task and run["seed"] == 0 and run["steps"] == study.STUDY_STEPS and run["arm"] in FROM_B_ZERO:
             found.setdefault(run["learning_rate"], {})[run["arm"]] = run["validation_nll"]
     return dict(sorted(found.items()))
 
@@ -101,17 +102,17 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=Path("runs/sft"))
     args = parser.parse_args(argv)
     runs = json.loads((HERE / "results" / f"{study.MODEL}.json").read_text())["runs"]
+    missing = [task for task in study.TASKS if not (args.work / task / "profile" / "profile.json").exists()]
+    if missing:  # the committed table stays as it is
+        print(f"no profile for {', '.join(missing)} in {args.work}: run benchmarks/sft/run.py first", file=sys.stderr)
+        return 1
     lines = [f"{study.MODEL}: the profile's predictions (N = {study.SAMPLES} probe pairs, each arm at the scale it "
-             "trains at) against seed 0's validation NLL after 60 steps of 8", ""]
+             f"trains at) against seed 0's validation NLL after {study.STUDY_STEPS} steps of {study.BATCH}", ""]
     for task in study.TASKS:
-        profile = args.work / task / "profile"
-        if not (profile / "profile.json").exists():
-            print(f"{task}: no profile in {profile}; run benchmarks/sft/run.py first")
-            continue
-        lines += task_tables(task, arm_predictions(profile), validation_by_rate(runs, task))
+        lines += task_tables(task, arm_predictions(args.work / task / "profile"), validation_by_rate(runs, task))
     text = "\n".join(lines)
     print(text)
-    (HERE / "results" / f"{study.MODEL}-predict.md").write_text(text + "\n")
+    study.write_text_atomically(HERE / "results" / f"{study.MODEL}-predict.md", text + "\n")
     return 0
 
 

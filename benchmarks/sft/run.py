@@ -235,12 +235,12 @@ def write_evidence(runs: list[dict], steps: int) -> None:
     budgets = {r["trainable"] for r in runs if r["arm"] == "lora-qv" and r["steps"] == steps}  # r = 8 on q,v exactly
     fields = {key: value for key, value in ARMS[DEFAULT_RULE].items() if key != "training"}
     rule = advised_rule(resolve_allocation(RecommendConfig(method="lora", **fields)))
+    settings = {"task": "sft", "signal_samples": SIGNAL_SAMPLES}  # the study's profiles
+    rslora = training_fields(RecommendConfig(method="lora", **ARMS[DEFAULT_RULE]), settings).get("use_rslora", False)
     write_text_atomically(EVIDENCE, json.dumps({"source": "benchmarks/sft/run.py", "model": MODEL, "steps": steps,
-                                    "method": "lora", "rule": rule, "lora_init": "default",
-                                    "use_rslora": training_fields(RecommendConfig(method="lora", **ARMS[DEFAULT_RULE]),
-                                                                  {"task": "sft"}).get("use_rslora", False),
-                                    "budget": max(budgets) if budgets else None,
-                                    "split": "test", "tasks": tasks}, indent=1) + "\n")
+                                                "method": "lora", "rule": rule, "lora_init": "default",
+                                                "use_rslora": rslora, "budget": max(budgets) if budgets else None,
+                                                "split": "test", "tasks": tasks}, indent=1) + "\n")
 
 
 def save_results(results: dict, done: dict, path: Path) -> None:

@@ -278,11 +278,13 @@ def training_fields(config: RecommendConfig, settings: dict) -> dict:
     (α/√r, α = 1): with α = r a rank-6 module starts six times faster than a rank-1 one
     (docs/method.md §5), and on the SFT study rsLoRA lowered the advised ranks' validation
     and test NLL on both tasks (docs/sft.md). Classifiers keep α = r, which the suite measured,
-    and so does ``--allocation free``: its search ranks rank steps by the kernel each adds,
-    which only α = r has (under rsLoRA a module's expected kernel is the same at every rank)."""
+    and so does the kernel search (``--allocation free``, or a profile without the SFT gradient's
+    spectrum, ``--signal-samples 0``): it ranks rank steps by the kernel each adds, which only
+    α = r has (under rsLoRA a module's expected kernel is the same at every rank)."""
     fields = {"seed": config.seed, "train_head": config.train_head, "train_bias": config.train_bias}
+    spectrum_rule = config.allocation != "free" and (settings.get("signal_samples") or 0) > 0
     if (config.method == "lora" and config.placement == "advised" and not profiled_task(settings).labelled
-            and config.allocation != "free"
+            and spectrum_rule
             and config.training.get("lora_init", "default") != "loraga"):  # PEFT cannot save LoRA-GA under rsLoRA
         fields["use_rslora"] = True
     return fields | config.training

@@ -40,6 +40,7 @@ from ..errors import RecipeError, ValidateError
 from ..methods import Placement, part_from_json, part_to_json
 from ..ntk.select import OBJECTIVES
 from ..profiling.folder import load_profile, save_profile
+from ..recipe.schema import Training
 from .config import ValidateConfig, arm_names, random_arm_seed
 from .summary import summarize
 
@@ -95,7 +96,8 @@ def build_plan(profile_dir: Path, config: ValidateConfig, progress: Progress) ->
         plan[name] = {"method": method, "kind": "advised" if name.startswith("advised") else "baseline",
                       "objective": settings.objective if name.startswith("advised") else None,
                       "placement": {m: part_to_json(part) for m, part in placement.items()}, "scores": scores,
-                      "predicted": predicted_report(captured, placement, method, ridge)}
+                      "predicted": predicted_report(captured, placement, method, ridge,
+                                                    Training(**config.training(config.seed)))}
         progress("placements", len(plan), wanted)
     return {"budget": budget, "head": head, "head_module": captured.head_name, "biases": biases, "ridge": ridge,
             "placements": plan, "duplicates": duplicates}

@@ -48,11 +48,12 @@ def test_rslora_makes_the_kernel_at_theta0_the_same_whatever_the_rank():
 
 
 @pytest.mark.parametrize(("rank", "alpha", "rslora"), [(4, None, False), (4, 2.0, False), (4, None, True),
-                                                      (1, 3.0, True)])
+                                                      (4, 3.0, True)])
 def test_the_kernel_evidence_scale_is_peft_s_squared_scale(rank, alpha, rslora):
-    """LoRA.kernel_part·kernel_scale against the mean kernel of PEFT's own module: s² is 1, 1/4,
-    1/4 and 9 here (α = r; α = 2 at r = 4; rsLoRA's α = 1 at r = 4; rsLoRA's α = 3 at r = 1).
-    A 25 % tolerance against 400 draws' sampling error of about 8 %."""
+    """kernel_part's r·σ²·K_W (written out by hand below) times kernel_scale against the mean
+    kernel of PEFT's own module: s² is 1, 1/4, 1/4 and 9/4 here (α = r; α = 2 at r = 4; rsLoRA's
+    α = 1 at r = 4; rsLoRA's α = 3 at r = 4, where α/r would give 9/16). A 25 % tolerance
+    against 400 draws' sampling error of about 8 %."""
     from ntk_advisor.methods import get_method
     from ntk_advisor.methods.base import Rank
     from ntk_advisor.recipe.schema import Training
@@ -62,7 +63,7 @@ def test_the_kernel_evidence_scale_is_peft_s_squared_scale(rank, alpha, rslora):
     expected = rank * float(((v @ v.T) * (x @ x.T)).sum()) / (3 * 64)  # kernel_part's r·σ²·(the kernel of W)
     scale = get_method("lora").kernel_scale(Rank(rank), Training(lora_alpha=alpha, use_rslora=rslora))
     assert scale == pytest.approx({(4, None, False): 1, (4, 2.0, False): 0.25, (4, None, True): 0.25,
-                                   (1, 3.0, True): 9}[(rank, alpha, rslora)])
+                                   (4, 3.0, True): 2.25}[(rank, alpha, rslora)])
     measured = _mean_kernel_trace(rank, rslora, alpha=alpha, inputs=(x, v))
     assert measured == pytest.approx(scale * expected, rel=0.25)
 

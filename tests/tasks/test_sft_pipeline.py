@@ -67,7 +67,7 @@ def test_recommend_lora_on_an_sft_profile_writes_a_causal_lm_recipe(sft_profile,
     LoraConfig(**recipe.peft)  # the section PEFT (and TRL's SFTTrainer) reads, as it is
 
 
-def test_sft_lora_evidence_is_at_the_scale_the_recipe_trains_at(sft_profile):
+def test_sft_lora_evidence_is_at_the_scale_the_recipe_trains_at(sft_profile, tiny_llama_folder):
     """An SFT recipe trains under rsLoRA (α = 1): each placed module's expected kernel is then
     σ²·K_W whatever its rank, so the evidence's trace is Σ tr(K_W)/(3·d_in) over the placed
     modules; at α = r it is Σ r·tr(K_W)/(3·d_in). The lora-qv reference trains at α = r either way."""
@@ -89,9 +89,19 @@ def test_sft_lora_evidence_is_at_the_scale_the_recipe_trains_at(sft_profile):
     assert rslora.evidence["predicted"]["trace"] == pytest.approx(sum(trace(t, 1) for t in rslora.targets), rel=1e-6)
     assert plain.evidence["predicted"]["trace"] == pytest.approx(sum(trace(t, t.rank) for t in plain.targets), rel=1e-6)
     assert rslora.evidence["baselines_same_budget"] == plain.evidence["baselines_same_budget"]
-    # --allocation free ranks steps by the kernel each adds, which rsLoRA's does not: it keeps α = r
+    # the kernel search ranks steps by the kernel each adds, which rsLoRA's does not: it keeps α = r,
+    # asked for (--allocation free) or as the fallback of a profile without the gradient's spectrum
     free = recommend(folder, RecommendConfig(method="lora", budget=500, allocation="free"))
     assert not free.training.use_rslora and "use_rslora" not in free.peft
+    from ntk_advisor.profiling.folder import save_profile
+    from ntk_advisor.profiling.profiler import ProfileConfig, profile
+
+    _, root = sft_profile
+    bare = save_profile(profile(ProfileConfig(model=str(tiny_llama_folder), data=str(root / "pairs.jsonl"), task="sft",
+                                              samples=6, max_length=16, signal_samples=0, device="cpu")), root / "bare")
+    fallback = recommend(bare, RecommendConfig(method="lora", budget=500))
+    assert rslora.evidence["objective"] == "label_signal"  # the spectrum rule ranked the ranks
+    assert fallback.evidence["objective"] == "trace" and not fallback.training.use_rslora  # the kernel search did
 
 
 def test_recommend_rocoft_on_an_sft_profile_seeds_each_module_with_its_top_gradient_row(sft_profile):
