@@ -282,7 +282,9 @@ def test_an_sft_probe_at_another_step_count_leaves_the_study_tables_and_the_reci
     monkeypatch.setattr(sft, "HERE", tmp_path)
     monkeypatch.setattr(sft, "EVIDENCE", tmp_path / "sft_evidence.json")
     assert sft.main(["--tables-only", "--steps", "240"]) == 0
-    assert (tmp_path / "results" / f"{sft.MODEL}-240-steps.md").exists()
+    probe = (tmp_path / "results" / f"{sft.MODEL}-240-steps.md").read_text().splitlines()
+    sentence = next(i for i, line in enumerate(probe) if line.startswith("Default rule"))
+    assert probe[sentence - 1] == "" and probe[sentence - 2].startswith("| advised-rslora")  # the table ends first
     assert not (tmp_path / "results" / f"{sft.MODEL}.md").exists() and not (tmp_path / "sft_evidence.json").exists()
     assert sft.main(["--tables-only"]) == 0
     evidence = json.loads((tmp_path / "sft_evidence.json").read_text())

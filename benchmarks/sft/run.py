@@ -189,11 +189,11 @@ def tables(runs: list[dict]) -> str:
                 else float("nan")  # noqa: E731
             lines.append(f"| {arm} | {lr:g} | {mean('validation_nll'):.4f} | {mean('test_nll'):.4f} | "
                          f"{mean('exact_match'):.3f} | {mean('forgetting'):+.4f} | {len(found)} |")
-        lines += grid_table(mine)
+        lines += grid_table(mine) + [""]  # a blank line ends the table before the sentences
         reduction = advised_reduction(mine, chosen)
         if reduction:
             spread = f" ± {reduction['se']:.2f}" if reduction["se"] is not None else ""
-            lines.append(f"\nAdvised (α = r) test NLL vs the best default on validation ({reduction['best_default']}): "
+            lines.append(f"Advised (α = r) test NLL vs the best default on validation ({reduction['best_default']}): "
                          f"{reduction['percent_lower']:+.2f} %{spread} lower over {reduction['seeds']} seed(s) "
                          "(the goal: at least 2 % lower).")
             for rival, value in reduction["percent_lower_than_rivals"].items():
