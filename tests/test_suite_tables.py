@@ -290,5 +290,7 @@ def test_an_sft_probe_at_another_step_count_leaves_the_study_tables_and_the_reci
     evidence = json.loads((tmp_path / "sft_evidence.json").read_text())
     assert evidence["steps"] == 60 and evidence["tasks"]["t"]["best_default"] == "lora-all"
     assert evidence["use_rslora"] is True  # what recommend writes for the default rule on the study's profiles
+    longer = evidence["longer_runs"]["240"]["t"]  # the probe is quoted beside the study, not instead of it
+    assert longer["best_default"] == "lora-all" and longer["seeds"] == 1
     assert evidence["tasks"]["t"]["percent_lower"] == pytest.approx(100 * (2.4 - 2.0) / 2.4, abs=1e-3)  # rounded
     assert (tmp_path / "results" / f"{sft.MODEL}.md").exists()

@@ -226,12 +226,18 @@ def write_evidence(runs: list[dict], steps: int) -> None:
     from ntk_advisor.advice.config import RecommendConfig, advised_rule, resolve_allocation
     from ntk_advisor.advice.recommend import training_fields
 
-    tasks = {}
-    for task in sorted({r["task"] for r in runs}):
-        mine = [r for r in runs if r["task"] == task and r["steps"] == steps]
-        reduction = advised_reduction(mine, chosen_rates(mine), DEFAULT_RULE) if mine else None
-        if reduction:
-            tasks[task] = reduction
+    def reductions(at_steps: int) -> dict:
+        found = {}
+        for task in sorted({r["task"] for r in runs}):
+            mine = [r for r in runs if r["task"] == task and r["steps"] == at_steps]
+            reduction = advised_reduction(mine, chosen_rates(mine), DEFAULT_RULE) if mine else None
+            if reduction:
+                found[task] = reduction
+        return found
+
+    tasks = reductions(steps)
+    longer_steps = sorted({r["steps"] for r in runs if r["steps"] > steps})  # probes of longer training
+    longer = {str(n): found for n in longer_steps if (found := reductions(n))}
     budgets = {r["trainable"] for r in runs if r["arm"] == "lora-qv" and r["steps"] == steps}  # r = 8 on q,v exactly
     fields = {key: value for key, value in ARMS[DEFAULT_RULE].items() if key != "training"}
     rule = advised_rule(resolve_allocation(RecommendConfig(method="lora", **fields)))
@@ -240,7 +246,8 @@ def write_evidence(runs: list[dict], steps: int) -> None:
     write_text_atomically(EVIDENCE, json.dumps({"source": "benchmarks/sft/run.py", "model": MODEL, "steps": steps,
                                                 "method": "lora", "rule": rule, "lora_init": "default",
                                                 "use_rslora": rslora, "budget": max(budgets) if budgets else None,
-                                                "split": "test", "tasks": tasks}, indent=1) + "\n")
+                                                "split": "test", "tasks": tasks, "longer_runs": longer},
+                                               indent=1) + "\n")
 
 
 def save_results(results: dict, done: dict, path: Path) -> None:

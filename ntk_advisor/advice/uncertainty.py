@@ -127,8 +127,11 @@ def _sft_sentence(study: dict, reference: str) -> str:
     def seeds(r):
         return f"{r['seeds']} seed{'s' if r['seeds'] != 1 else ''}"
 
-    defaults = "; ".join(f"{task} {r['percent_lower']:+.2f} %" + (f" ± {r['se']:.2f}" if r["se"] is not None else "")
-                         + f" vs {r['best_default']} ({seeds(r)})" for task, r in study["tasks"].items())
+    def against_defaults(tasks: dict) -> str:
+        return "; ".join(f"{task} {r['percent_lower']:+.2f} %" + (f" ± {r['se']:.2f}" if r["se"] is not None else "")
+                         + f" vs {r['best_default']} ({seeds(r)})" for task, r in tasks.items())
+
+    defaults = against_defaults(study["tasks"])
     rivals = "; ".join(f"{task} " + ", ".join(f"{v:+.2f} % vs {rival}" for rival, v in r["percent_lower_than_rivals"]
                                               .items())
                        for task, r in study["tasks"].items() if r.get("percent_lower_than_rivals"))
@@ -137,6 +140,8 @@ def _sft_sentence(study: dict, reference: str) -> str:
             f"placement's by: {defaults}")
     if rivals:
         text += f"; and lower than PEFT's data-driven initializations' by: {rivals}"
+    for steps, tasks in study.get("longer_runs", {}).items():  # a probe of longer training, where one ran
+        text += f"; in longer runs of {steps} steps by: {against_defaults(tasks)}"
     return text + f". A negative figure means higher. Train {reference} beside this recipe and compare validation NLL."
 
 

@@ -89,12 +89,15 @@ def test_sft_recipes_quote_the_sft_study_only_for_what_it_measured(tmp_path):
                                 "lora_init": "default", "use_rslora": True, "budget": 460_800, "tasks": {
         "a": {"best_default": "lora-all", "percent_lower": -0.04, "se": None, "seeds": 1},
         "b": {"best_default": "lora-qv", "percent_lower": 1.5, "se": 0.25, "seeds": 3,
-              "percent_lower_than_rivals": {"eva": -2.5}}}}))
+              "percent_lower_than_rivals": {"eva": -2.5}}},
+        "longer_runs": {"180": {"b": {"best_default": "lora-all", "percent_lower": -1.11, "se": 0.22,
+                                      "seeds": 3}}}}))
     block = sft_uncertainty("lora-qv", "lora", "advised-greedy", False, 460_800, use_rslora=True, path=path)
     assert block["sft_study_nll_reduction"]["tasks"]["b"]["percent_lower"] == 1.5
     text = block["sentence"]
     assert "best default placement's by: a -0.04 % vs lora-all (1 seed); b +1.50 % ± 0.25 vs lora-qv (3 seeds);" in text
-    assert "data-driven initializations' by: b -2.50 % vs eva." in text  # a rival is never called a default
+    assert "data-driven initializations' by: b -2.50 % vs eva;" in text  # a rival is never called a default
+    assert "; in longer runs of 180 steps by: b -1.11 % ± 0.22 vs lora-all (3 seeds)." in text
     assert "sft_study_nll_reduction" in sft_uncertainty("x", "lora", "advised-greedy", False, 300_000,
                                                         use_rslora=True, path=path)
     never_measured = [("rocoft", "advised-greedy", 460_800, "default", True),
