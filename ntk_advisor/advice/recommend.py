@@ -201,14 +201,16 @@ def recommend(profile_dir: str | Path, config: RecommendConfig, on_progress: Pro
     placement, scores, search = place(captured, config, budget, ridge)
     progress("search", 1, 1)
     evidence_for = {"placement": (placement, config.method)} | _references(captured, config, budget, ridge)
-    reports = {key: predicted_report(captured, value, method, ridge, trained_as(config, key, method, profile.settings))
+    trainings = {key: trained_as(config, key, method, profile.settings) for key, (_, method) in evidence_for.items()}
+    reports = {key: predicted_report(captured, value, method, ridge, trainings[key])
                for key, (value, method) in evidence_for.items()}
     weights_used = reports["placement"]["weights"]
     if weights_used < 0.9 * budget and config.placement == "advised":
         log.warning("--budget %s is more than this placement can use: it trains %s weights + head %s + biases %s; "
                     "a smaller budget gives the same recipe", f"{config.budget:,}", f"{weights_used:,}",
                     f"{head_params:,}", f"{bias_params:,}")
-    certainty = _uncertainty(captured, config, placement, evidence_for, ridge) if config.placement == "advised" else None
+    certainty = (_uncertainty(captured, config, evidence_for, trainings, ridge)
+                 if config.placement == "advised" else None)
     evidence = {
         "profile": str(profile_dir),
         "placement": config.placement,
@@ -246,22 +248,22 @@ def _references(captured: Captured, config: RecommendConfig, budget: int, ridge:
     return found
 
 
-def _uncertainty(captured: Captured, config: RecommendConfig, placement: Placement, evidence_for: dict,
+def _uncertainty(captured: Captured, config: RecommendConfig, evidence_for: dict, trainings: dict[str, Training],
                  ridge: float) -> dict:
-    """The predicted gain over this method's default placement, on the profile and on the suite."""
+    """The predicted gain over this method's default placement, on the profile and on the suite;
+    ``trainings`` holds each evidence entry's training section (trained_as)."""
     method = get_method(config.method)
     reference = method.reference
     if not profiled_task(captured.profile.settings).labelled:
-        training = training_fields(config, captured.profile.settings)
+        training = trainings["placement"]
         return sft_uncertainty(reference, config.method, advised_rule(config),
                                config.allocation in method.safe_allocations, config.budget,
-                               training.get("lora_init", "default"), training.get("use_rslora", False))
-    reference_kernel, settings = None, captured.profile.settings
+                               training.lora_init, training.use_rslora)
+    reference_kernel = None
     if reference in evidence_for:
         placed, kind = evidence_for[reference]
-        reference_kernel = placement_kernel(captured, placed, kind, trained_as(config, reference, kind, settings))
-    kernel = placement_kernel(captured, placement, config.method,
-                              trained_as(config, "placement", config.method, settings))
+        reference_kernel = placement_kernel(captured, placed, kind, trainings[reference])
+    kernel = placement_kernel(captured, evidence_for["placement"][0], config.method, trainings["placement"])
     return uncertainty(captured, kernel, reference or "none",
                        reference_kernel, ridge, config.method, advised_rule(config), config.budget,
                        safe=config.allocation in method.safe_allocations, seed=config.seed)
