@@ -91,6 +91,40 @@ def train(recipe: Recipe, out: str | Path, resume: bool = False, force: bool = F
     writes, and never a folder that holds the data file, the working directory or a path in
     ``protect`` (the CLI passes the recipe file).
     """
+    with _own_accelerate_state():
+        return _train(recipe, Path(out), resume, force, on_progress, protect, device)
+
+
+@contextlib.contextmanager
+def _own_accelerate_state():
+    """A run's Accelerate set-up comes from its own arguments and its launcher's environment
+    alone. Accelerate keeps one state per process (device, mixed precision, compile plugin,
+    gradient accumulation), and a Trainer that ran earlier in it leaves its own: TRL's
+    SFTConfig trains in bf16 by default, even on a CPU, and `train` after it ran under bf16
+    autocast, so the same recipe trained to other weights in a pipeline than from the shell. A
+    single process sets the earlier state aside for the run and puts it back afterwards, for
+    its owner (an empty one stays empty); under a launcher the state is the launcher's."""
+    import torch.distributed as dist
+    from accelerate import state as accelerate_state
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or (dist.is_available() and dist.is_initialized()):
+        yield
+        return
+    shared = [getattr(accelerate_state, name)._shared_state for name in ("PartialState", "AcceleratorState",
+                                                                          "GradientState")]
+    saved = [dict(state) for state in shared]
+    for state in shared:
+        state.clear()
+    try:
+        yield
+    finally:
+        for state, before in zip(shared, saved):
+            state.clear()
+            state.update(before)
+
+
+def _train(recipe: Recipe, out: Path, resume: bool, force: bool, on_progress: Progress | None, protect: tuple,
+           device: str) -> RunResult:
     run = _Run(recipe, Path(out), on_progress or (lambda *a: None), device)
     created = not Path(out).exists()
     with OutputClaim(Path(out)) if run.accelerator.is_main_process else contextlib.nullcontext():

@@ -9,7 +9,7 @@ import torch
 from helpers import tiny_recipe
 from safetensors.torch import load_file
 
-from ntk_advisor.errors import TrainError
+from ntk_advisor.errors import DataError, TrainError
 from ntk_advisor.recipe.io import apply_overrides
 from ntk_advisor.training.loop import train
 
@@ -184,3 +184,34 @@ def test_probe_head_init_is_refused_for_label_words(tiny_model_folder, tiny_csv)
 
     with pytest.raises((RecipeError, ValueError), match="head_init probe"):
         apply_overrides(tiny_recipe(tiny_model_folder, tiny_csv), ["model.task=label-words", "model.head_init=probe"])
+
+
+def test_a_bf16_accelerate_state_left_by_an_earlier_trainer_does_not_change_the_run(tiny_model_folder, tiny_csv,
+                                                                                    tmp_path):
+    """Accelerate keeps one state per process; TRL's SFTConfig trains in bf16 by default, so a
+    pipeline that ran SFTTrainer before `train` used to hand it bf16 autocast: the same recipe
+    trained to other weights. The run now trains as in a fresh process, and gives the earlier
+    state back to its owner, also when the run fails; an empty state stays empty."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    def forget_state():  # as in a new process
+        for singleton in (PartialState, AcceleratorState, GradientState):
+            singleton._shared_state.clear()
+
+    recipe = tiny_recipe(tiny_model_folder, tiny_csv, max_steps=4)
+    forget_state()
+    fresh = load_file(str(train(recipe, tmp_path / "fresh").out / "adapter" / "adapter_model.safetensors"))
+    assert AcceleratorState._shared_state == {} and PartialState._shared_state == {}
+    try:
+        owner = Accelerator(cpu=True, mixed_precision="bf16", gradient_accumulation_steps=4)  # a Trainer's set-up
+        after = load_file(str(train(recipe, tmp_path / "after").out / "adapter" / "adapter_model.safetensors"))
+        assert owner.mixed_precision == "bf16" and AcceleratorState().mixed_precision == "bf16"  # given back
+        assert GradientState().num_steps == 4
+        missing = recipe.model_copy(update={"data": recipe.data.model_copy(update={"source": str(tmp_path / "x.csv")})})
+        with pytest.raises(DataError, match="x.csv"):
+            train(missing, tmp_path / "failed")
+        assert AcceleratorState().mixed_precision == "bf16" and GradientState().num_steps == 4
+    finally:
+        forget_state()  # later tests start from no state
+    assert fresh.keys() == after.keys() and all(torch.equal(fresh[k], after[k]) for k in fresh)
