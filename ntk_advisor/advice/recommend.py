@@ -111,6 +111,8 @@ def _report(captured: Captured, kernel: torch.Tensor, ridge: float, full: torch.
     scale = float(torch.linalg.matrix_norm(full, ord=2))  # 0 when a zero head blocks every gradient
     report["distance_to_full"] = float(torch.linalg.matrix_norm(full - kernel, ord=2)) / scale if scale else math.nan
     report["distance_bound"] = excluded_lmax / scale if scale else math.nan
+    if not labelled:  # every SFT residual is −1/τ, so a first step of rate η lowers the loss by ≈ (η/τ²)·1ᵀK_S1
+        report["first_step"] = float(kernel.sum()) / kernel.shape[0] ** 2  # per probe pair: ∝ that decrease
     return {k: v for k, v in report.items() if k not in ("stable_rank",)}
 
 

@@ -23,6 +23,7 @@ from .console import (
     MethodOption,
     ModelOption,
     SamplesOption,
+    TaskOption,
     TextColumnOption,
     fmt,
     out,
@@ -48,6 +49,7 @@ def validate(
     out_dir: Annotated[Path, typer.Option("--out", help="Study folder; rerun the same command to resume it.")],
     model: ModelOption = ValidateConfig.model,
     data: DataOption = ValidateConfig.data,
+    task: TaskOption = ValidateConfig.task,
     text_column: TextColumnOption = ValidateConfig.text_column,
     label_column: LabelColumnOption = ValidateConfig.label_column,
     method: MethodOption = ValidateConfig.method,
@@ -81,10 +83,12 @@ def validate(
         "GPU); shard 0 profiles, plans and writes validate.json. Under torchrun the rank decides."))] = None,
     as_json: JsonOption = False,
 ):
-    """Train K placements at one budget and measure whether the profile's predictions rank them as fine-tuning does."""
+    """Train K placements at one budget and measure whether the profile's predictions rank them as fine-tuning does.
+
+    Classifiers are ranked by test accuracy; --task sft ranks by test completion NLL (lower is better)."""
     from ..study.validate import ValidateConfig
 
-    config = ValidateConfig(model=model, data=data, text_column=text_column, label_column=label_column,
+    config = ValidateConfig(model=model, data=data, task=task, text_column=text_column, label_column=label_column,
                             method=method, budget=budget, placements=placements, seeds=seeds, key_seeds=key_seeds,
                             key_placements=tuple(k.strip() for k in key.split(",") if k.strip()),
                             arms=tuple(a.strip() for a in (arms or "").split(",") if a.strip()),
@@ -144,32 +148,40 @@ def _launcher_device(device: str) -> str:
 
 
 def print_study(document: dict) -> None:
+    from ..study.summary import LESS_IS_BETTER, document_outcome
+
+    outcome = document_outcome(document)
+    test, short = outcome.test, outcome.short
     placements = document["placements"]
     if placements:
         seeds = ", ".join(document.get("common_seeds", []))
-        table = Table("placement", "method", "weights", f"test acc ({seeds})", "test acc (mean ± sd, n)", "val acc",
-                      "train loss", "lin. gap", "alignment", "LOO acc",
-                      title=f"placements ranked by test accuracy on the seeds all ran ({seeds})")
+        table = Table("placement", "method", "weights", f"test {short} ({seeds})", f"test {short} (mean ± sd, n)",
+                      f"val {short}", "train loss", "lin. gap", *(p.removeprefix("objective:") for p in outcome.headline),
+                      title=f"placements ranked by {outcome.label} on the seeds all ran ({seeds})")
         for name in document["ranking"]:
             p = placements[name]
-            acc = p["test_accuracy"]
-            spread = f" ± {acc['std']:.3f}" if acc["n"] > 1 else ""
-            table.add_row(name, p["method"], f"{p['weights']:,}", f"{p['common_seeds']['test_accuracy']['mean']:.4f}",
-                          f"{acc['mean']:.4f}{spread} ({acc['n']})",
-                          f"{p['validation_accuracy']['mean']:.4f}", f"{p['final_train_loss']['mean']:.3f}",
-                          fmt(p["linearization_gap"]["mean"]), fmt(p["predictors"]["objective:alignment"]),
-                          fmt(p["predictors"]["loo_accuracy"]))
+            value = p[test]
+            spread = f" ± {value['std']:.3f}" if value["n"] > 1 else ""
+            table.add_row(name, p["method"], f"{p['weights']:,}", f"{p['common_seeds'][test]['mean']:.4f}",
+                          f"{value['mean']:.4f}{spread} ({value['n']})",
+                          f"{p[outcome.validation]['mean']:.4f}", f"{p['final_train_loss']['mean']:.3f}",
+                          fmt(p["linearization_gap"]["mean"]), *(fmt(p["predictors"][k]) for k in outcome.headline))
         out.print(table)
     reference = document.get("paired_reference")
     for name, d in document.get("paired", {}).items():
-        out.print(f"{reference} − {name}: {100 * d['mean']:+.1f} ± {100 * d['sem']:.1f} points of test accuracy "
-                  f"(paired over {d['n']} shared training seeds, ± one standard error)")
-    correlations = document.get("correlations", {}).get("test_accuracy")
+        figure = (f"{100 * d['mean']:+.1f} ± {100 * d['sem']:.1f} points of test accuracy" if outcome.higher_is_better
+                  else f"{d['mean']:+.4f} ± {d['sem']:.4f} nats of test NLL (below 0: {reference} better)")
+        out.print(f"{reference} − {name}: {figure} (paired over {d['n']} shared training seeds, ± one standard "
+                  "error)")
+    correlations = document.get("correlations", {}).get(test)
     if correlations:
         loss = document["correlations"].get("final_train_loss", {})
+        sign = "ρ > 0" if outcome.higher_is_better else "ρ < 0"
         table = Table("predictor", "Spearman ρ [95% CI]", "Kendall τ [95% CI]", "n", "ρ with final train loss",
-                      title="does the predictor rank placements as test accuracy does?")
-        for name, c in sorted(correlations.items(), key=lambda item: -_sortable(item[1]["spearman"])):
+                      title=f"does the predictor rank placements as {outcome.label} does? (yes: {sign}, the other "
+                            f"sign for {', '.join(LESS_IS_BETTER)})")
+        for name, c in sorted(correlations.items(),
+                              key=lambda item: -_sortable(outcome.useful_sign(item[0]) * item[1]["spearman"])):
             table.add_row(name, _with_ci(c["spearman"], c["spearman_ci"]), _with_ci(c["kendall"], c["kendall_ci"]),
                           str(c["n"]), _with_ci(loss[name]["spearman"], loss[name]["spearman_ci"]) if name in loss
                           else "")

@@ -15,6 +15,7 @@ from ..settings import Allocation, Objective
 class ValidateConfig:
     model: str = "minilm-l6"
     data: str = "vader-movie"
+    task: str = "auto"  # the profile's --task; sft measures completion NLL instead of accuracy
     text_column: str = "text"
     label_column: str = "label"
     method: str = "rocoft"
@@ -42,11 +43,21 @@ class ValidateConfig:
         if self.seed < 0:
             raise ValidateError(f"--seed must be 0 or more, got {self.seed}")
         from ..methods import method_names
+        from ..tasks import task_names
 
         if self.method not in method_names():
             raise ValidateError(f"unknown --method '{self.method}': use {' or '.join(method_names())}")
+        if self.task != "auto" and self.task not in task_names():
+            raise ValidateError(f"unknown --task '{self.task}': use auto, {', '.join(task_names())}")
+        if not self.labelled and self.lambdas:
+            raise ValidateError(f"--lambdas compares fine-tuning with a kernel-ridge classifier, which --task "
+                                f"{self.task} has no labels for: drop --lambdas")
         if self.arms:
-            known = {name for name, _, _ in arm_names(self.method)}
+            known = {name for name, _, _ in arm_names(self.method, self.labelled)}
+            needs_labels = {name for name, _, _ in arm_names(self.method)} - known
+            if needs_labels & set(self.arms):
+                raise ValidateError(f"arm '{sorted(needs_labels & set(self.arms))[0]}' ranks by labels, which "
+                                    f"--task {self.task} has none of: use advised or another objective")
             unknown = [a for a in self.arms if a not in known and not random_arm_seed(a)]
             if unknown:
                 raise ValidateError(f"unknown arm '{unknown[0]}': use advised, advised-<objective>, a baseline "
@@ -66,18 +77,33 @@ class ValidateConfig:
         if self.steps is not None and self.steps < 1:
             raise ValidateError(f"--steps must be at least 1, got {self.steps}")
 
+    @property
+    def labelled(self) -> bool:
+        """Whether the task's examples carry labels; without them (supervised fine-tuning) the
+        study measures completion NLL and offers no alignment, LOO accuracy or λ sweep."""
+        if self.task == "auto":
+            return True  # a classifier or label words, by model
+        from ..tasks import get_task
+
+        return get_task(self.task).labelled
+
     def training(self, seed: int) -> dict:
         steps = {"max_steps": self.steps} if self.steps else {"epochs": self.epochs}
         return steps | {"learning_rate": self.learning_rate, "batch_size": self.batch_size, "seed": seed,
                         "early_stopping_patience": 0, "checkpoint_every": 50}
 
 
-def arm_names(method: str) -> list[tuple[str, str, str]]:
-    """(placement name, placement kind, method) in the order they fill K."""
+def arm_names(method: str, labelled: bool = True) -> list[tuple[str, str, str]]:
+    """(placement name, placement kind, method) in the order they fill K; without labels (SFT)
+    the objectives that need them are left out."""
     from ..advice.config import DEFAULT_OBJECTIVE
     from ..methods import get_method
+    from ..ntk.select import LABELLED_OBJECTIVES
+
+    objectives = [o for o in Objective.values() if o != DEFAULT_OBJECTIVE
+                  and (labelled or o not in LABELLED_OBJECTIVES)]
     advised = [("advised" if o == DEFAULT_OBJECTIVE else f"advised-{o}", o, method)
-               for o in (DEFAULT_OBJECTIVE,) + tuple(o for o in Objective.values() if o != DEFAULT_OBJECTIVE)]
+               for o in [DEFAULT_OBJECTIVE] + objectives]
     baselines = [(b, b, method) for b in get_method(method).baselines]
     cross = [(name, name, other) for name, other in get_method(method).cross_arms]
     return advised + baselines + cross

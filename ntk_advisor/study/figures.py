@@ -58,16 +58,27 @@ def _heatmap(ax, grid, layers, roles, title, label, fmt="{:.2g}", cmap="viridis"
     ax.figure.colorbar(image, ax=ax, label=label)
 
 
-def score_heatmap(profile: dict) -> bytes:
-    """Share of the NTK trace and kernel-target alignment over layers × module roles."""
+def score_heatmap(profile: dict, gradient_energy: dict[str, float] | None = None) -> bytes:
+    """Share of the NTK trace over layers × module roles, next to each module's kernel-target
+    alignment, or, for a profile without labels (SFT), its share of the SFT gradient's energy
+    ‖G_m‖²_F (``gradient_energy``: module -> ‖G_m‖²_F; empty when the profile has none)."""
     plt = _pyplot()
     modules = profile["modules"]
     total = sum(m["trace"] for m in modules if m.get("layer") is not None) or 1.0
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len({m['layer'] for m in modules}) + 2.2))
     grid, layers, roles = _grid(modules, lambda m: 100 * m["trace"] / total)
     _heatmap(axes[0], grid, layers, roles, "share of the NTK trace (%)", "% of the block modules' trace", "{:.1f}")
-    grid, layers, roles = _grid(modules, lambda m: m["alignment"] if m["alignment"] == m["alignment"] else 0.0)
-    _heatmap(axes[1], grid, layers, roles, "kernel-target alignment", "alignment", "{:.2f}", cmap="magma")
+    if gradient_energy == {}:  # an SFT profile without the gradient pass (--signal-samples 0)
+        axes[1].text(0.5, 0.5, "no SFT gradient in this profile\n(profiled with --signal-samples 0)", ha="center")
+        axes[1].axis("off")
+    elif gradient_energy is not None:
+        energy = sum(gradient_energy.get(m["name"], 0.0) for m in modules if m.get("layer") is not None)
+        grid, layers, roles = _grid(modules, lambda m: 100 * gradient_energy.get(m["name"], 0.0) / (energy or 1.0))
+        _heatmap(axes[1], grid, layers, roles, "share of the SFT gradient's energy ‖G‖²_F (%)",
+                 "% of the block modules' ‖G‖²_F", "{:.1f}", cmap="magma")
+    else:
+        grid, layers, roles = _grid(modules, lambda m: m["alignment"] if m["alignment"] == m["alignment"] else 0.0)
+        _heatmap(axes[1], grid, layers, roles, "kernel-target alignment", "alignment", "{:.2f}", cmap="magma")
     return _png(fig)
 
 
@@ -88,19 +99,20 @@ def spectra(profile: dict, kernels: dict, top: int = 6) -> bytes:
     return _png(fig)
 
 
-def row_column_profiles(profile: dict, scores: dict, top: int = 4) -> bytes:
-    """Per-row and per-column alignment scores of the top modules, sorted, to see how peaked they are."""
+def row_column_profiles(profile: dict, scores: dict, top: int = 4, kind: str = "alignment") -> bytes:
+    """Per-row and per-column scores of the top modules, sorted, to see how peaked they are:
+    ``kind`` "alignment" (the labels' kernel alignment) or "signal" (the label or SFT gradient)."""
     plt = _pyplot()
-    ranked = sorted((m for m in profile["modules"] if m["name"] in scores.get("rows_alignment", {})
+    ranked = sorted((m for m in profile["modules"] if m["name"] in scores.get(f"rows_{kind}", {})
                      and m.get("layer") is not None), key=lambda m: -m["trace"])[:top]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, group in zip(axes, ("rows_alignment", "cols_alignment")):
+    for ax, group in zip(axes, (f"rows_{kind}", f"cols_{kind}")):
         for m in ranked:
             values = np.sort(scores[group][m["name"]].numpy())[::-1]
             peak = values[0] if values[0] > 0 else 1.0  # modules differ by decades: compare shapes
             ax.plot(np.arange(1, len(values) + 1) / len(values), values / peak, label=_short(m["name"]))
         ax.set_xlabel(f"fraction of {group.split('_')[0]} (sorted by score)")
-        ax.set_ylabel("alignment contribution / module's largest")
+        ax.set_ylabel(f"{'alignment contribution' if kind == 'alignment' else 'gradient energy'} / module's largest")
         ax.set_title(f"per-{group.split('_')[0][:-1]} scores, top {len(ranked)} block modules by trace")
         ax.legend(fontsize=7)
     return _png(fig)
@@ -131,15 +143,19 @@ def placement_map(parts: dict, method: str, shapes: dict[str, tuple[int, int]] |
 
 
 def predicted_vs_measured(document: dict, predictor: str) -> bytes:
-    """Scatter of one predictor against test accuracy on the seeds every placement ran (what ρ
-    is computed on), one labelled point per placement."""
+    """Scatter of one predictor against the study's test measure (accuracy, or completion NLL
+    for SFT) on the seeds every placement ran (what ρ is computed on), one labelled point per
+    placement."""
+    from .summary import document_outcome
+
     plt = _pyplot()
+    outcome = document_outcome(document)
     placements = document["placements"]
     names = list(placements)
     x = np.array([placements[n]["predictors"][predictor] for n in names], dtype=float)
-    accuracy = [placements[n].get("common_seeds", placements[n])["test_accuracy"] for n in names]
-    y = np.array([a["mean"] for a in accuracy])
-    err = np.array([a["std"] if a["n"] > 1 else 0.0 for a in accuracy])
+    figures = [placements[n].get("common_seeds", placements[n])[outcome.test] for n in names]
+    y = np.array([f["mean"] for f in figures])
+    err = np.array([f["std"] if f["n"] > 1 else 0.0 for f in figures])
     fig, ax = plt.subplots(figsize=(7.5, 5))
     colours = ["tab:red" if placements[n]["kind"] == "advised" else "tab:blue" for n in names]
     finite = np.isfinite(x)
@@ -148,32 +164,42 @@ def predicted_vs_measured(document: dict, predictor: str) -> bytes:
     for n, xi, yi, f in zip(names, x, y, finite):
         if f:
             ax.annotate(n, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    c = document["correlations"].get("test_accuracy", {}).get(predictor, {})
+    c = document["correlations"].get(outcome.test, {}).get(predictor, {})
     rho = c.get("spearman", math.nan)
     ci = c.get("spearman_ci", [math.nan, math.nan])
     ax.set_xlabel(f"predicted: {predictor} (from the profile)")
-    ax.set_ylabel("measured test accuracy (seeds every placement ran)")
+    ax.set_ylabel(f"measured {outcome.label} (seeds every placement ran)")
     ax.set_title(f"Spearman ρ = {rho:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}] over {int(finite.sum())} placements "
                  "(red: advised)", fontsize=10)
     return _png(fig)
 
 
 def correlation_bars(document: dict) -> bytes:
-    """Spearman ρ of every predictor with its 95 % bootstrap interval."""
+    """Spearman ρ of every predictor with its 95 % bootstrap interval; green where ρ has the
+    useful sign (Outcome.useful_sign: positive with accuracy, negative with NLL, the other way
+    for distance_to_full), the most useful at the top."""
+    from .summary import document_outcome
+
     plt = _pyplot()
-    table = document["correlations"]["test_accuracy"]
-    names = sorted(table, key=lambda p: table[p]["spearman"] if table[p]["spearman"] == table[p]["spearman"] else -2)
+    outcome = document_outcome(document)
+    table = document["correlations"][outcome.test]
+
+    def useful(p: str) -> float:  # how strongly ρ points the useful way; undefined ρ last
+        rho = table[p]["spearman"]
+        return outcome.useful_sign(p) * rho if rho == rho else -2.0
+
+    names = sorted(table, key=useful)
     rho = np.array([table[p]["spearman"] for p in names], dtype=float)
     lo = np.array([table[p]["spearman_ci"][0] for p in names], dtype=float)
     hi = np.array([table[p]["spearman_ci"][1] for p in names], dtype=float)
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(names) + 1.8))
-    ax.barh(range(len(names)), np.nan_to_num(rho), color=["tab:green" if r > 0 else "tab:grey" for r in rho])
+    ax.barh(range(len(names)), np.nan_to_num(rho), color=["tab:green" if useful(p) > 0 else "tab:grey" for p in names])
     ax.errorbar(np.nan_to_num(rho), range(len(names)), xerr=[np.nan_to_num(rho - lo), np.nan_to_num(hi - rho)],
                 fmt="none", ecolor="black", capsize=3)
     ax.set_yticks(range(len(names)), names)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlim(-1.05, 1.05)
-    ax.set_xlabel("Spearman ρ with measured test accuracy (95 % bootstrap CI)")
+    ax.set_xlabel(f"Spearman ρ with measured {outcome.label} (95 % bootstrap CI)")
     ax.set_title("which prediction ranks placements like fine-tuning does?")
     return _png(fig)
 

@@ -42,6 +42,7 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def _profile_sections(folder: Path) -> list[str]:
+    from ..advice.recommend import profiled_task
     from ..profiling.folder import load_profile
 
     document = read_json(folder / "profile.json")
@@ -50,19 +51,35 @@ def _profile_sections(folder: Path) -> list[str]:
     sections = [f"<p>{html.escape(s['model'])} on {html.escape(str(s['data']))}: N = {s['samples']} probe examples, "
                 f"T = {s['max_length']} tokens, output reduction {html.escape(s['reduction'])}, "
                 f"head {html.escape(document['head'].get('kind', '?'))}.</p>"]
-    sections.append(_figure("Where the kernel lives", figures.score_heatmap(document),
-                            "Left: each module's share of the block modules' NTK trace. Right: its kernel-target "
-                            "alignment with the labels of the probe sample."))
+    labelled = profiled_task(s).labelled
+    # SFT: each module's ‖G_m‖²_F, the sum of its row scores; {} when profiled with --signal-samples 0
+    energy = None if labelled else {m: float(v.sum()) for m, v in profile.scores.get("rows_signal", {}).items()}
+    sections.append(_figure("Where the kernel lives", figures.score_heatmap(document, energy),
+                            "Left: each module's share of the block modules' NTK trace. Right: " + (
+                                "its kernel-target alignment with the labels of the probe sample." if labelled else
+                                f"its share of the SFT gradient's energy ‖G‖²_F over M = {s.get('signal_samples')} "
+                                "training pairs (the signal the advised LoRA ranks follow; docs/sft.md)." if energy
+                                else "empty: this profile has no SFT gradient (--signal-samples 0).")))
     sections.append(_figure("Spectra", figures.spectra(document, profile.kernels),
                             "Eigenvalues of the total kernel and of the six modules with the largest trace. A flat "
                             "spectrum is well conditioned; a steep one adapts mostly along a few directions."))
-    sections.append(_figure("Row and column scores", figures.row_column_profiles(document, profile.scores),
-                            "Per-row (output unit) and per-column (input feature) alignment contributions, sorted. "
-                            "A peaked curve means a few rows carry the module; a flat one means any will do."))
+    if labelled or energy:
+        scored = "alignment" if labelled else "signal"
+        sections.append(_figure("Row and column scores",
+                                figures.row_column_profiles(document, profile.scores, kind=scored),
+                                "Per-row (output unit) and per-column (input feature) " + (
+                                    "alignment contributions" if labelled else "shares of the SFT gradient's energy")
+                                + ", sorted. A peaked curve means a few rows carry the module; a flat one means any "
+                                "will do."))
     top = sorted(document["modules"], key=lambda m: -m["trace"])[:12]
-    sections.append(_table(["module", "role", "trace", "κ", "effective rank", "alignment", "LOO acc"],
-                           [[m["name"], m["role"], m["trace"], _num(m["condition_number"]), m["effective_rank"],
-                             _num(m["alignment"]), _num(m["loo_accuracy"])] for m in top]))
+    if labelled:
+        sections.append(_table(["module", "role", "trace", "κ", "effective rank", "alignment", "LOO acc"],
+                               [[m["name"], m["role"], m["trace"], _num(m["condition_number"]), m["effective_rank"],
+                                 _num(m["alignment"]), _num(m["loo_accuracy"])] for m in top]))
+    else:
+        sections.append(_table(["module", "role", "trace", "κ", "effective rank", "‖G‖²_F"],
+                               [[m["name"], m["role"], m["trace"], _num(m["condition_number"]), m["effective_rank"],
+                                 _num(energy.get(m["name"], math.nan))] for m in top]))
     return sections
 
 
@@ -71,21 +88,23 @@ def _num(value) -> float:
 
 
 def _validate_sections(folder: Path) -> list[str]:
-    from .summary import best_predictor
+    from .summary import best_predictor, document_outcome
 
     document = read_json(folder / "validate.json")
     plan = read_json(folder / "plan.json")
+    outcome = document_outcome(document)
+    test, short = outcome.test, outcome.short
     placements = document["placements"]
     sections = []
     if placements:
         sections.append(_table(
-            ["placement", "method", "weights", "test acc (mean)", "sd", "seeds", "val acc", "alignment", "LOO acc"],
-            [[n, placements[n]["method"], placements[n]["weights"], placements[n]["test_accuracy"]["mean"],
-              placements[n]["test_accuracy"]["std"], placements[n]["test_accuracy"]["n"],
-              placements[n]["validation_accuracy"]["mean"], placements[n]["predictors"]["objective:alignment"],
-              placements[n]["predictors"]["loo_accuracy"]] for n in document["ranking"]]))
+            ["placement", "method", "weights", f"test {short} (mean)", "sd", "seeds", f"val {short}",
+             *(p.removeprefix("objective:") for p in outcome.headline)],
+            [[n, placements[n]["method"], placements[n]["weights"], placements[n][test]["mean"],
+              placements[n][test]["std"], placements[n][test]["n"], placements[n][outcome.validation]["mean"],
+              *(placements[n]["predictors"][p] for p in outcome.headline)] for n in document["ranking"]]))
     if document.get("correlations"):
-        shown = ["objective:alignment"]
+        shown = [outcome.headline[0]]
         best = best_predictor(document)
         if best and best[0] not in shown:
             shown.append(best[0])
@@ -93,10 +112,14 @@ def _validate_sections(folder: Path) -> list[str]:
             sections.append(_figure(f"Predicted vs measured: {predictor}",
                                     figures.predicted_vs_measured(document, predictor),
                                     "Each point is one placement at the same budget; bars are the spread over "
-                                    "seeds. A useful predictor orders the points left to right by height."))
+                                    "seeds. A useful predictor puts the points in "
+                                    + ("rising" if outcome.useful_sign(predictor) > 0 else "falling")
+                                    + " order from left to right."))
         sections.append(_figure("Every predictor", figures.correlation_bars(document),
-                                "Spearman ρ between each predicted figure and the measured test accuracy, with "
-                                "a percentile bootstrap interval over placements."))
+                                f"Spearman ρ between each predicted figure and the measured {outcome.label}, with "
+                                "a percentile bootstrap interval over placements; green where ρ has the useful sign"
+                                + (" (lower NLL is better, so negative for every predictor but distance_to_full)."
+                                   if not outcome.higher_is_better else " (negative for distance_to_full).")))
     advised = plan["placements"].get("advised")
     if advised:
         sections.append(_figure("The advised placement on the model",
@@ -128,12 +151,25 @@ def _validate_sections(folder: Path) -> list[str]:
 def _run_sections(folder: Path) -> list[str]:
     metrics = read_json(folder / "metrics.json")
     recipe = metrics.get("recipe", {})
-    sections = [f"<p>test accuracy {metrics['test']['accuracy']:.4f} after {metrics['steps']} steps; "
+    test = metrics["test"]
+    if "accuracy" in test:
+        measured, evaluated = f"test accuracy {test['accuracy']:.4f}", ("accuracy", "loss")
+    else:  # supervised fine-tuning: completion NLL (docs/sft.md)
+        measured = f"test completion NLL {test['nll']:.4f} (perplexity {test['perplexity']:.2f})"
+        if test.get("exact_match") is not None:
+            measured += f", greedy exact match {test['exact_match']:.3f}"
+        evaluated = ("nll", "perplexity")
+    forgetting = metrics.get("forgetting")
+    if forgetting:
+        measured += (f"; forgetting: NLL on {forgetting['texts']} held-out texts ({html.escape(forgetting['source'])}) "
+                     f"{forgetting['nll_theta0']:.4f} before, {forgetting['nll_after']:.4f} after")
+    sections = [f"<p>{measured} after {metrics['steps']} steps; "
                 f"{metrics['trainable_parameters']:,} trainable parameters.</p>"]
     sections.append(_figure("Loss curve", figures.loss_curves({"train": metrics["loss_curve"]}),
-                            "Training cross-entropy per step."))
-    sections.append(_table(["epoch", "step", "val accuracy", "val loss", "‖θ−θ0‖"],
-                           [[h["epoch"], h["step"], h["accuracy"], h["loss"], h["distance_from_theta0"]]
+                            "Training cross-entropy per step" + ("." if "accuracy" in test else
+                                                                 " (completion tokens only).")))
+    sections.append(_table(["epoch", "step", *(f"val {k}" for k in evaluated), "‖θ−θ0‖"],
+                           [[h["epoch"], h["step"], *(h[k] for k in evaluated), h["distance_from_theta0"]]
                             for h in metrics.get("history", [])]))
     targets = recipe.get("targets", [])
     if targets:

@@ -7,32 +7,82 @@ study folder at any time and tested on synthetic numbers.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..ntk.select import OBJECTIVES
+from ..ntk.select import LABELLED_OBJECTIVES, OBJECTIVES
 from .correlate import rank_correlation
 
-MEASURES = ("test_accuracy", "validation_accuracy", "final_train_loss")
-# Predicted figures correlated with the measured accuracy: every objective's value of K_S
-# (higher is better by construction) and the profile's summaries.
-PREDICTORS = tuple(f"objective:{o}" for o in OBJECTIVES) + ("loo_accuracy", "effective_rank", "distance_to_full",
-                                                            "label_signal")
+
+# Predictors for which less is better (a placement close to the full kernel has a small distance);
+# every other one, objectives included, is signed so that more is better.
+LESS_IS_BETTER = ("distance_to_full",)
 
 
-def measured(metrics: dict) -> dict:
+@dataclass(frozen=True)
+class Outcome:
+    """What a study measures for its task, and which way is better."""
+
+    test: str  # the measure placements are ranked and paired on
+    validation: str
+    higher_is_better: bool
+    label: str  # the test measure in words, for tables and figures
+    short: str  # its column name: "acc" or "NLL"
+    predictors: tuple[str, ...]  # predicted figures (predictor_values' keys) that exist for the task
+    headline: tuple[str, str]  # the two predictors tables show next to the measures
+
+    @property
+    def measures(self) -> tuple[str, ...]:
+        """Each is rank-correlated with every predictor; final_train_loss asks whether the kernel
+        predicts how fast training goes."""
+        return self.test, self.validation, "final_train_loss"
+
+    def useful_sign(self, predictor: str) -> int:
+        """The sign of Spearman ρ between ``predictor`` and the test measure when the predictor
+        ranks placements as fine-tuning does: + for accuracy, − for NLL, flipped for a
+        predictor in LESS_IS_BETTER."""
+        sign = 1 if self.higher_is_better else -1
+        return -sign if predictor in LESS_IS_BETTER else sign
+
+
+# Every objective's value of K_S and the profile's summaries.
+CLASSIFY = Outcome("test_accuracy", "validation_accuracy", True, "test accuracy", "acc",
+                   tuple(f"objective:{o}" for o in OBJECTIVES)
+                   + ("loo_accuracy", "effective_rank", "distance_to_full", "label_signal"),
+                   ("objective:alignment", "loo_accuracy"))
+# SFT has no labels: no alignment or LOO accuracy; instead 1ᵀK_S1/N², proportional to the first
+# gradient step's loss decrease (docs/sft.md); the label signal is the share of the SFT gradient's
+# energy the placement can hold.
+SFT = Outcome("test_nll", "validation_nll", False, "test completion NLL", "NLL",
+              tuple(f"objective:{o}" for o in OBJECTIVES if o not in LABELLED_OBJECTIVES)
+              + ("first_step", "effective_rank", "distance_to_full", "label_signal"),
+              ("first_step", "label_signal"))
+
+
+def outcome_for(labelled: bool) -> Outcome:
+    """Accuracy for a task with labels; completion NLL for one without (supervised fine-tuning)."""
+    return CLASSIFY if labelled else SFT
+
+
+def document_outcome(document: dict) -> Outcome:
+    """The outcome a validate.json was summarized for (studies before SFT: classification)."""
+    return SFT if document.get("primary") == SFT.test else CLASSIFY
+
+
+def measured(metrics: dict, outcome: Outcome = CLASSIFY) -> dict:
     curve = metrics.get("loss_curve") or [math.nan]
-    return {"test_accuracy": metrics["test"]["accuracy"], "validation_accuracy": metrics["validation_best"]["accuracy"],
+    key = "accuracy" if outcome.higher_is_better else "nll"
+    return {outcome.test: metrics["test"][key], outcome.validation: metrics["validation_best"][key],
             "final_train_loss": float(np.mean(curve[-10:])), "linearization_gap": metrics.get("linearization_gap"),
             "distance_from_theta0": metrics.get("distance_from_theta0"), "wall_seconds": metrics.get("wall_seconds"),
             "trainable_parameters": metrics.get("trainable_parameters")}
 
 
-def predictor_values(predicted: dict) -> dict[str, float]:
-    """Flatten a placement's predicted report into the predictors correlated with accuracy."""
+def predictor_values(predicted: dict, outcome: Outcome = CLASSIFY) -> dict[str, float]:
+    """Flatten a placement's predicted report into the predictors correlated with the outcome."""
     values = {}
-    for name in PREDICTORS:
+    for name in outcome.predictors:
         if name.startswith("objective:"):
             values[name] = predicted.get("objectives", {}).get(name.split(":", 1)[1], math.nan)
         else:
@@ -51,16 +101,17 @@ def _mean_spread(values: list[float]) -> dict:
 
 def summarize(config, plan: dict, results: dict[str, dict], linear: dict | None) -> dict:
     """``results`` maps a run folder relative to the study (runs/<name>/seed-<s>) to its metrics."""
+    outcome = outcome_for(config.labelled)
     placements = {}
     for name, entry in plan["placements"].items():
-        runs = {path: measured(metrics) for path, metrics in results.items() if path.startswith(f"runs/{name}/")}
+        runs = {path: measured(metrics, outcome) for path, metrics in results.items() if path.startswith(f"runs/{name}/")}
         if not runs:
             continue
         placements[name] = {
             "method": entry["method"], "kind": entry["kind"], "objective": entry["objective"],
-            "weights": entry["predicted"]["weights"], "predictors": predictor_values(entry["predicted"]),
+            "weights": entry["predicted"]["weights"], "predictors": predictor_values(entry["predicted"], outcome),
             "runs": runs,
-            **{m: _mean_spread([r[m] for r in runs.values()]) for m in MEASURES + ("linearization_gap",)},
+            **{m: _mean_spread([r[m] for r in runs.values()]) for m in outcome.measures + ("linearization_gap",)},
         }
     names = list(placements)
     # Rank and correlate on the training seeds every placement ran: a seed moves all arms
@@ -68,20 +119,22 @@ def summarize(config, plan: dict, results: dict[str, dict], linear: dict | None)
     common = sorted(set.intersection(*(set(map(_seed_of, placements[n]["runs"])) for n in names))) if names else []
     for name in names:  # no seed shared by all: fall back to every run
         shared = [r for path, r in placements[name]["runs"].items() if not common or _seed_of(path) in common]
-        placements[name]["common_seeds"] = {m: _mean_spread([r[m] for r in shared]) for m in MEASURES}
+        placements[name]["common_seeds"] = {m: _mean_spread([r[m] for r in shared]) for m in outcome.measures}
     correlations = {}
     if len(names) >= 3:
-        for measure in MEASURES:  # final_train_loss: does the kernel predict how fast training goes?
+        for measure in outcome.measures:  # final_train_loss: does the kernel predict how fast training goes?
             target = [placements[n]["common_seeds"][measure]["mean"] for n in names]
             correlations[measure] = {
                 p: rank_correlation([placements[n]["predictors"][p] for n in names], target,
                                     resamples=config.resamples, seed=config.seed)
                 for p in placements[names[0]]["predictors"]}
-    ranking = sorted(names, key=lambda n: -placements[n]["common_seeds"]["test_accuracy"]["mean"])
+    better = 1 if outcome.higher_is_better else -1
+    ranking = sorted(names, key=lambda n: -better * placements[n]["common_seeds"][outcome.test]["mean"])
     reference = "advised" if "advised" in placements else (names[0] if names else None)
-    paired = {n: paired_difference(placements[reference]["runs"], placements[n]["runs"])
+    paired = {n: paired_difference(placements[reference]["runs"], placements[n]["runs"], outcome.test)
               for n in names if n != reference} if reference else {}
-    document = {"settings": asdict(config), "budget": plan["budget"], "head_parameters": plan["head"],
+    document = {"settings": asdict(config), "primary": outcome.test, "higher_is_better": outcome.higher_is_better,
+                "budget": plan["budget"], "head_parameters": plan["head"],
                 "duplicates": plan["duplicates"], "placements": placements, "correlations": correlations,
                 "ranking": ranking, "common_seeds": common, "paired_reference": reference,
                 "paired": {n: d for n, d in paired.items() if d["n"] >= 2}}
@@ -117,13 +170,15 @@ def _sweep(config, results: dict[str, dict], linear: dict) -> list[dict]:
     return rows
 
 
-def best_predictor(document: dict, measure: str = "test_accuracy") -> tuple[str, float] | None:
-    """The predictor with the highest Spearman ρ for ``measure``, or None without correlations."""
-    table = document.get("correlations", {}).get(measure)
+def best_predictor(document: dict) -> tuple[str, float] | None:
+    """The predictor whose Spearman ρ with the study's test measure points most strongly the
+    useful way (Outcome.useful_sign), or None without correlations."""
+    outcome = document_outcome(document)
+    table = document.get("correlations", {}).get(outcome.test)
     if not table:
         return None
     finite = {p: c["spearman"] for p, c in table.items() if c["spearman"] == c["spearman"]}
     if not finite:
         return None
-    name = max(finite, key=finite.get)
+    name = max(finite, key=lambda p: outcome.useful_sign(p) * finite[p])
     return name, finite[name]

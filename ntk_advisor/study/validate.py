@@ -34,6 +34,7 @@ from ..advice.recommend import (
     place,
     predicted_report,
     search_ridge,
+    training_fields,
     weight_budget,
 )
 from ..errors import RecipeError, ValidateError
@@ -55,14 +56,15 @@ def _canonical(placement: Placement, method: str) -> str:
 
 def build_plan(profile_dir: Path, config: ValidateConfig, progress: Progress) -> dict:
     """K distinct placements at the budget and what the profile predicts for each."""
-    captured = capture(load_profile(profile_dir))
+    profile = load_profile(profile_dir)
+    captured = capture(profile)
     base = resolve_allocation(RecommendConfig(method=config.method, budget=config.budget, proximal=config.proximal,
                                               seed=config.seed, allocation=config.allocation))
     budget, head, biases = weight_budget(captured, base)
     ridge = search_ridge(captured, config.proximal)
     wanted = len(config.arms) or config.placements or 1  # the sweep alone still needs the advised placement
     plan, seen, duplicates = {}, {}, {}
-    candidates = arm_names(config.method)
+    candidates = arm_names(config.method, config.labelled)
     if config.arms:
         named = {c[0]: c for c in candidates}
         candidates = [named.get(a, (a, "random", config.method)) for a in config.arms]
@@ -93,11 +95,11 @@ def build_plan(profile_dir: Path, config: ValidateConfig, progress: Progress) ->
             duplicates[name] = seen[key]
             continue
         seen[key] = name
-        plan[name] = {"method": method, "kind": "advised" if name.startswith("advised") else "baseline",
-                      "objective": settings.objective if name.startswith("advised") else None,
-                      "placement": {m: part_to_json(part) for m, part in placement.items()}, "scores": scores,
-                      "predicted": predicted_report(captured, placement, method, ridge,
-                                                    Training(**config.training(config.seed)))}
+        entry = {"name": name, "method": method, "kind": "advised" if name.startswith("advised") else "baseline",
+                 "objective": settings.objective if name.startswith("advised") else None,
+                 "placement": {m: part_to_json(part) for m, part in placement.items()}, "scores": scores}
+        training = Training(**training_fields(_recommend_config(config, entry, config.seed), profile.settings))
+        plan[name] = entry | {"predicted": predicted_report(captured, placement, method, ridge, training)}
         progress("placements", len(plan), wanted)
     return {"budget": budget, "head": head, "head_module": captured.head_name, "biases": biases, "ridge": ridge,
             "placements": plan, "duplicates": duplicates}
@@ -108,10 +110,22 @@ def _as_placement(stored: dict) -> Placement:
     return {m: part_from_json(value) for m, value in stored.items()}
 
 
+def _recommend_config(config: ValidateConfig, entry: dict, seed: int, strength: float | None = None,
+                      mode: str = "selective") -> RecommendConfig:
+    """What `recommend` would have been asked for this placement: its training section follows
+    (training_fields). A baseline trains at PEFT's α = r where advised SFT LoRA trains under
+    rsLoRA, and the allocation decides that for the advised arms. (Plans from before entries
+    carried their name: a baseline's name only has to differ from "advised".)"""
+    placement = "advised" if entry["kind"] == "advised" else entry.get("name", "baseline")
+    return resolve_allocation(RecommendConfig(method=entry["method"], budget=config.budget, seed=seed,
+                                              proximal=config.proximal if strength is None else strength,
+                                              proximal_mode=mode, placement=placement, allocation=config.allocation,
+                                              training=config.training(seed)))
+
+
 def _recipe(settings: dict, config: ValidateConfig, entry: dict, seed: int, strength: float, mode: str,
             head_module: str | None = None):
-    rec_config = RecommendConfig(method=entry["method"], budget=config.budget, seed=seed, proximal=strength,
-                                 proximal_mode=mode, training=config.training(seed))
+    rec_config = _recommend_config(config, entry, seed, strength, mode)
     placement = _as_placement(entry["placement"])
     return build_recipe(settings, rec_config, placement, entry["scores"], {"validate": entry["predicted"]}, head_module)
 
@@ -214,7 +228,8 @@ def _profile_and_plan(out: Path, config: ValidateConfig, force: bool, progress: 
     wanted = _check_settings(out, config, force)
     profile_dir = out / "profile"
     if not (profile_dir / "profile.json").exists():
-        result = profile(ProfileConfig(model=config.model, data=config.data, text_column=config.text_column,
+        result = profile(ProfileConfig(model=config.model, data=config.data, task=config.task,
+                                       text_column=config.text_column,
                                        label_column=config.label_column, samples=config.samples,
                                        max_length=config.max_length, seed=config.seed, head=config.head,
                                        device=device),
