@@ -37,6 +37,7 @@ from pathlib import Path
 import yaml
 
 from ntk_advisor.advice.recommend import DEFAULT_OBJECTIVE
+from ntk_advisor.study.summary import best_predictor
 from ntk_advisor.profiling.folder import read_json
 
 CLI = [sys.executable, "-m", "ntk_advisor.cli"]
@@ -100,7 +101,8 @@ def comparison(document: dict) -> str:
             if c:
                 lines.append(f"predictor {name}: Spearman ρ {c['spearman']:+.2f} [{c['spearman_ci'][0]:+.2f}, "
                              f"{c['spearman_ci'][1]:+.2f}] over {c['n']} placements")
-        lines.append(f"best predictor: {max(table, key=lambda p: table[p]['spearman'] if table[p]['spearman'] == table[p]['spearman'] else -2)}")
+        best = best_predictor(document)  # the useful sign: distance_to_full counts when ρ < 0
+        lines.append(f"best predictor: {best[0] if best else 'none (no ρ is defined)'}")
     return "\n".join(lines) + "\n"
 
 

@@ -252,13 +252,14 @@ def test_sft_prediction_tables_correlate_seed_0_of_the_arms_that_start_from_b_ze
     runs += [run("advised", 9.0, seed=1), run("lora-qv", 0.1, steps=10), run("eva", 0.0), run("lora-all", 1.0, lr=2e-2)]
     measured = predict.validation_by_rate(runs, "t")
     assert measured == {1e-2: {arm: pytest.approx(3.0 + i / 10) for i, arm in enumerate(arms)}, 2e-2: {"lora-all": 1.0}}
-    predicted = {arm: {"first step": 10.0 - i, "label signal": float(i), "trace": 1.0} for i, arm in enumerate(arms)}
+    predicted = {arm: {"first step": 10.0 - i, "label signal": float(i), "trace": 1.0, "effective rank": -float(i),
+                       "1/κ": float(i)} for i, arm in enumerate(arms)}
     predicted["lora-all"]["trace"] = 2.0
     lines = predict.task_tables("t", predicted, measured)
     # trace (1, 1, 2, 1): ties take their mean rank, so ρ = 1/√15 = +0.26 by hand
-    assert "| 0.01 | 4 | -1.00 | +1.00 | +0.26 |" in lines
+    assert "| 0.01 | 4 | -1.00 | +1.00 | +0.26 | -1.00 | +1.00 |" in lines
     # lora-all's best is its 2e-2 run (1.0): NLL ranks (2, 3, 1, 4); trace then gives -3/√15
-    assert "| each arm's best | 4 | -0.40 | +0.40 | -0.77 |" in lines
+    assert "| each arm's best | 4 | -0.40 | +0.40 | -0.77 | -0.40 | +0.40 |" in lines
     assert not any(line.startswith("| 0.02 |") for line in lines)  # one arm is no correlation
 
 
