@@ -72,14 +72,11 @@ def _profile_sections(folder: Path) -> list[str]:
                                 + ", sorted. A peaked curve means a few rows carry the module; a flat one means any "
                                 "will do."))
     top = sorted(document["modules"], key=lambda m: -m["trace"])[:12]
-    if labelled:
-        sections.append(_table(["module", "role", "trace", "κ", "effective rank", "alignment", "LOO acc"],
-                               [[m["name"], m["role"], m["trace"], _num(m["condition_number"]), m["effective_rank"],
-                                 _num(m["alignment"]), _num(m["loo_accuracy"])] for m in top]))
-    else:
-        sections.append(_table(["module", "role", "trace", "κ", "effective rank", "‖G‖²_F"],
-                               [[m["name"], m["role"], m["trace"], _num(m["condition_number"]), m["effective_rank"],
-                                 _num(energy.get(m["name"], math.nan))] for m in top]))
+    extra, cells = ((["alignment", "LOO acc"], lambda m: [_num(m["alignment"]), _num(m["loo_accuracy"])]) if labelled
+                    else (["‖G‖²_F"], lambda m: [_num(energy.get(m["name"], math.nan))]))
+    sections.append(_table(["module", "role", "trace", "κ", "effective rank", *extra],
+                           [[m["name"], m["role"], m["trace"], _num(m["condition_number"]), m["effective_rank"],
+                             *cells(m)] for m in top]))
     return sections
 
 

@@ -24,13 +24,26 @@ LESS_IS_BETTER = ("distance_to_full",)
 class Outcome:
     """What a study measures for its task, and which way is better."""
 
-    test: str  # the measure placements are ranked and paired on
-    validation: str
+    metric: str  # the key of a run's test and best-validation metrics: "accuracy" or "nll"
     higher_is_better: bool
     label: str  # the test measure in words, for tables and figures
     short: str  # its column name: "acc" or "NLL"
     predictors: tuple[str, ...]  # predicted figures (predictor_values' keys) that exist for the task
     headline: tuple[str, str]  # the two predictors tables show next to the measures
+
+    @property
+    def test(self) -> str:
+        """The measure placements are ranked and paired on."""
+        return f"test_{self.metric}"
+
+    @property
+    def validation(self) -> str:
+        return f"validation_{self.metric}"
+
+    @property
+    def direction(self) -> int:
+        """+1 when more of the measure is better, −1 when less is."""
+        return 1 if self.higher_is_better else -1
 
     @property
     def measures(self) -> tuple[str, ...]:
@@ -42,19 +55,18 @@ class Outcome:
         """The sign of Spearman ρ between ``predictor`` and the test measure when the predictor
         ranks placements as fine-tuning does: + for accuracy, − for NLL, flipped for a
         predictor in LESS_IS_BETTER."""
-        sign = 1 if self.higher_is_better else -1
-        return -sign if predictor in LESS_IS_BETTER else sign
+        return -self.direction if predictor in LESS_IS_BETTER else self.direction
 
 
 # Every objective's value of K_S and the profile's summaries.
-CLASSIFY = Outcome("test_accuracy", "validation_accuracy", True, "test accuracy", "acc",
+CLASSIFY = Outcome("accuracy", True, "test accuracy", "acc",
                    tuple(f"objective:{o}" for o in OBJECTIVES)
                    + ("loo_accuracy", "effective_rank", "distance_to_full", "label_signal"),
                    ("objective:alignment", "loo_accuracy"))
 # SFT has no labels: no alignment or LOO accuracy; instead 1ᵀK_S1/N², proportional to the first
 # gradient step's loss decrease (docs/sft.md); the label signal is the share of the SFT gradient's
 # energy the placement can hold.
-SFT = Outcome("test_nll", "validation_nll", False, "test completion NLL", "NLL",
+SFT = Outcome("nll", False, "test completion NLL", "NLL",
               tuple(f"objective:{o}" for o in OBJECTIVES if o not in LABELLED_OBJECTIVES)
               + ("first_step", "effective_rank", "distance_to_full", "label_signal"),
               ("first_step", "label_signal"))
@@ -72,8 +84,8 @@ def document_outcome(document: dict) -> Outcome:
 
 def measured(metrics: dict, outcome: Outcome = CLASSIFY) -> dict:
     curve = metrics.get("loss_curve") or [math.nan]
-    key = "accuracy" if outcome.higher_is_better else "nll"
-    return {outcome.test: metrics["test"][key], outcome.validation: metrics["validation_best"][key],
+    return {outcome.test: metrics["test"][outcome.metric],
+            outcome.validation: metrics["validation_best"][outcome.metric],
             "final_train_loss": float(np.mean(curve[-10:])), "linearization_gap": metrics.get("linearization_gap"),
             "distance_from_theta0": metrics.get("distance_from_theta0"), "wall_seconds": metrics.get("wall_seconds"),
             "trainable_parameters": metrics.get("trainable_parameters")}
@@ -104,7 +116,8 @@ def summarize(config, plan: dict, results: dict[str, dict], linear: dict | None)
     outcome = outcome_for(config.labelled)
     placements = {}
     for name, entry in plan["placements"].items():
-        runs = {path: measured(metrics, outcome) for path, metrics in results.items() if path.startswith(f"runs/{name}/")}
+        runs = {path: measured(metrics, outcome) for path, metrics in results.items()
+                if path.startswith(f"runs/{name}/")}
         if not runs:
             continue
         placements[name] = {
@@ -128,13 +141,12 @@ def summarize(config, plan: dict, results: dict[str, dict], linear: dict | None)
                 p: rank_correlation([placements[n]["predictors"][p] for n in names], target,
                                     resamples=config.resamples, seed=config.seed)
                 for p in placements[names[0]]["predictors"]}
-    better = 1 if outcome.higher_is_better else -1
-    ranking = sorted(names, key=lambda n: -better * placements[n]["common_seeds"][outcome.test]["mean"])
+    ranking = sorted(names, key=lambda n: -outcome.direction * placements[n]["common_seeds"][outcome.test]["mean"])
     reference = "advised" if "advised" in placements else (names[0] if names else None)
     paired = {n: paired_difference(placements[reference]["runs"], placements[n]["runs"], outcome.test)
               for n in names if n != reference} if reference else {}
-    document = {"settings": asdict(config), "primary": outcome.test, "higher_is_better": outcome.higher_is_better,
-                "budget": plan["budget"], "head_parameters": plan["head"],
+    document = {"settings": asdict(config), "primary": outcome.test, "budget": plan["budget"],
+                "head_parameters": plan["head"],
                 "duplicates": plan["duplicates"], "placements": placements, "correlations": correlations,
                 "ranking": ranking, "common_seeds": common, "paired_reference": reference,
                 "paired": {n: d for n, d in paired.items() if d["n"] >= 2}}

@@ -37,7 +37,7 @@ def sft_study(tiny_llama_folder, tmp_path_factory):
 
 def test_an_sft_study_ranks_by_test_nll_with_the_predictors_defined_without_labels(sft_study):
     document, out, _ = sft_study
-    assert document["primary"] == "test_nll" and document["higher_is_better"] is False
+    assert document["primary"] == "test_nll"
     placements = document["placements"]
     assert set(placements) | set(document["duplicates"]) == set(ARMS)
     nll = {n: placements[n]["common_seeds"]["test_nll"]["mean"] for n in placements}
